@@ -1,0 +1,1 @@
+"""HTTP layer: body parsing, dependencies and thin routes."""

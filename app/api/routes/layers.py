@@ -1,0 +1,125 @@
+"""POST /v1/layers/{kind} (one operation per kind, generated from the registry) and GET /v1/layers."""
+
+import math
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from app.api.body import json_response, read_json
+from app.api.deps import ComputeDep, SettingsDep
+from app.errors import UnknownKind, validation_error
+from app.layers.base import LayerSpec
+from app.layers.registry import LAYERS
+from app.layers.service import LayerOutcome, run_layer
+from app.schemas.requests import LayerRequestOptions, layer_request_model
+from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
+from app.tensors import encode_tensor
+
+router = APIRouter(prefix="/v1/layers", tags=["layers"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    404: {"model": ErrorBody, "description": "Unknown layer kind."},
+    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work)."},
+    415: {"model": ErrorBody, "description": "Unsupported content type."},
+    422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit."},
+}
+
+REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
+"""Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
+
+
+def parse_request(body: Any) -> LayerRequestOptions:
+    try:
+        return LayerRequestOptions.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
+    """The response body; tensors in the requested encoding."""
+    spec, result = outcome.spec, outcome.result
+    trainable = spec.parameter_shapes(outcome.config)
+    body: dict[str, Any] = {
+        "kind": spec.kind,
+        "backend": outcome.backend,
+        "config": outcome.config.model_dump(),
+        "input_shape": list(outcome.input_shape),
+        "output_shape": list(outcome.output_shape),
+        "output": encode_tensor(result.output, encoding),
+        "parameters": {k: encode_tensor(outcome.state[k], encoding) for k in trainable},
+        "parameter_count": sum(math.prod(s) for s in trainable.values()),
+    }
+    if result.buffers:
+        body["buffers"] = {k: encode_tensor(v, encoding) for k, v in result.buffers.items()}
+    if "indices" in result.extras:
+        body["indices"] = encode_tensor(result.extras["indices"], encoding)
+    statistics = {k: encode_tensor(v, encoding) for k, v in result.extras.items() if k != "indices"}
+    if statistics:
+        body["statistics"] = statistics
+    formula = spec.formulas(outcome.config, outcome.input_shape)
+    if formula:
+        body["formula"] = formula
+    if outcome.comparison is not None:
+        body["comparison"] = outcome.comparison
+    body["elapsed_ms"] = round(outcome.elapsed_ms, 3)
+    return body
+
+
+def _layer_endpoint(spec: LayerSpec):
+    async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+        options = parse_request(await read_json(request, settings))
+
+        def work() -> dict[str, Any]:
+            return present(run_layer(spec, options, settings), options.encoding)
+
+        return json_response(await pool.run(work))
+
+    compute.__name__ = f"layers_{spec.kind}"
+    compute.__doc__ = spec.description
+    return compute
+
+
+def _openapi_body(spec: LayerSpec) -> dict[str, Any]:
+    content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{spec.title}Request"}}
+    if spec.examples:
+        content["examples"] = spec.examples
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+
+
+for _spec in LAYERS.values():
+    router.add_api_route(
+        f"/{_spec.kind}",
+        _layer_endpoint(_spec),
+        methods=["POST"],
+        name=f"layers-{_spec.kind}",
+        summary=_spec.summary,
+        description=_spec.description,
+        response_model=None,
+        responses={200: {"model": layer_response_model(_spec.title, _spec.config_model), "description": "The layer's output, parameters and shapes."}, **ERROR_RESPONSES},
+        openapi_extra=_openapi_body(_spec),
+    )
+
+
+@router.get("", name="layers-list", summary="Supported layer kinds with their config schemas and defaults",
+            response_model=list[LayerKind])
+def list_layers() -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": spec.kind,
+            "torch": f"torch.nn.{spec.torch_name}",
+            "summary": spec.summary,
+            "path": f"/v1/layers/{spec.kind}",
+            "config_schema": spec.config_model.model_json_schema(),
+            "defaults": {name: f.default for name, f in spec.config_model.model_fields.items() if not f.is_required()},
+        }
+        for spec in LAYERS.values()
+    ]
+
+
+@router.post("/{kind}", name="layers-unknown", include_in_schema=False)
+async def unknown_kind(kind: str) -> Response:
+    raise UnknownKind(f"unknown layer kind {kind[:100]!r}; supported: {sorted(LAYERS)}",
+                      field="kind", expected=sorted(LAYERS), actual=kind[:100])

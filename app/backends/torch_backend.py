@@ -1,0 +1,71 @@
+"""The torch backend: build the real `torch.nn` module from the config, load the state, call it.
+
+PyTorch is the oracle, so this backend runs PyTorch's own module code (padding modes, "same"
+padding, running statistics, unbatched inputs) rather than re-assembling functional calls.
+"""
+
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from app.backends.base import ForwardResult, State
+
+if TYPE_CHECKING:
+    from app.layers.base import LayerSpec
+
+TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# torch.manual_seed seeds a process-wide generator and nn.init draws from it; requests compute
+# in threads, so seeding and building must not interleave.
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """Zero-copy view of an array (read-only buffers too: torch never writes to an input)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def build_module(spec: "LayerSpec", config: Any, **factory: Any) -> nn.Module:
+    return getattr(nn, spec.torch_name)(**spec.torch_kwargs(config), **factory)
+
+
+def initial_states(layers: Sequence[tuple["LayerSpec", Any]], seed: int) -> list[State]:
+    """`torch.manual_seed(seed)` then build each module in order, as `nn.Sequential(...)` would."""
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        modules = [build_module(spec, config) for spec, config in layers]
+    return [{k: v.detach().numpy().copy() for k, v in m.state_dict().items()} for m in modules]
+
+
+def draw_random(distribution: str, shape: tuple[int, ...], seed: int, dtype: str) -> np.ndarray:
+    """Exactly `torch.manual_seed(seed); torch.randn(*shape)` (or torch.rand), without global state."""
+    generator = torch.Generator().manual_seed(seed)
+    draw = torch.randn if distribution == "normal" else torch.rand
+    return draw(shape, generator=generator, dtype=TORCH_DTYPES[dtype]).numpy()
+
+
+class TorchBackend:
+    name = "torch"
+
+    def forward(self, spec: "LayerSpec", config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+        # Built on the meta device, the module allocates and initializes nothing; assign=True
+        # then adopts our tensors (copied: BatchNorm updates its buffers in place).
+        module = build_module(spec, config, device="meta")
+        module.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=True, assign=True)
+        module.train(training)
+        inputs = as_tensor(x)
+        with torch.no_grad():
+            out = module(inputs)
+            extras = spec.torch_extras(module, inputs, training) if spec.torch_extras else {}
+        output, indices = (out if isinstance(out, tuple) else (out, None))
+        if indices is not None:
+            extras["indices"] = indices.numpy()
+        buffers = {k: v.numpy() for k, v in module.named_buffers()}
+        return ForwardResult(output=output.numpy(), buffers=buffers, extras=extras)

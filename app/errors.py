@@ -1,0 +1,144 @@
+"""Error classes, each carrying its HTTP status, and the one error envelope every error uses.
+
+    LayerlabError (400)
+    ├── BadRequest (400)          body is not JSON, wrong content type
+    ├── UnknownKind (404)         no such layer kind
+    ├── PayloadTooLarge (413)     a configured limit (body bytes, elements, parameters, work)
+    ├── UnsupportedMediaType (415)
+    └── InvalidInput (422)        a value the layer cannot take
+        └── ShapeMismatch (422)   a tensor of the wrong shape or rank
+"""
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class LayerlabError(Exception):
+    status_code = 400
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        field: str | None = None,
+        expected: Any = None,
+        actual: Any = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": type(self).__name__, "status": self.status_code, "detail": self.detail}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.expected is not None:
+            body["expected"] = self.expected
+        if self.actual is not None:
+            body["actual"] = self.actual
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(LayerlabError):
+    status_code = 400
+
+
+class UnknownKind(LayerlabError):
+    status_code = 404
+
+
+class PayloadTooLarge(LayerlabError):
+    """A configured limit was exceeded; `limit` names the setting, `value` what was asked."""
+
+    status_code = 413
+
+
+class UnsupportedMediaType(LayerlabError):
+    status_code = 415
+
+
+class InvalidInput(LayerlabError):
+    status_code = 422
+
+
+class ShapeMismatch(InvalidInput):
+    status_code = 422
+
+
+def loc_to_field(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
+    """('config', 'kernel_size', 0) -> 'config.kernel_size[0]'."""
+    field = prefix
+    for part in loc:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field = f"{field}.{part}" if field else str(part)
+    return field
+
+
+def validation_error(exc: ValidationError | RequestValidationError, prefix: str = "") -> InvalidInput:
+    """One 422 from pydantic's list of errors: the first names the field, all are listed."""
+    errors = []
+    for err in exc.errors():
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        # pydantic reports a union's failing branch in the location; it is noise to a user.
+        loc = [p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-")))]
+        item = {"field": loc_to_field(loc, prefix), "message": err.get("msg", "invalid value"), "type": err.get("type")}
+        if "input" in err and _small(err["input"]):
+            item["actual"] = err["input"]
+        errors.append(item)
+    first = errors[0] if errors else {"field": prefix or None, "message": "invalid value"}
+    detail = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors) or "invalid request"
+    return InvalidInput(detail, field=first["field"] or None, errors=errors)
+
+
+def _small(value: Any) -> bool:
+    """Echo offending values only when they are small scalars: never a whole tensor."""
+    return isinstance(value, (int, float, str, bool)) and len(str(value)) <= 200
+
+
+def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(exc.body(), default=str),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LayerlabError)
+    async def _layerlab(_: Request, exc: LayerlabError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: ValidationError) -> Response:
+        return error_response(validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        err = LayerlabError(str(exc.detail))
+        err.status_code = exc.status_code
+        return error_response(err, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        # A bug, not a user error: say so without a traceback, and keep serving.
+        err = LayerlabError(f"internal error: {type(exc).__name__}")
+        err.status_code = 500
+        return error_response(err)

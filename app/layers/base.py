@@ -1,0 +1,60 @@
+"""What the service needs to know about one layer kind. No torch here."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from app.backends.base import ForwardResult, State
+
+Shape = tuple[int, ...]
+
+
+def _no_shapes(config: Any) -> dict[str, Shape]:
+    return {}
+
+
+def _no_macs(config: Any, input_shape: Shape, output_shape: Shape) -> int:
+    return 0
+
+
+def _no_formulas(config: Any, input_shape: Shape) -> list[str]:
+    return []
+
+
+def _constructor_kwargs(config: BaseModel) -> dict[str, Any]:
+    return config.model_dump()
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    kind: str
+    """URL name: 'linear', 'conv2d', ..."""
+    torch_name: str
+    """The torch.nn class: 'Linear', 'Conv2d', ..."""
+    config_model: type[BaseModel]
+    """The constructor's arguments, with PyTorch's names and defaults."""
+    summary: str
+    description: str
+    output_shape: Callable[[Any, Shape], Shape]
+    """Checks an input shape against the config and returns the output shape (raises a 422)."""
+    parameter_shapes: Callable[[Any], dict[str, Shape]]
+    """Trainable tensors by state_dict name."""
+    reference: Callable[[Any, np.ndarray, State, bool], ForwardResult]
+    """(config, x, state, training) -> result, through the NumPy formulas."""
+    buffer_shapes: Callable[[Any], dict[str, Shape]] = _no_shapes
+    macs: Callable[[Any, Shape, Shape], int] = _no_macs
+    """Multiply-adds of one forward pass (torchinfo's convention), for limits and /v1/shapes."""
+    formulas: Callable[[Any, Shape], list[str]] = _no_formulas
+    """Output-size formulas with the numbers substituted, one line per spatial dimension."""
+    torch_kwargs: Callable[[Any], dict[str, Any]] = _constructor_kwargs
+    torch_extras: Callable[..., dict[str, np.ndarray]] | None = None
+    """(module, input, training) -> extra tensors from the torch backend (BatchNorm statistics)."""
+    examples: dict[str, dict[str, Any]] | None = None
+    """Named request examples for the Swagger UI: {name: {"summary", "value"}}."""
+
+    @property
+    def title(self) -> str:
+        return self.torch_name

@@ -1,0 +1,184 @@
+"""Run one layer for a request: validate, check limits, resolve the state, compute, compare.
+
+Order matters: everything that can be known from the config (parameter counts, output shape,
+multiply-adds) is checked before a tensor is allocated.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from app.backends.base import Backend, ForwardResult, State
+from app.backends.reference_backend import ReferenceBackend
+from app.config import Settings
+from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch, validation_error
+from app.layers.base import LayerSpec, Shape
+from app.tensors import check_elements, decode_tensor
+
+# torch.testing.assert_close's defaults
+TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
+INTEGER_BUFFERS = {"num_batches_tracked"}
+
+
+def get_backend(name: str) -> Backend:
+    if name == "reference":
+        return ReferenceBackend()
+    from app.backends.torch_backend import TorchBackend  # the only backend that needs torch
+
+    return TorchBackend()
+
+
+def other_backend(name: str) -> str:
+    return "reference" if name == "torch" else "torch"
+
+
+def parse_config(spec: LayerSpec, raw: Any, field: str = "config") -> BaseModel:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{field} must be an object of {spec.torch_name}'s constructor arguments",
+                           field=field, actual=type(raw).__name__)
+    try:
+        return spec.config_model.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix=field) from None
+
+
+def check_parameter_count(count: int, settings: Settings, field: str = "config") -> None:
+    if count > settings.max_parameter_elements:
+        raise PayloadTooLarge(
+            f"the layer would have {count} parameter elements; the limit is {settings.max_parameter_elements} "
+            "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)",
+            field=field, limit="max_parameter_elements", value=count, expected=f"<= {settings.max_parameter_elements}")
+
+
+def check_macs(macs: int, settings: Settings, field: str = "config") -> None:
+    if macs > settings.max_macs:
+        raise PayloadTooLarge(
+            f"the request would take about {macs} multiply-adds; the limit is {settings.max_macs} "
+            "(setting LAYERLAB_MAX_MACS)",
+            field=field, limit="max_macs", value=macs, expected=f"<= {settings.max_macs}")
+
+
+def state_shapes(spec: LayerSpec, config: Any) -> dict[str, Shape]:
+    return {**spec.parameter_shapes(config), **spec.buffer_shapes(config)}
+
+
+def decode_input(raw: Any, settings: Settings, field: str = "input") -> np.ndarray:
+    return decode_tensor(raw, field=field, max_elements=settings.max_tensor_elements, max_depth=settings.max_json_depth)
+
+
+def resolve_state(
+    spec: LayerSpec,
+    config: Any,
+    given: dict[str, Any],
+    dtype: np.dtype,
+    settings: Settings,
+    initial: Callable[[], State],
+    field: str = "parameters",
+) -> State:
+    """User-given tensors where present, else `initial()` (torch's seeded initialization), cast to `dtype`."""
+    expected = state_shapes(spec, config)
+    if not isinstance(given, dict):
+        raise InvalidInput(f"{field} must be an object of tensors by name", field=field)
+    unknown = sorted(set(given) - set(expected))
+    if unknown:
+        raise InvalidInput(
+            f"{field}.{unknown[0]} is not a tensor of this {spec.torch_name}; it has {sorted(expected) or 'none'}",
+            field=f"{field}.{unknown[0]}", expected=sorted(expected), actual=unknown)
+    state: State = {}
+    for name, raw in given.items():
+        array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
+                              max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"))
+        if array.shape != expected[name]:
+            raise ShapeMismatch(
+                f"{field}.{name} has shape {list(array.shape)}; {spec.torch_name} with this config needs {list(expected[name])}",
+                field=f"{field}.{name}", expected=list(expected[name]), actual=list(array.shape))
+        state[name] = array
+    if set(state) != set(expected):
+        state = {**initial(), **state}
+    return {name: _cast(name, array, dtype, field) for name, array in state.items()}
+
+
+def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:
+    if name in INTEGER_BUFFERS:
+        if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
+            raise InvalidInput(f"{field}.{name} must hold an integer", field=f"{field}.{name}")
+        return array.astype(np.int64)
+    return array.astype(dtype, copy=False)
+
+
+def compare_results(primary: ForwardResult, other: ForwardResult, other_name: str, dtype: str) -> dict[str, Any]:
+    """How far the other backend is from the primary one, with torch.testing's tolerances."""
+    rtol, atol = TOLERANCES[dtype]
+    abs_diff, rel_diff = _differences(primary.output, other.output)
+    allclose = bool(np.allclose(primary.output, other.output, rtol=rtol, atol=atol, equal_nan=True))
+    comparison: dict[str, Any] = {"backend": other_name, "max_abs_diff": abs_diff, "max_rel_diff": rel_diff,
+                                  "allclose": allclose, "rtol": rtol, "atol": atol}
+    if "indices" in primary.extras and "indices" in other.extras:
+        comparison["indices_equal"] = bool(np.array_equal(primary.extras["indices"], other.extras["indices"]))
+        comparison["allclose"] = allclose and comparison["indices_equal"]
+    shared = sorted(set(primary.buffers) & set(other.buffers))
+    if shared:
+        diffs = [_differences(primary.buffers[k], other.buffers[k])[0] for k in shared]
+        comparison["buffers_max_abs_diff"] = max(diffs)
+        comparison["allclose"] = comparison["allclose"] and all(
+            np.allclose(primary.buffers[k], other.buffers[k], rtol=rtol, atol=atol, equal_nan=True) for k in shared)
+    return comparison
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """max |a - b| and max |a - b| / |b| over the elements that differ (NaN == NaN, inf == inf)."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    with np.errstate(all="ignore"):
+        diff = np.abs(a64 - b64)
+        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+        diff[same] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        rel = np.where(diff == 0, 0.0, diff / np.abs(b64))
+        rel[np.isnan(rel)] = np.inf
+    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
+
+
+@dataclass
+class LayerOutcome:
+    spec: LayerSpec
+    config: BaseModel
+    backend: str
+    input_shape: Shape
+    output_shape: Shape
+    state: State
+    result: ForwardResult
+    comparison: dict[str, Any] | None
+    elapsed_ms: float
+
+
+def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome:
+    """`request` is a validated `LayerRequestOptions` with a raw `config` dict."""
+    config = parse_config(spec, request.config)
+    shapes = state_shapes(spec, config)
+    check_parameter_count(sum(math.prod(s) for s in shapes.values()), settings)
+    x = decode_input(request.input, settings)
+    out_shape = spec.output_shape(config, x.shape)
+    check_elements(out_shape, "output", settings.max_tensor_elements)
+    check_macs(spec.macs(config, x.shape, out_shape), settings)
+
+    from app.backends.torch_backend import initial_states
+
+    state = resolve_state(spec, config, request.parameters, x.dtype, settings,
+                          initial=lambda: initial_states([(spec, config)], request.seed)[0])
+    started = time.perf_counter()
+    result = get_backend(request.backend).forward(spec, config, x, state, request.training)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    comparison = None
+    if request.compare:
+        other_name = other_backend(request.backend)
+        started = time.perf_counter()
+        other = get_backend(other_name).forward(spec, config, x, state, request.training)
+        comparison = compare_results(result, other, other_name, str(x.dtype))
+        comparison["elapsed_ms"] = (time.perf_counter() - started) * 1000
+    return LayerOutcome(spec, config, request.backend, x.shape, tuple(result.output.shape), state, result,
+                        comparison, elapsed_ms)

@@ -1,0 +1,244 @@
+"""The tensor codec: wire forms <-> NumPy arrays, in one vectorized pass, with clear 4xx errors.
+
+Decoding checks sizes against the limits *before* allocating (shape products, base64 lengths),
+and never walks elements in Python: NumPy converts nested lists in C.
+"""
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pybase64
+
+from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch
+
+DTYPES: dict[str, np.dtype] = {
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+    "int64": np.dtype("<i8"),
+}
+FLOAT_DTYPES = ("float32", "float64")
+NON_FINITE = ("NaN", "Infinity", "-Infinity")
+Encoding = Literal["list", "base64", "none"]
+
+
+def check_shape(shape: Any, field: str) -> tuple[int, ...]:
+    """A shape is a list of non-negative ints; returns it as a tuple."""
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        raise InvalidInput(f"{field} must be a list of integers", field=field, actual=_brief(shape))
+    if any(d < 0 for d in shape):
+        raise InvalidInput(f"{field} has a negative dimension: {shape}", field=field, actual=shape)
+    return tuple(shape)
+
+
+def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int:
+    """The element count of `shape`, refused (413) above the limit and (422) when zero."""
+    count = math.prod(shape)
+    if count > max_elements:
+        raise PayloadTooLarge(
+            f"{field} would have {count} elements (shape {list(shape)}); the limit is {max_elements} "
+            "(setting LAYERLAB_MAX_TENSOR_ELEMENTS)",
+            field=field,
+            limit="max_tensor_elements",
+            value=count,
+            expected=f"<= {max_elements}",
+        )
+    if count == 0:
+        raise InvalidInput(f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
+                           field=field, actual=list(shape))
+    return count
+
+
+def decode_tensor(
+    value: Any,
+    *,
+    field: str,
+    max_elements: int,
+    max_depth: int = 64,
+    dtypes: tuple[str, ...] = FLOAT_DTYPES,
+) -> np.ndarray:
+    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`."""
+    if isinstance(value, list):
+        return _from_nested(value, None, "float32", field, max_elements, max_depth)
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"{field} must be a JSON array of numbers or an object with 'data', 'base64' or 'random'",
+            field=field, actual=type(value).__name__,
+        )
+    forms = [k for k in ("data", "base64", "random") if k in value]
+    if len(forms) != 1:
+        raise InvalidInput(
+            f"{field} needs exactly one of 'data', 'base64' or 'random' (got {forms or sorted(value)})",
+            field=field,
+        )
+    form = forms[0]
+    allowed = {"data": {"data", "shape", "dtype"}, "base64": {"base64", "shape", "dtype"},
+               "random": {"random", "shape", "seed", "dtype"}}[form]
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
+                           field=f"{field}.{unknown[0]}")
+    dtype = value.get("dtype", "float32")
+    if dtype not in dtypes:
+        raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {dtype!r}",
+                           field=f"{field}.dtype", expected=list(dtypes), actual=_brief(dtype))
+    shape = None
+    if "shape" in value and value["shape"] is not None:
+        shape = check_shape(value["shape"], f"{field}.shape")
+        if len(shape) > max_depth:
+            raise InvalidInput(f"{field}.shape has {len(shape)} dimensions; at most {max_depth} are allowed",
+                               field=f"{field}.shape")
+        check_elements(shape, field, max_elements)
+
+    if form == "data":
+        data = value["data"]
+        if not isinstance(data, list):
+            raise InvalidInput(f"{field}.data must be a JSON array", field=f"{field}.data", actual=type(data).__name__)
+        return _from_nested(data, shape, dtype, field, max_elements, max_depth)
+    if shape is None:
+        raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
+    if form == "base64":
+        return _from_base64(value["base64"], shape, dtype, field)
+    return _from_random(value, shape, dtype, field)
+
+
+def _from_nested(data: list, shape: tuple[int, ...] | None, dtype: str, field: str,
+                 max_elements: int, max_depth: int) -> np.ndarray:
+    depth, probe = 0, data
+    while isinstance(probe, list) and probe:
+        depth, probe = depth + 1, probe[0]
+        if depth > max_depth:
+            raise InvalidInput(f"{field} is nested more than {max_depth} deep", field=field)
+    try:
+        raw = np.array(data)
+    except (ValueError, TypeError) as exc:
+        raise ShapeMismatch(f"{field} is a ragged nested array: every row at one depth must have the same "
+                            f"length ({exc})", field=field) from None
+    raw = _numbers_only(raw, data, field)
+    if raw.size > max_elements:
+        check_elements(raw.shape, field, max_elements)
+    if shape is not None:
+        if raw.ndim == 1 and len(shape) != 1:
+            if raw.size != math.prod(shape):
+                raise ShapeMismatch(
+                    f"{field}.data has {raw.size} values but shape {list(shape)} needs {math.prod(shape)}",
+                    field=f"{field}.data", expected=math.prod(shape), actual=raw.size)
+            raw = raw.reshape(shape)
+        elif raw.shape != shape:
+            raise ShapeMismatch(f"{field}.data is nested as {list(raw.shape)} but shape says {list(shape)}",
+                                field=f"{field}.shape", expected=list(raw.shape), actual=list(shape))
+    if raw.size == 0:
+        check_elements(raw.shape, field, max_elements)
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(raw, dtype=DTYPES[dtype].newbyteorder("="))
+
+
+def _numbers_only(raw: np.ndarray, data: list, field: str) -> np.ndarray:
+    """Reject booleans, nulls and strings (other than the non-finite tokens) in a tensor."""
+    kind = raw.dtype.kind
+    if kind in "iuf":
+        return raw
+    if kind == "b":
+        raise InvalidInput(f"{field} holds booleans; tensors hold numbers", field=field, actual="boolean")
+    if kind == "U":
+        # Rare path: strings are allowed only as "NaN", "Infinity", "-Infinity".
+        objects = np.array(data, dtype=object)
+        is_str = np.frompyfunc(lambda v: isinstance(v, str), 1, 1)(objects).astype(bool)
+        bad = is_str & ~np.isin(raw, NON_FINITE)
+        not_number = ~is_str & ~np.frompyfunc(lambda v: type(v) in (int, float), 1, 1)(objects).astype(bool)
+        if bad.any() or not_number.any():
+            where = tuple(int(i) for i in np.argwhere(bad | not_number)[0])
+            raise InvalidInput(
+                f"{field} holds {objects[where]!r} at index {list(where)}; tensors hold numbers "
+                '(non-finite values as the strings "NaN", "Infinity", "-Infinity")',
+                field=field, actual=_brief(objects[where]))
+        return raw.astype(np.float64)
+    if kind == "O":
+        if raw.ndim == 0 or raw.size == 0:
+            raise InvalidInput(f"{field} must be a non-empty array of numbers", field=field)
+        raise InvalidInput(f"{field} holds null or non-numeric values (or integers beyond 64 bits); "
+                           "tensors hold numbers", field=field)
+    raise InvalidInput(f"{field} holds values of type {raw.dtype}; tensors hold numbers", field=field)
+
+
+def _from_base64(text: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
+    if not isinstance(text, str):
+        raise InvalidInput(f"{field}.base64 must be a string", field=f"{field}.base64")
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    expected_chars = 4 * math.ceil(nbytes / 3)
+    if len(text) != expected_chars:
+        raise ShapeMismatch(
+            f"{field}.base64 has {len(text)} characters; shape {list(shape)} of {dtype} is {nbytes} bytes, "
+            f"which is {expected_chars} base64 characters",
+            field=f"{field}.base64", expected=expected_chars, actual=len(text))
+    try:
+        raw = pybase64.b64decode(text, validate=True)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{field}.base64 is not valid base64: {exc}", field=f"{field}.base64") from None
+    if len(raw) != nbytes:
+        raise ShapeMismatch(f"{field}.base64 decodes to {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
+                            field=f"{field}.base64", expected=nbytes, actual=len(raw))
+    return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
+
+
+def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
+    distribution, seed = value["random"], value.get("seed", 0)
+    if distribution not in ("normal", "uniform"):
+        raise InvalidInput(f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
+                           field=f"{field}.random", expected=["normal", "uniform"], actual=_brief(distribution))
+    if type(seed) is not int or not -(2**63) <= seed < 2**64:
+        raise InvalidInput(f"{field}.seed must be an integer in [-2^63, 2^64)", field=f"{field}.seed",
+                           actual=_brief(seed))
+    from app.backends.torch_backend import draw_random  # the draw must be torch's own
+
+    return draw_random(distribution, shape, seed, dtype)
+
+
+def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
+    """An array -> its response form. `data` stays an ndarray: orjson writes it natively."""
+    array = np.ascontiguousarray(array)
+    out: dict[str, Any] = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    if encoding == "base64":
+        out["base64"] = pybase64.b64encode(array.astype(array.dtype.newbyteorder("<"), copy=False)).decode("ascii")
+    elif encoding == "none":
+        out["summary"] = summarize(array)
+    else:
+        out["data"] = to_json_values(array)
+    return out
+
+
+def to_json_values(array: np.ndarray) -> Any:
+    """An ndarray that orjson can write; non-finite floats become "NaN"/"Infinity"/"-Infinity"."""
+    if array.ndim == 0:
+        return _json_scalar(array.item())
+    if array.dtype.kind != "f" or np.isfinite(array).all():
+        return array
+    values = array.astype(object)
+    values[np.isnan(array)] = "NaN"
+    values[np.isposinf(array)] = "Infinity"
+    values[np.isneginf(array)] = "-Infinity"
+    return values.tolist()
+
+
+def summarize(array: np.ndarray) -> dict[str, Any]:
+    """min, max, mean and std (unbiased, like torch.std) of the whole tensor."""
+    values = array.astype(np.float64, copy=False)
+    with np.errstate(all="ignore"):
+        stats = {
+            "min": values.min(),
+            "max": values.max(),
+            "mean": values.mean(),
+            "std": values.std(ddof=1) if values.size > 1 else float("nan"),
+        }
+    return {k: _json_scalar(float(v)) for k, v in stats.items()}
+
+
+def _json_scalar(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+    return v
+
+
+def _brief(value: Any) -> Any:
+    text = repr(value)
+    return value if len(text) <= 80 and isinstance(value, (int, float, str)) else text[:80]

@@ -49,6 +49,8 @@ class LayerSpec:
     """Multiply-adds of one forward pass (torchinfo's convention), for limits and /v1/shapes."""
     formulas: Callable[[Any, Shape], list[str]] = _no_formulas
     """Output-size formulas with the numbers substituted, one line per spatial dimension."""
+    window: Callable[[Any], list[tuple[int, int, int]]] | None = None
+    """Sliding-window layers: (kernel, stride, dilation) per spatial dimension, for receptive fields."""
     torch_kwargs: Callable[[Any], dict[str, Any]] = _constructor_kwargs
     torch_extras: Callable[..., dict[str, np.ndarray]] | None = None
     """(module, input, training) -> extra tensors from the torch backend (BatchNorm statistics)."""

@@ -47,6 +47,9 @@ class LayerSpec:
     buffer_shapes: Callable[[Any], dict[str, Shape]] = _no_shapes
     macs: Callable[[Any, Shape, Shape], int] = _no_macs
     """Multiply-adds of one forward pass (torchinfo's convention), for limits and /v1/shapes."""
+    work: Callable[[Any, Shape, Shape], int] | None = None
+    """Estimated operations for the LAYERLAB_MAX_MACS limit when they differ from `macs`
+    (pooling: torchinfo counts 0 MACs, yet each output element reads a whole window)."""
     formulas: Callable[[Any, Shape], list[str]] = _no_formulas
     """Output-size formulas with the numbers substituted, one line per spatial dimension."""
     window: Callable[[Any], list[tuple[int, int, int]]] | None = None
@@ -56,6 +59,9 @@ class LayerSpec:
     """(module, input, training) -> extra tensors from the torch backend (BatchNorm statistics)."""
     examples: dict[str, dict[str, Any]] | None = None
     """Named request examples for the Swagger UI: {name: {"summary", "value"}}."""
+
+    def estimated_work(self, config: Any, input_shape: Shape, output_shape: Shape) -> int:
+        return (self.work or self.macs)(config, input_shape, output_shape)
 
     @property
     def title(self) -> str:

@@ -164,7 +164,7 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
     x = decode_input(request.input, settings)
     out_shape = spec.output_shape(config, x.shape)
     check_elements(out_shape, "output", settings.max_tensor_elements)
-    check_macs(spec.macs(config, x.shape, out_shape), settings)
+    check_macs(spec.estimated_work(config, x.shape, out_shape), settings)
 
     from app.backends.torch_backend import initial_states
 

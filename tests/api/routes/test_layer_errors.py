@@ -24,7 +24,7 @@ def error(client, body, status, path="/v1/layers/linear", **kwargs):
     ({"config": LINEAR, "input": {"data": [1.0, 2.0, 3.0], "shape": [1, 4]}}, "input.data", ["3 values", "needs 4"]),
     ({"config": LINEAR, "input": {"data": [[1.0, 2.0, 3.0, 4.0]], "shape": [4, 1]}}, "input.shape", ["[1, 4]", "[4, 1]"]),
     ({"config": LINEAR, "input": {"base64": base64.b64encode(b"\0" * 12).decode(), "shape": [1, 4]}}, "input.base64", ["16 characters", "16 bytes"]),
-    ({"config": LINEAR, "input": {"base64": "AAAAAAAA=AAAAAAAAAAAAAA", "shape": [1, 4]}}, "input.base64", ["not valid base64"]),
+    ({"config": LINEAR, "input": {"base64": "AAAAAAAA=AAAAAAAAAAAAAAA", "shape": [1, 4]}}, "input.base64", ["not valid base64"]),
     ({"config": LINEAR, "input": {"base64": "!!!!!!!!!!!!!!!!!!!!!!!!", "shape": [1, 4], "dtype": "float32"}}, "input.base64", ["not valid base64"]),
     ({"config": LINEAR, "input": {"data": ROW, "dtype": "float16"}}, "input.dtype", ["float32", "float16"]),
     ({"config": LINEAR, "input": {"data": ROW, "base64": "AAAA"}}, "input", ["exactly one"]),

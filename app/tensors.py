@@ -19,7 +19,8 @@ DTYPES: dict[str, np.dtype] = {
 }
 FLOAT_DTYPES = ("float32", "float64")
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
-Encoding = Literal["list", "base64", "none"]
+Encoding = Literal["list", "base64", "none", "bytes"]
+"""`bytes` keeps the array itself, for the binary transport (`app.wire`) to write as raw bytes."""
 
 
 def check_shape(shape: Any, field: str) -> tuple[int, ...]:
@@ -62,18 +63,18 @@ def decode_tensor(
         return _from_nested(value, None, "float32", field, max_elements, max_depth)
     if not isinstance(value, dict):
         raise InvalidInput(
-            f"{field} must be a JSON array of numbers or an object with 'data', 'base64' or 'random'",
+            f"{field} must be a JSON array of numbers or an object with 'data', 'base64', 'bytes' or 'random'",
             field=field, actual=type(value).__name__,
         )
-    forms = [k for k in ("data", "base64", "random") if k in value]
+    forms = [k for k in ("data", "base64", "bytes", "random") if k in value]
     if len(forms) != 1:
         raise InvalidInput(
-            f"{field} needs exactly one of 'data', 'base64' or 'random' (got {forms or sorted(value)})",
+            f"{field} needs exactly one of 'data', 'base64', 'bytes' or 'random' (got {forms or sorted(value)})",
             field=field,
         )
     form = forms[0]
     allowed = {"data": {"data", "shape", "dtype"}, "base64": {"base64", "shape", "dtype"},
-               "random": {"random", "shape", "seed", "dtype"}}[form]
+               "bytes": {"bytes", "shape", "dtype"}, "random": {"random", "shape", "seed", "dtype"}}[form]
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
@@ -99,6 +100,8 @@ def decode_tensor(
         raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
     if form == "base64":
         return _from_base64(value["base64"], shape, dtype, field)
+    if form == "bytes":
+        return _from_bytes(value["bytes"], shape, dtype, field)
     return _from_random(value, shape, dtype, field)
 
 
@@ -181,6 +184,18 @@ def _from_base64(text: Any, shape: tuple[int, ...], dtype: str, field: str) -> n
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
 
 
+def _from_bytes(raw: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
+    """Raw bytes (a msgpack `bin`), read in place: no copy on a little-endian machine."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raise InvalidInput(f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
+                           field=f"{field}.bytes", actual=type(raw).__name__)
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    if len(raw) != nbytes:
+        raise ShapeMismatch(f"{field}.bytes has {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
+                            field=f"{field}.bytes", expected=nbytes, actual=len(raw))
+    return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
+
+
 def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     distribution, seed = value["random"], value.get("seed", 0)
     if distribution not in ("normal", "uniform"):
@@ -202,6 +217,8 @@ def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
         out["base64"] = pybase64.b64encode(array.astype(array.dtype.newbyteorder("<"), copy=False)).decode("ascii")
     elif encoding == "none":
         out["summary"] = summarize(array)
+    elif encoding == "bytes":
+        out["bytes"] = array
     else:
         out["data"] = to_json_values(array)
     return out

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.api.body import json_response, read_json
 from app.api.deps import ComputeDep, SettingsDep
+from app.api.transport import Wire
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
@@ -70,12 +70,16 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
-        options = parse_request(await read_json(request, settings))
+        wire = Wire.negotiate(request)
+        incoming = await wire.receive(request, settings)
 
-        def work() -> dict[str, Any]:
-            return present(run_layer(spec, options, settings), options.encoding)
+        def work() -> Response:
+            # Decoding and encoding run here too, off the event loop: big bodies take milliseconds.
+            options = parse_request(incoming.decode())
+            outcome = run_layer(spec, options, settings)
+            return wire.respond(present(outcome, wire.tensor_encoding(options.encoding)))
 
-        return json_response(await pool.run(work))
+        return await pool.run(work)
 
     compute.__name__ = f"layers_{spec.kind}"
     compute.__doc__ = spec.description

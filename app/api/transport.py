@@ -1,0 +1,165 @@
+"""Content negotiation for tensor routes: JSON or msgpack in (Content-Type), JSON or msgpack out (Accept).
+
+A route reads the raw body on the event loop, then decodes, computes and encodes in one call on
+the compute pool, so neither a 60 MB JSON parse nor the response encoding blocks other requests:
+
+    wire = Wire.negotiate(request)                  # 415 at once for an unknown content type
+    incoming = await wire.receive(request, settings)
+    def work():
+        options = parse(incoming.decode())          # the raw body is dropped once decoded
+        return wire.respond(present(run(options), wire.tensor_encoding(options.encoding)))
+    return await pool.run(work)
+
+msgpack responses carry tensors as raw bytes (`{"shape", "dtype", "bytes": <bin>}`) unless the
+request asked for `encoding: "none"`. Errors are always the JSON envelope (app.errors).
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from app import wire
+from app.api.body import JSON_TYPES, parse_json, read_body
+from app.config import Settings
+from app.errors import BadRequest, InvalidInput, UnsupportedMediaType
+
+Format = Literal["json", "msgpack"]
+JSON_MEDIA_TYPE = "application/json"
+
+
+def _media_type(header: str) -> str:
+    return header.split(";")[0].strip().lower()
+
+
+def request_format(content_type: str) -> Format:
+    media = _media_type(content_type)
+    if media in JSON_TYPES or media.endswith("+json"):
+        return "json"
+    if media in wire.MEDIA_TYPES:
+        return "msgpack"
+    raise UnsupportedMediaType(
+        f"content type {media!r} is not supported; send {JSON_MEDIA_TYPE} or {wire.MEDIA_TYPE}",
+        field="content-type", expected=[JSON_MEDIA_TYPE, wire.MEDIA_TYPE], actual=media)
+
+
+def response_format(accept: str | None, default: Format) -> Format:
+    """The supported type the Accept header ranks highest; `default` (the request's) for none, */* or a tie."""
+    best: dict[Format, float] = {}
+    for item in (accept or "").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        media = media.lower()
+        if media in wire.MEDIA_TYPES:
+            best["msgpack"] = max(best.get("msgpack", 0.0), quality)
+        elif media == JSON_MEDIA_TYPE or media.endswith("+json"):
+            best["json"] = max(best.get("json", 0.0), quality)
+    ranked = {fmt: q for fmt, q in best.items() if q > 0}
+    if not ranked:
+        return default
+    top = max(ranked.values())
+    return default if ranked.get(default) == top else max(ranked, key=ranked.__getitem__)
+
+
+def decode_body(body: bytes, fmt: Format) -> Any:
+    if fmt == "json":
+        return parse_json(body)
+    if not body:
+        raise BadRequest("request body is empty; send a msgpack map", field="body")
+    try:
+        value = wire.unpackb(body, list_hook=_no_booleans)
+    except BooleanInArray:
+        raise InvalidInput("a msgpack boolean stands inside an array; tensors hold numbers and shapes hold "
+                           "integers", field="body") from None
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"request body is not valid msgpack: {exc}", field="body") from None
+    if not isinstance(value, dict):
+        raise InvalidInput("request body must be a msgpack map", field="body", actual=type(value).__name__)
+    return value
+
+
+class BooleanInArray(Exception):
+    pass
+
+
+def _no_booleans(items: list) -> list:
+    """NumPy would silently read a boolean in a tensor as 1.0 or 0.0 (the JSON reader screens its bytes
+    for the same reason). Runs once per msgpack array; the scan itself is C (map over `type`)."""
+    if bool in map(type, items):
+        raise BooleanInArray
+    return items
+
+
+class Incoming:
+    """A received body, decoded once off the event loop; the raw bytes are dropped when decoded."""
+
+    def __init__(self, body: bytes, fmt: Format) -> None:
+        self._body: bytes | None = body
+        self.format = fmt
+
+    def decode(self) -> Any:
+        body, self._body = self._body, None
+        assert body is not None, "a body is decoded once"
+        return decode_body(body, self.format)
+
+
+class ChunkedResponse(Response):
+    """A response sent as several buffers (memoryviews of arrays included) without joining them."""
+
+    def __init__(self, chunks: list[bytes | memoryview], media_type: str, status_code: int = 200) -> None:
+        self.chunks = chunks
+        super().__init__(content=b"", status_code=status_code, media_type=media_type)
+        self.headers["content-length"] = str(sum(memoryview(c).nbytes for c in chunks))
+
+    def render(self, content: Any) -> bytes:
+        return b""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        last = len(self.chunks) - 1
+        for i, chunk in enumerate(self.chunks):
+            await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
+        if not self.chunks:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@dataclass(frozen=True)
+class Wire:
+    """The formats of one exchange: how the request is read, how the response is written."""
+
+    request: Format
+    response: Format
+
+    @classmethod
+    def negotiate(cls, request: Request) -> "Wire":
+        incoming = request_format(request.headers.get("content-type", ""))
+        return cls(incoming, response_format(request.headers.get("accept"), incoming))
+
+    async def receive(self, request: Request, settings: Settings) -> Incoming:
+        return Incoming(await read_body(request, settings), self.request)
+
+    def tensor_encoding(self, requested: str) -> str:
+        """msgpack responses carry tensors as raw bytes (or summaries for `encoding: none`)."""
+        if self.response == "msgpack":
+            return "none" if requested == "none" else "bytes"
+        return requested
+
+    def respond(self, content: Any, status_code: int = 200) -> Response:
+        if self.response == "msgpack":
+            return ChunkedResponse(wire.pack(content), wire.MEDIA_TYPE, status_code)
+        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
+                        media_type=JSON_MEDIA_TYPE)
+

@@ -58,7 +58,21 @@ class TensorRandom(BaseModel):
     dtype: DType = Field("float32", description="Element type (passed to torch.randn/rand as dtype).")
 
 
-TensorInput = SkipValidation[Union[NestedNumbers, TensorData, TensorBase64, TensorRandom]]
+RawBytes = SkipValidation[bytes]
+"""A msgpack `bin` (named apart: a field called `bytes` would shadow the type inside a model)."""
+
+
+class TensorBytes(BaseModel):
+    """Raw little-endian, C-order bytes as a msgpack `bin`: the fastest form (`application/msgpack` bodies only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shape: Shape
+    dtype: ParameterDType = Field("float32", description="Element type.")
+    bytes: RawBytes = Field(description="The raw bytes (a msgpack bin; JSON bodies use `base64`).")
+
+
+TensorInput = SkipValidation[Union[NestedNumbers, TensorData, TensorBase64, TensorBytes, TensorRandom]]
 """Any of the four request forms; decoded by `app.tensors.decode_tensor`."""
 
 
@@ -77,3 +91,4 @@ class TensorOut(BaseModel):
     data: SkipValidation[NestedNumbers] | None = Field(None, description="Nested lists (encoding=list).")
     base64: str | None = Field(None, description="Raw little-endian bytes (encoding=base64).")
     summary: TensorSummary | None = Field(None, description="Statistics only (encoding=none).")
+    bytes: RawBytes | None = Field(None, description="Raw little-endian bytes (application/msgpack responses).")

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from app import wire
 from app.api.deps import ComputeDep, SettingsDep
 from app.api.transport import Wire
 from app.errors import UnknownKind, validation_error
@@ -20,7 +21,7 @@ from app.tensors import encode_tensor
 router = APIRouter(prefix="/v1/layers", tags=["layers"])
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    400: {"model": ErrorBody, "description": "The body is not valid JSON (or msgpack)."},
     404: {"model": ErrorBody, "description": "Unknown layer kind."},
     413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work)."},
     415: {"model": ErrorBody, "description": "Unsupported content type."},
@@ -70,14 +71,14 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
-        wire = Wire.negotiate(request)
-        incoming = await wire.receive(request, settings)
+        exchange = Wire.negotiate(request)
+        incoming = await exchange.receive(request, settings)
 
         def work() -> Response:
             # Decoding and encoding run here too, off the event loop: big bodies take milliseconds.
             options = parse_request(incoming.decode())
             outcome = run_layer(spec, options, settings)
-            return wire.respond(present(outcome, wire.tensor_encoding(options.encoding)))
+            return exchange.respond(present(outcome, exchange.tensor_encoding(options.encoding)))
 
         return await pool.run(work)
 
@@ -86,11 +87,29 @@ def _layer_endpoint(spec: LayerSpec):
     return compute
 
 
+MSGPACK_NOTE = (
+    "The same fields as application/json, msgpack-encoded; tensors are best sent as "
+    "`{shape, dtype, bytes: <bin>}` (raw little-endian bytes). The response comes back as msgpack "
+    "when `Accept` asks for it (by default, when the request was msgpack), its tensors as `bytes`."
+)
+
+
 def _openapi_body(spec: LayerSpec) -> dict[str, Any]:
-    content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{spec.title}Request"}}
+    schema = {"$ref": f"#/components/schemas/{spec.title}Request"}
+    content: dict[str, Any] = {"schema": schema}
     if spec.examples:
         content["examples"] = spec.examples
-    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": content,
+        wire.MEDIA_TYPE: {"schema": {**schema, "description": MSGPACK_NOTE}},
+    }}}
+
+
+def _openapi_responses(spec: LayerSpec) -> dict[int | str, dict[str, Any]]:
+    model = layer_response_model(spec.title, spec.config_model)
+    msgpack = {"schema": {"$ref": f"#/components/schemas/{model.__name__}", "description": MSGPACK_NOTE}}
+    return {200: {"model": model, "description": "The layer's output, parameters and shapes.",
+                  "content": {wire.MEDIA_TYPE: msgpack}}, **ERROR_RESPONSES}
 
 
 for _spec in LAYERS.values():
@@ -102,7 +121,7 @@ for _spec in LAYERS.values():
         summary=_spec.summary,
         description=_spec.description,
         response_model=None,
-        responses={200: {"model": layer_response_model(_spec.title, _spec.config_model), "description": "The layer's output, parameters and shapes."}, **ERROR_RESPONSES},
+        responses=_openapi_responses(_spec),
         openapi_extra=_openapi_body(_spec),
     )
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads per process (0: torch's default)."
     )
+    tune_allocator: bool = Field(
+        True, description="Tune glibc's allocator for big tensors at start (see app/tuning.py)."
+    )
 
 
 @lru_cache

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
-from app import __version__
+from app import __version__, tuning
 from app.api.routes import health, layers
 from app.compute import ComputePool
 from app.config import Settings, get_settings
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    if settings.tune_allocator:
+        tuning.tune_allocator()
     app = FastAPI(
         title="layerlab",
         version=__version__,

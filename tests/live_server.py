@@ -18,10 +18,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def live_server(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
+def live_server(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
+                app: str = "app.main:app") -> Iterator[str]:
     """Yields the base URL once /healthz answers; stops the server afterwards."""
     port = free_port()
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *args]
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), *args]
     process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -8,11 +8,11 @@ from app.compute import ComputePool
 from app.config import Settings
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_compute_pool(request: Request) -> ComputePool:
+async def get_compute_pool(request: Request) -> ComputePool:
     return request.app.state.compute
 
 

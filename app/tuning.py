@@ -1,0 +1,57 @@
+"""Process settings that keep big tensors cheap: glibc's allocator and OpenBLAS's idle threads.
+
+Measured on the 2-core development machines (issue 9; counts are deterministic, times noisy):
+
+- A 30 MB conv output in a fresh buffer costs ~7,300 page faults (4 KiB each), ~30-45 ms here:
+  glibc serves buffers over its mmap threshold with fresh mmaps, and threads other than the
+  main one allocate from their own arenas, whose freed pages came back faulted anew each request.
+  One arena, a 32 MB mmap threshold and a 128 MB trim threshold brought the faults of a repeated
+  conv in a compute thread to 0 and its CPU time from ~33-41 ms to ~15 ms.
+- After a NumPy BLAS call (the reference backend), OpenBLAS's threads spin for a while and a
+  following torch call took ~40% more CPU time; OPENBLAS_THREAD_TIMEOUT=1 puts them to sleep at once.
+
+`PROCESS_ENVIRONMENT` is for a process's start (the run command and the Docker image set it; an
+operator's own values win). `tune_allocator` applies the allocator part to a running process with
+mallopt(3), which is how `create_app` gets it however the app is served.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+PROCESS_ENVIRONMENT = {
+    "MALLOC_ARENA_MAX": "1",
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
+    "OPENBLAS_THREAD_TIMEOUT": "1",
+}
+_MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_THRESHOLD_": -1}
+"""mallopt(3) parameter numbers: M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD."""
+
+
+def process_environment() -> dict[str, str]:
+    """The variables to start a server process with; values already in the environment win."""
+    return {name: os.environ.get(name, value) for name, value in PROCESS_ENVIRONMENT.items()}
+
+
+def tune_allocator() -> bool:
+    """Apply the allocator settings to this process (glibc only); False where mallopt is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return False
+    settings = process_environment()
+    return all(mallopt(parameter, int(settings[name])) == 1 for name, parameter in _MALLOPT.items())
+
+
+def reexec_with_process_environment() -> None:
+    """Restart this script with PROCESS_ENVIRONMENT unless it already runs with it (for benchmarks:
+    OPENBLAS_THREAD_TIMEOUT is read when NumPy loads, so it must be there at start)."""
+    wanted = process_environment()
+    if all(os.environ.get(name) == value for name, value in wanted.items()):
+        return
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **wanted})

@@ -1,0 +1,594 @@
+"""End-to-end cost of a layer request against the cost of the layer itself (issue 9).
+
+    python tests/benchmarks/benchmark.py            # full run, several minutes
+    python tests/benchmarks/benchmark.py --quick    # fewer repeats, shorter load phases (~1-2 min)
+
+Starts the real server (uvicorn on 127.0.0.1, a free port, with the service's tuned process
+environment) and prints, from one run, these ratios with their medians:
+
+  1. notebook Conv2d end to end through the default binary transport / bare torch conv2d here
+  2. the same request as JSON lists / orjson decode + numpy + compute + orjson encode in-process
+  3. that JSON-lists request on a naive FastAPI + pydantic server / on ours
+  4. small Linear 10x4 requests/s / GET /healthz requests/s under the same concurrent load
+  5. peak resident memory the server adds serving the Conv2d / (input bytes + output bytes)
+  6. reference backend / torch on the notebook's Conv2d, MaxPool2d and BatchNorm2d
+
+plus the in-process cost of each transport's codec on the Conv2d payloads (why msgpack). A
+workload whose layer kind the service does not have yet is skipped with a message; until
+conv2d exists, ratios 1-3 and 5 use a Linear stand-in with the same bytes in and out.
+
+Timings are medians of interleaved runs (numerator and denominator alternate, so both see the
+same machine load). On a shared or busy machine they are noisy: the script prints the load
+average before and after; rerun on a quiet machine for figures to quote.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import msgpack  # noqa: E402
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+import pybase64  # noqa: E402
+
+from app import tuning, wire  # noqa: E402
+from tests.live_server import live_server  # noqa: E402
+
+GOALS = {1: ("<=", 4.0), 2: ("<=", 1.3), 3: (">=", 5.0), 4: (">=", 0.85), 5: ("<=", 3.0)}
+NOTEBOOK_LINEAR_INPUT = [
+    [0.3102, 0.1271, -0.0823, 1.0858], [-1.1686, 1.6650, 1.3797, -0.9915], [0.3897, 0.3723, 1.0115, 0.1784],
+    [1.9373, -1.0086, 0.7447, 0.2432], [0.4305, 0.0627, 0.7668, -1.9446], [1.0522, -0.2573, 0.6940, 0.0913],
+    [-0.0278, -0.0746, -0.0560, -1.1732], [-1.1034, 0.8108, -1.1170, -0.2516], [-1.1515, 1.2772, -1.6101, -0.8164],
+    [-0.6352, 0.9345, 0.4916, 1.1171],
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+
+
+@dataclass
+class Workload:
+    """One big layer request: what the service computes, and the same thing in bare torch."""
+
+    name: str
+    kind: str
+    config: dict[str, Any]
+    x: np.ndarray
+    parameters: dict[str, np.ndarray]
+    torch_call: Callable[..., Any]
+    """(x, **parameters) -> output tensor, the bare torch computation."""
+
+    def request(self, tensor: Callable[[np.ndarray], Any]) -> dict[str, Any]:
+        return {"config": self.config, "input": tensor(self.x),
+                "parameters": {k: tensor(v) for k, v in self.parameters.items()}}
+
+    @property
+    def path(self) -> str:
+        return f"/v1/layers/{self.kind}"
+
+
+def available_kinds() -> set[str]:
+    from app.layers.registry import LAYERS
+
+    return set(LAYERS)
+
+
+def notebook_conv2d() -> Workload:
+    """Conv2d(3, 16, 3, stride=2) on torch.rand(100, 3, 120, 160): the notebook's cell."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Conv2d(3, 16, 3, stride=2)
+    x = torch.rand(100, 3, 120, 160)
+    return Workload(
+        "Conv2d(3,16,3,stride=2) on (100,3,120,160)", "conv2d",
+        {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, x.numpy(),
+        {"weight": module.weight.detach().numpy(), "bias": module.bias.detach().numpy()},
+        lambda x, weight, bias: torch.nn.functional.conv2d(x, weight, bias, stride=2))
+
+
+def linear_stand_in() -> Workload:
+    """Linear(160, 207) on (36000, 160): 23.0 MB in, 29.8 MB out, like the notebook's Conv2d."""
+    import torch
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(160, 207)
+    x = torch.rand(36000, 160)
+    return Workload(
+        "Linear(160,207) on (36000,160) [stand-in until conv2d exists]", "linear",
+        {"in_features": 160, "out_features": 207}, x.numpy(),
+        {"weight": module.weight.detach().numpy(), "bias": module.bias.detach().numpy()},
+        lambda x, weight, bias: torch.nn.functional.linear(x, weight, bias))
+
+
+def big_workload() -> Workload:
+    if "conv2d" in available_kinds():
+        return notebook_conv2d()
+    print("  note: the conv2d kind is not in this build; ratios 1-3 and 5 use a Linear stand-in of the same bytes")
+    return linear_stand_in()
+
+
+def as_bytes_tensor(array: np.ndarray) -> dict[str, Any]:
+    return wire.tensor(array)
+
+
+def as_list_tensor(array: np.ndarray) -> np.ndarray:
+    return array  # orjson writes the array as nested lists (OPT_SERIALIZE_NUMPY)
+
+
+def json_lists_body(workload: Workload) -> bytes:
+    return orjson.dumps(workload.request(as_list_tensor), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1000
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Milliseconds per call, the calls alternating so that they share the machine's load."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            times[name].append(timed(fn))
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+@dataclass
+class Results:
+    ratios: dict[int, tuple[str, float, str]] = field(default_factory=dict)
+    """number -> (what, value, details)"""
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, number: int, what: str, value: float, details: str) -> None:
+        self.ratios[number] = (what, value, details)
+        goal = GOALS.get(number)
+        verdict = ""
+        if goal:
+            op, target = goal
+            ok = value <= target if op == "<=" else value >= target
+            verdict = f"  goal {op} {target:g}: {'met' if ok else 'NOT met'}"
+        print(f"  ratio {number}: {value:.2f}{verdict}\n           {details}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Server processes: who listens on a port, and their memory
+
+
+def listening_pids(port: int) -> list[int]:
+    """The processes holding the listening socket of `port` (uvicorn's supervisor and workers)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(parts[9])
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{entry}/fd/{fd}")
+                    if target.startswith("socket:[") and target[8:-1] in inodes:
+                        pids.append(int(entry))
+                        break
+    return sorted(pids)
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as status:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in status) if k in ("VmRSS", "VmHWM")}
+
+
+def reset_peak(pid: int) -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM (the peak resident set) to the current RSS."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear:
+        clear.write("5")
+
+
+def peak_added_mb(pids: list[int], request: Callable[[], Any]) -> float:
+    """Peak RSS minus RSS before, summed over the server's processes, while `request` runs."""
+    before = {}
+    for pid in pids:
+        reset_peak(pid)
+        before[pid] = memory_kb(pid)["VmRSS"]
+    request()
+    return sum(memory_kb(pid)["VmHWM"] - before[pid] for pid in pids) / 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# A lean HTTP/1.1 load generator: keep-alive connections, prepared request bytes
+
+
+async def _hammer(port: int, request: bytes, connections: int, seconds: float) -> tuple[int, int]:
+    deadline = time.perf_counter() + seconds
+    done, failed = 0, 0
+    length = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+
+    async def connection() -> None:
+        nonlocal done, failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(length.search(head).group(1)))
+                if head[9:12] == b"200":
+                    done += 1
+                else:
+                    failed += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return done, failed
+
+
+def requests_per_second(port: int, request: bytes, connections: int, seconds: float) -> float:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    done, failed = runner(_hammer(port, request, connections, seconds))
+    if failed:
+        raise RuntimeError(f"{failed} requests failed under load")
+    return done / seconds
+
+
+def http_request(method: str, path: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if body:
+        head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive implementation of ratio 3: FastAPI + pydantic models of nested lists, default JSON
+
+
+def create_naive_app():  # served by uvicorn --factory; imported in the server process only
+    import torch
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    class Conv2dRequest(BaseModel):
+        config: dict[str, Any]
+        input: list[list[list[list[float]]]]
+        parameters: dict[str, list[list[list[list[float]]]] | list[float]]
+
+    class Conv2dResponse(BaseModel):
+        output: list[list[list[list[float]]]]
+        output_shape: list[int]
+
+    class LinearRequest(BaseModel):
+        config: dict[str, Any]
+        input: list[list[float]]
+        parameters: dict[str, list[list[float]] | list[float]]
+
+    class LinearResponse(BaseModel):
+        output: list[list[float]]
+        output_shape: list[int]
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/layers/conv2d", response_model=Conv2dResponse)
+    def conv2d(request: Conv2dRequest) -> dict[str, Any]:
+        c = request.config
+        out = torch.nn.functional.conv2d(torch.tensor(request.input), torch.tensor(request.parameters["weight"]),
+                                         torch.tensor(request.parameters["bias"]), stride=c.get("stride", 1))
+        return {"output": out.tolist(), "output_shape": list(out.shape)}
+
+    @app.post("/v1/layers/linear", response_model=LinearResponse)
+    def linear(request: LinearRequest) -> dict[str, Any]:
+        out = torch.nn.functional.linear(torch.tensor(request.input), torch.tensor(request.parameters["weight"]),
+                                         torch.tensor(request.parameters["bias"]))
+        return {"output": out.tolist(), "output_shape": list(out.shape)}
+
+    return app
+
+
+@contextlib.contextmanager
+def naive_server(uvicorn_args: list[str]) -> Iterator[str]:
+    with live_server("--factory", *uvicorn_args, app="tests.benchmarks.benchmark:create_naive_app",
+                     env=tuning.process_environment(), timeout=120) as url:
+        yield url
+
+
+# ---------------------------------------------------------------------------------------------
+# The ratios
+
+
+def ratio_1_binary_vs_bare(url: str, workload: Workload, repeats: int, results: Results) -> None:
+    import torch
+
+    body = wire.packb(workload.request(as_bytes_tensor))
+    x = torch.from_numpy(workload.x)
+    params = {k: torch.from_numpy(v) for k, v in workload.parameters.items()}
+    client = httpx.Client(base_url=url, timeout=120)
+    server_ms: list[float] = []
+
+    def end_to_end() -> None:
+        # What an SDK user sees: encode, send, compute, receive, decode to an ndarray.
+        response = client.post(workload.path, content=wire.packb(workload.request(as_bytes_tensor)),
+                               headers={"content-type": wire.MEDIA_TYPE})
+        response.raise_for_status()
+        answer = wire.unpackb(response.content)
+        out = wire.array(answer["output"])
+        assert out.size and answer["output_shape"] == list(out.shape)
+        server_ms.append(answer["elapsed_ms"])
+
+    def bare() -> None:
+        with torch.no_grad():
+            workload.torch_call(x, **params)
+
+    times = interleaved({"e2e": end_to_end, "bare": bare}, repeats)
+    client.close()
+    e2e, torch_ms = median(times["e2e"]), median(times["bare"])
+    results.add(1, "binary e2e / bare torch", e2e / torch_ms,
+                f"{workload.name}: msgpack end to end {e2e:.1f} ms (server compute {median(server_ms):.1f} ms) / "
+                f"bare torch {torch_ms:.1f} ms; body {len(body) / 1e6:.1f} MB")
+
+
+def in_process_json(workload: Workload, body: bytes) -> None:
+    """What JSON itself costs: orjson decode, numpy conversion, the compute, orjson encode."""
+    import torch
+
+    value = orjson.loads(body)
+    x = torch.from_numpy(np.array(value["input"], dtype=np.float32))
+    params = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in value["parameters"].items()}
+    with torch.no_grad():
+        out = workload.torch_call(x, **params).numpy()
+    orjson.dumps({"output": {"shape": list(out.shape), "dtype": "float32", "data": out},
+                  "parameters": {k: v.numpy() for k, v in params.items()}}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def ratio_2_and_3_json(url: str, workload: Workload, repeats: int, naive_url: str | None, results: Results) -> None:
+    body = json_lists_body(workload)
+    client = httpx.Client(base_url=url, timeout=600)
+    response_bytes: list[int] = []
+
+    def post(base: str) -> Callable[[], None]:
+        def call() -> None:
+            response = client.post(f"{base}{workload.path}", content=body, headers={"content-type": "application/json"})
+            response.raise_for_status()
+            response_bytes.append(len(response.content))
+        return call
+
+    times = interleaved({"e2e": post(url), "in_process": lambda: in_process_json(workload, body)}, repeats)
+    e2e, local = median(times["e2e"]), median(times["in_process"])
+    results.add(2, "JSON lists e2e / in-process JSON + compute", e2e / local,
+                f"JSON lists end to end {e2e:.0f} ms / in-process orjson+numpy+compute+orjson {local:.0f} ms; "
+                f"{len(body) / 1e6:.0f} MB up, {median(response_bytes) / 1e6:.0f} MB down")
+    if naive_url is None:
+        return
+    naive_repeats = max(1, repeats // 3)
+    times = interleaved({"naive": post(naive_url), "ours": post(url)}, naive_repeats, warmup=0)
+    naive, ours = median(times["naive"]), median(times["ours"])
+    results.add(3, "naive FastAPI+pydantic / ours (JSON lists)", naive / ours,
+                f"naive {naive:.0f} ms / ours {ours:.0f} ms ({naive_repeats} runs each)")
+    client.close()
+
+
+def ratio_4_small_requests(url: str, connections: int, seconds: float, rounds: int, results: Results) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    linear = http_request("POST", "/v1/layers/linear", orjson.dumps({
+        "config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_LINEAR_INPUT,
+        "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]}}))
+    health = http_request("GET", "/healthz")
+    requests_per_second(port, linear, connections, min(1.0, seconds))  # warm up both paths
+    requests_per_second(port, health, connections, min(1.0, seconds))
+    rates: dict[str, list[float]] = {"linear": [], "healthz": []}
+    for _ in range(rounds):
+        rates["healthz"].append(requests_per_second(port, health, connections, seconds))
+        rates["linear"].append(requests_per_second(port, linear, connections, seconds))
+    lin, hz = median(rates["linear"]), median(rates["healthz"])
+    results.add(4, "Linear 10x4 req/s / healthz req/s", lin / hz,
+                f"{connections} keep-alive connections, {rounds} x {seconds:g} s each: Linear {lin:.0f}/s, "
+                f"healthz {hz:.0f}/s")
+
+
+def ratio_5_memory(url: str, workload: Workload, repeats: int, results: Results) -> None:
+    port = int(url.rsplit(":", 1)[1])
+    pids = listening_pids(port)
+    if not pids:
+        print("  ratio 5 skipped: cannot find the server's processes in /proc")
+        return
+    client = httpx.Client(base_url=url, timeout=120)
+
+    def call() -> None:
+        response = client.post(workload.path, content=wire.packb(workload.request(as_bytes_tensor)),
+                               headers={"content-type": wire.MEDIA_TYPE})
+        response.raise_for_status()
+
+    payload_mb = (workload.x.nbytes + output_nbytes(workload)) / 2**20
+    first = peak_added_mb(pids, call)
+    later = [peak_added_mb(pids, call) for _ in range(max(2, repeats // 2))]
+    client.close()
+    results.add(5, "peak RSS added / (input + output bytes)", first / payload_mb,
+                f"first request on a fresh server {first:.0f} MiB, later ones median {median(later):.0f} MiB; "
+                f"input + output {payload_mb:.0f} MiB")
+
+
+def output_nbytes(workload: Workload) -> int:
+    import torch
+
+    with torch.no_grad():
+        return workload.torch_call(torch.from_numpy(workload.x[:1]),
+                                   **{k: torch.from_numpy(v) for k, v in workload.parameters.items()}
+                                   ).numpy().nbytes * workload.x.shape[0]
+
+
+REFERENCE_WORKLOADS = [  # (label, kind, config, input shape): the notebook's cells
+    ("Conv2d(3,16,3,stride=2) on (100,3,120,160)", "conv2d",
+     {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, [100, 3, 120, 160]),
+    ("MaxPool2d((3,2)) on (100,3,120,160)", "maxpool2d", {"kernel_size": [3, 2]}, [100, 3, 120, 160]),
+    ("BatchNorm2d(3) on (2,3,2,2)", "batchnorm2d", {"num_features": 3}, [2, 3, 2, 2]),
+    ("BatchNorm2d(3) on (100,3,120,160)", "batchnorm2d", {"num_features": 3}, [100, 3, 120, 160]),
+    ("Linear(4,1) on (10,4)", "linear", {"in_features": 4, "out_features": 1}, [10, 4]),
+    ("Linear(160,207) on (36000,160)", "linear", {"in_features": 160, "out_features": 207}, [36000, 160]),
+]
+
+
+def ratio_6_reference(url: str, repeats: int, results: Results) -> None:
+    """Compute time only (the response's elapsed_ms), so transport costs do not blur the ratio."""
+    kinds = available_kinds()
+    client = httpx.Client(base_url=url, timeout=600)
+    rows = []
+    for label, kind, config, shape in REFERENCE_WORKLOADS:
+        if kind not in kinds:
+            print(f"  ratio 6: {label} skipped: the {kind} kind is not in this build")
+            continue
+        body = {"config": config, "input": {"random": "uniform", "shape": shape, "seed": 0}, "encoding": "none"}
+        elapsed: dict[str, list[float]] = {"torch": [], "reference": []}
+        for i in range(repeats + 1):
+            for backend in elapsed:
+                response = client.post(f"/v1/layers/{kind}", json={**body, "backend": backend})
+                response.raise_for_status()
+                if i:  # the first round warms up
+                    elapsed[backend].append(response.json()["elapsed_ms"])
+        ref, tor = median(elapsed["reference"]), median(elapsed["torch"])
+        rows.append((label, ref / tor, ref, tor))
+    client.close()
+    for label, ratio, ref, tor in rows:
+        print(f"  ratio 6: {label}: reference {ref:.2f} ms / torch {tor:.2f} ms = {ratio:.2f}")
+    results.ratios[6] = ("reference / torch", max((r[1] for r in rows), default=float("nan")),
+                         "; ".join(f"{label}: {ratio:.2f}" for label, ratio, _, _ in rows))
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport codecs in-process (why msgpack): decode the request, encode the response
+
+
+def codec_costs(workload: Workload, repeats: int) -> None:
+    import torch
+
+    with torch.no_grad():
+        out = workload.torch_call(torch.from_numpy(workload.x),
+                                  **{k: torch.from_numpy(v) for k, v in workload.parameters.items()}).numpy()
+    x = workload.x
+    header = orjson.dumps({"input": {"shape": list(x.shape), "dtype": "float32", "binary_data_size": x.nbytes}})
+    oip_body = header + x.tobytes()
+    rows = {
+        "JSON lists (orjson + numpy)": (
+            orjson.dumps({"input": x}, option=orjson.OPT_SERIALIZE_NUMPY),
+            lambda b: np.array(orjson.loads(b)["input"], dtype=np.float32),
+            lambda: orjson.dumps({"output": out}, option=orjson.OPT_SERIALIZE_NUMPY)),
+        "JSON base64 (pybase64)": (
+            orjson.dumps({"input": {"base64": pybase64.b64encode(x).decode()}}),
+            lambda b: np.frombuffer(pybase64.b64decode(orjson.loads(b)["input"]["base64"], validate=True), np.float32),
+            lambda: orjson.dumps({"output": {"base64": pybase64.b64encode(out).decode()}})),
+        "msgpack, library packb/unpackb": (
+            msgpack.packb({"input": {"bytes": x.tobytes()}}),
+            lambda b: np.frombuffer(msgpack.unpackb(b)["input"]["bytes"], np.float32),
+            lambda: msgpack.packb({"output": {"bytes": memoryview(out).cast("B")}})),
+        "msgpack, app.wire (bin written in place)": (
+            wire.packb({"input": wire.tensor(x)}),
+            lambda b: wire.array(wire.unpackb(b)["input"]),
+            lambda: wire.pack({"output": wire.tensor(out)})),
+        "OIP binary extension (JSON header + raw)": (
+            oip_body,
+            lambda b: np.frombuffer(memoryview(b)[len(header):], np.float32),
+            lambda: [orjson.dumps({"output": {"binary_data_size": out.nbytes}}), memoryview(out).cast("B")]),
+    }
+    print(f"  {'transport':42s} {'decode request':>15s} {'encode response':>16s}   (ms, median of {repeats})")
+    for name, (body, decode, encode) in rows.items():
+        times = interleaved({"decode": lambda: decode(body), "encode": encode}, repeats)
+        print(f"  {name:42s} {median(times['decode']):15.1f} {median(times['encode']):16.1f}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and shorter load phases")
+    parser.add_argument("--repeats", type=int, help="timed runs per measurement (default 15, quick 5)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections for ratio 4")
+    parser.add_argument("--seconds", type=float, help="length of each load phase of ratio 4 (default 3, quick 1)")
+    parser.add_argument("--no-naive", action="store_true", help="skip ratio 3 (the naive server is slow)")
+    parser.add_argument("--uvicorn-args", default="--http httptools --loop uvloop",
+                        help="extra uvicorn options for both servers")
+    args = parser.parse_args()
+    repeats = args.repeats or (5 if args.quick else 15)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    rounds = 3 if args.quick else 5
+
+    tuning.reexec_with_process_environment()  # bare torch here runs with the server's allocator settings
+    import torch
+
+    print(f"layerlab benchmark: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
+    print(f"process environment (server and this process): {tuning.process_environment()}")
+    print(f"load average before: {load_average()}  (on a busy machine every figure is noisy)")
+    results = Results()
+    uvicorn_args = [*args.uvicorn_args.split(), "--app-dir", str(ROOT), "--log-level", "warning"]
+    workload = big_workload()
+
+    print("\n[codecs] in-process cost of each transport on the big workload's tensors")
+    codec_costs(workload, max(3, repeats // 2))
+
+    print("\n[server] " + " ".join(["uvicorn app.main:app", *uvicorn_args]))
+    with live_server(*uvicorn_args, env=tuning.process_environment()) as url:
+        ratio_5_memory(url, workload, repeats, results)  # first: it wants a fresh server
+        ratio_1_binary_vs_bare(url, workload, repeats, results)
+        if args.no_naive:
+            ratio_2_and_3_json(url, workload, max(3, repeats // 3), None, results)
+        else:
+            with naive_server(uvicorn_args) as naive_url:
+                ratio_2_and_3_json(url, workload, max(3, repeats // 3), naive_url, results)
+        ratio_4_small_requests(url, args.connections, seconds, rounds, results)
+        ratio_6_reference(url, max(3, repeats // 3), results)
+
+    print(f"\nload average after: {load_average()}")
+    print("\n| # | ratio | median | goal | details |\n| --- | --- | --- | --- | --- |")
+    for number in sorted(results.ratios):
+        what, value, details = results.ratios[number]
+        goal = GOALS.get(number)
+        print(f"| {number} | {what} | {value:.2f} | {goal[0] + ' ' + format(goal[1], 'g') if goal else '-'} | {details} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ from app.api.body import json_response, read_json
 from app.api.deps import ComputeDep, SettingsDep
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
+from app.observability import access_fields, record_compute
 from app.layers.registry import LAYERS
 from app.layers.service import LayerOutcome, run_layer
 from app.schemas.requests import LayerRequestOptions, layer_request_model
@@ -45,6 +46,7 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": spec.kind,
         "backend": outcome.backend,
+        "device": outcome.device,
         "config": outcome.config.model_dump(),
         "input_shape": list(outcome.input_shape),
         "output_shape": list(outcome.output_shape),
@@ -70,10 +72,15 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+        logged = access_fields(request)
+        logged["kind"] = spec.kind
         options = parse_request(await read_json(request, settings))
+        logged.update(backend=options.backend, device=options.device, compare=options.compare)
 
         def work() -> dict[str, Any]:
-            return present(run_layer(spec, options, settings), options.encoding)
+            outcome = run_layer(spec, options, settings)
+            record_compute(outcome)
+            return present(outcome, options.encoding)
 
         return json_response(await pool.run(work))
 

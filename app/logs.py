@@ -1,0 +1,63 @@
+"""Structured logs: every line is one JSON object.
+
+Two streams, as container platforms expect: access lines on stdout (`layerlab.access`, written by
+app.observability, one per request), everything else (uvicorn's startup and errors, layerlab's
+warnings) on stderr. `python -m app.serve` installs this configuration in every worker; apps run
+another way (tests, a bare `uvicorn app.main:app`) keep Python's default logging.
+
+No metrics here: app.serve imports this module before the workers exist (see app.serve).
+"""
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+ACCESS_LOGGER = "layerlab.access"
+
+
+def timestamp(created: float) -> str:
+    """RFC 3339 in UTC with milliseconds: 2025-01-31T12:00:00.123+00:00."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+class JsonFormatter(logging.Formatter):
+    """{"ts", "level", "logger", "message"} plus "exc" when there is a traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """A `logging.config.dictConfig` dict (uvicorn's `log_config`): JSON on stderr, access lines on stdout."""
+    level = level.upper()
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": "app.logs.JsonFormatter"},
+            # Access lines arrive already as JSON (built once in the middleware).
+            "line": {"format": "%(message)s"},
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
+            # Our middleware writes the access lines; uvicorn's own would repeat them as text.
+            "uvicorn.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
+            "layerlab": {"handlers": ["stderr"], "level": level, "propagate": False},
+            ACCESS_LOGGER: {"handlers": ["access"], "level": level, "propagate": False},
+        },
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
+    }

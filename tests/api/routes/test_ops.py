@@ -234,14 +234,15 @@ def test_torch_on_the_gpu_matches_torch_on_the_cpu(client, device):
     gpu = client.post(LINEAR, json=linear_body(rows=7, device=device, compare=True)).json()
     cpu = client.post(LINEAR, json=linear_body(rows=7)).json()
     assert gpu["device"] == device and gpu["comparison"]["allclose"]
-    torch.testing.assert_close(torch.tensor(gpu["output"]), torch.tensor(cpu["output"]))
+    torch.testing.assert_close(torch.tensor(gpu["output"]["data"]), torch.tensor(cpu["output"]["data"]))
 
 
 # -- CORS
 
 
 def test_cors_is_closed_by_default(client):
-    preflight = client.options(LINEAR, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"})
+    asking = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    preflight = client.options(LINEAR, headers=asking)
     assert "access-control-allow-origin" not in preflight.headers
     simple = client.get("/healthz", headers={"Origin": "https://app.example"})
     assert "access-control-allow-origin" not in simple.headers
@@ -249,8 +250,9 @@ def test_cors_is_closed_by_default(client):
 
 def test_cors_opens_to_configured_origins(make_client):
     client = make_client(cors_origins=["https://app.example"])
-    preflight = client.options(LINEAR, headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
-                                                "Access-Control-Request-Headers": "content-type,x-request-id"})
+    preflight = client.options(LINEAR, headers={
+        "Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-request-id"})
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "https://app.example"
     other = client.options(LINEAR, headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})

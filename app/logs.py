@@ -9,17 +9,25 @@ No metrics here: app.serve imports this module before the workers exist (see app
 """
 
 import logging
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 import orjson
 
 ACCESS_LOGGER = "layerlab.access"
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, reused within that second
+
 
 def timestamp(created: float) -> str:
-    """RFC 3339 in UTC with milliseconds: 2025-01-31T12:00:00.123+00:00."""
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    """RFC 3339 in UTC with milliseconds: 2025-01-31T12:00:00.123Z (it runs on every request)."""
+    global _second
+    whole = int(created)
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (whole, text)
+    return f"{text}.{int((created - whole) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):

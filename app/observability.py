@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,6 +69,22 @@ BUILD = Gauge(
 BUILD.labels(__version__, torch.__version__, np.__version__).set(1)
 
 access_logger = logging.getLogger(ACCESS_LOGGER)
+
+# `.labels(...)` costs several microseconds (validation, a lock); the children are kept here instead.
+# Their number is bounded: route templates x methods x statuses.
+_request_counters: dict[tuple[str, str, int], Any] = {}
+_latency_histograms: dict[tuple[str, str], Any] = {}
+
+
+def _count_request(method: str, route: str, status: int, seconds: float) -> None:
+    counter = _request_counters.get((method, route, status))
+    if counter is None:
+        counter = _request_counters[(method, route, status)] = REQUESTS.labels(method, route, str(status))
+    histogram = _latency_histograms.get((method, route))
+    if histogram is None:
+        histogram = _latency_histograms[(method, route)] = LATENCY.labels(method, route)
+    counter.inc()
+    histogram.observe(seconds)
 
 
 def render_metrics(accept: str | None) -> tuple[bytes, str]:
@@ -132,7 +147,7 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         rid, bytes_in = _scan_headers(scope["headers"])
-        rid = rid or uuid.uuid4().hex
+        rid = rid or os.urandom(16).hex()
         fields: dict[str, Any] = {"request_id": rid}
         scope[ACCESS_FIELDS] = fields
         id_header = (REQUEST_ID_HEADER, rid.encode())
@@ -156,8 +171,7 @@ class ObservabilityMiddleware:
             # Route templates, not paths, keep label sets bounded; so do known methods only.
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(duration)
+            _count_request(method, route, status, duration)
             if self.access_log and access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 line = {
@@ -172,4 +186,7 @@ class ObservabilityMiddleware:
                     "client": client[0] if client else None,
                     **fields,
                 }
-                access_logger.info(orjson.dumps(line).decode())
+                # makeRecord + handle is logger.info without its stack walk for the caller's
+                # file and line, which the access line does not show.
+                access_logger.handle(access_logger.makeRecord(
+                    ACCESS_LOGGER, logging.INFO, __file__, 0, orjson.dumps(line).decode(), None, None))

@@ -300,3 +300,10 @@ def test_the_image_command_serves_with_two_workers(tmp_path):
     assert line["duration_ms"] > 0
     messages = [orjson.loads(entry)["message"] for entry in stderr.read_text().splitlines()]
     assert sum("Application startup complete" in m for m in messages) == 2
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `LAYERLAB_([A-Z0-9_]+)` \|", section, flags=re.M))
+    assert documented == {name.upper() for name in Settings.model_fields}

@@ -91,8 +91,9 @@ def info(settings: SettingsDep) -> dict[str, Any]:
 
 @router.get("/metrics", name="metrics", summary="Prometheus metrics (text exposition format)",
             response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                             "description": "Prometheus text (or OpenMetrics, by Accept)."}})
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}},
+                                         "application/openmetrics-text": {"schema": {"type": "string"}}},
+                             "description": "Prometheus text, or OpenMetrics when the Accept header asks for it."}})
 async def metrics(request: Request) -> Response:
     body, content_type = render_metrics(request.headers.get("accept"))
     return Response(body, media_type=content_type)

@@ -56,12 +56,12 @@ class Settings(BaseSettings):
     )
 
     compute_workers: int = Field(
-        2, gt=0, description="Requests computed at once; more wait in a queue."
+        2, gt=0, description="Requests computed at once in each process; more wait in a queue."
     )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads per process (0: torch's default)."
+        0, ge=0, description="torch intra-op threads per process (0: torch's default; with several "
+        "workers, `python -m app.serve` shares the CPUs out among them)."
     )
-
 
     @field_validator("cors_origins", "api_key", mode="before")
     @classmethod

@@ -114,10 +114,6 @@ def access_fields(request: Request) -> dict[str, Any]:
     return request.scope.setdefault(ACCESS_FIELDS, {})
 
 
-def request_id(request: Request) -> str | None:
-    return request.scope.get(ACCESS_FIELDS, {}).get("request_id")
-
-
 def _scan_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
     """The client's request id (when well-formed) and the declared body length."""
     rid = length = None

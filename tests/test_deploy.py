@@ -25,6 +25,7 @@ import torch
 import yaml
 
 from app.config import Settings
+from app.serve import available_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -264,6 +265,8 @@ def test_the_image_command_serves_with_two_workers(tmp_path):
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
         ready = httpx.get(f"{base}/readyz").json()
         assert ready["status"] == "ready" and ready["checks"]["torch:cpu"] == "ok"
+        info = httpx.get(f"{base}/v1/info").json()
+        assert info["workers"] == 2 and info["devices"][0]["threads"] == max(1, available_cpus() // 2)
 
         # A layer request, checked against torch itself.
         x = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)

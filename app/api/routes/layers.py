@@ -11,9 +11,9 @@ from app.api.body import json_response, read_json
 from app.api.deps import ComputeDep, SettingsDep
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
-from app.observability import access_fields, record_compute
 from app.layers.registry import LAYERS
 from app.layers.service import LayerOutcome, run_layer
+from app.observability import access_fields, record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
 from app.tensors import encode_tensor

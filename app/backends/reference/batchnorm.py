@@ -19,7 +19,6 @@ def batch_norm(
 
     y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias
 
-    computed as y = x * scale + shift, scale = weight / sqrt(Var[x] + eps), shift = bias - E[x] * scale.
     E[x] and Var[x] are the batch's mean and BIASED variance (divide by count = N * prod(spatial))
     in training mode, and in evaluation mode when no running statistics are tracked; evaluation mode
     with running statistics uses running_mean and running_var instead (PyTorch's `bn_training`).
@@ -40,31 +39,33 @@ def batch_norm(
     buffers = {"running_mean": running_mean, "running_var": running_var,
                "num_batches_tracked": num_batches_tracked} if tracked else {}
     if training or not tracked:
-        count = xr.shape[0] * xr.shape[2]
+        count = N * xr.shape[2]
         if count < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(x.shape)}")
-        # Sums in float64 over N, of pairwise (accurate) sums along the contiguous L. The variance
-        # is taken around the mean rounded to x's dtype (no cancellation, no float64 copy of x);
-        # Var[x] = E[(x - m)^2] - (E[x] - m)^2 holds for any m.
+        # Float64 sums over N of pairwise (accurate) sums along the contiguous L. The variance is
+        # taken around the mean rounded to x's dtype, m: no cancellation and no float64 copy of x,
+        # as Var[x] = E[(x - m)^2] - (E[x] - m)^2 for any m.
         mean = xr.sum(axis=2).sum(axis=0, dtype=np.float64) / count  # (C,)
         pivot = mean.astype(x.dtype)
-        centered = np.subtract(xr, pivot[:, None])
-        squares = np.square(centered, out=centered).sum(axis=2).sum(axis=0, dtype=np.float64)
+        work = np.subtract(xr, pivot[:, None])  # (N, C, L), x - m; reused for y below
+        squares = np.square(work, out=work).sum(axis=2).sum(axis=0, dtype=np.float64)
         var = squares / count - (mean - pivot) ** 2  # (C,), biased
         if training and tracked:
-            tracked_batches = num_batches_tracked + 1
-            factor = 1.0 / tracked_batches if momentum is None else momentum
+            batches = num_batches_tracked + 1
+            factor = 1.0 / batches if momentum is None else momentum
             buffers = {
                 "running_mean": ((1 - factor) * running_mean + factor * mean).astype(running_mean.dtype),
                 "running_var": ((1 - factor) * running_var + factor * var * count / (count - 1)).astype(running_var.dtype),
-                "num_batches_tracked": np.asarray(tracked_batches, dtype=np.int64),
+                "num_batches_tracked": np.asarray(batches, dtype=np.int64),
             }
     else:
-        centered = None
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    scale = 1.0 / np.sqrt(var + eps) if weight is None else weight / np.sqrt(var + eps)  # (C,)
-    shift = -mean * scale if bias is None else bias - mean * scale
-    # One multiply and one add per element, in x's dtype, written into the spare buffer.
-    y = np.multiply(xr, scale.astype(x.dtype)[:, None], out=centered)
+        pivot, work = running_mean.astype(x.dtype), None
+    # y = (x - m) * scale + shift with scale = weight / sqrt(Var + eps), shift = bias - (E[x] - m) * scale:
+    # the formula above, one subtraction, multiplication and addition per element, in place.
+    scale = (1.0 if weight is None else weight) / np.sqrt(var + eps)  # (C,)
+    shift = (0.0 if bias is None else bias) - (mean - pivot) * scale
+    y = np.subtract(xr, pivot[:, None], out=work)
+    y *= scale.astype(x.dtype)[:, None]
     y += shift.astype(x.dtype)[:, None]
     return y.reshape(x.shape), mean.astype(x.dtype), var.astype(x.dtype), buffers

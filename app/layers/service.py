@@ -109,6 +109,10 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarr
     if name in INTEGER_BUFFERS:
         if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
             raise InvalidInput(f"{field}.{name} must hold an integer", field=f"{field}.{name}")
+        # A count: negative values would divide by zero in the cumulative average (momentum=None).
+        if not ((array >= 0) & (array < 2**62)).all():
+            raise InvalidInput(f"{field}.{name} is a count: it must be a non-negative integer below 2^62",
+                               field=f"{field}.{name}", actual=array.tolist())
         return array.astype(np.int64)
     return array.astype(dtype, copy=False)
 

@@ -185,6 +185,8 @@ TWO_ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 7.0]]
      "parameters.num_batches_tracked", ["shape [1]", "needs []", "scalar"]),
     ("batchnorm1d", {"config": {"num_features": 3}, "input": TWO_ROWS, "parameters": {"num_batches_tracked": 2.5}},
      "parameters.num_batches_tracked", ["integer"]),
+    ("batchnorm1d", {"config": {"num_features": 3, "momentum": None}, "input": TWO_ROWS, "parameters": {"num_batches_tracked": -1}},
+     "parameters.num_batches_tracked", ["non-negative integer"]),
     ("batchnorm1d", {"config": {"num_features": 3, "track_running_stats": False}, "input": TWO_ROWS,
                      "parameters": {"running_mean": [0.0, 0.0, 0.0]}}, "parameters.running_mean", ["not a tensor", "weight"]),
     ("batchnorm1d", {"config": {"num_features": 3, "affine": False}, "input": TWO_ROWS, "parameters": {"weight": [1.0, 1.0, 1.0]}},

@@ -1,6 +1,6 @@
 """Reference vs torch on BatchNorm2d(3) over (100, 3, 120, 160) in training mode (not a test).
 
-    python tests/benchmarks/bench_batchnorm.py [--repeats 31]
+    python tests/benchmarks/bench_batchnorm.py [--repeats 31] [--threads N]
 
 Times the plain computations (nn.BatchNorm2d's forward under no_grad; the NumPy `batch_norm`) and
 the two backends as the service calls them (module build and state load, copies, statistics).
@@ -28,7 +28,10 @@ from app.layers.registry import LAYERS  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=31)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     x = torch.randn(100, 3, 120, 160, generator=torch.Generator().manual_seed(0))
     module = torch.nn.BatchNorm2d(3)

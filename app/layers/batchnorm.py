@@ -105,11 +105,10 @@ def torch_extras(module: Any, x: Any, training: bool) -> dict[str, np.ndarray]:
     import torch  # only the torch backend calls this
 
     if training or module.running_mean is None:
-        # Two passes, by definition: about twice as fast here as torch.var_mean's Welford reduction.
-        dims = [0, *range(2, x.dim())]
-        mean = x.mean(dims, keepdim=True)
-        var = (x - mean).square_().mean(dims)
-        return {"mean": mean.flatten().numpy(), "var": var.numpy()}
+        # The batch statistics of BatchNorm's own CPU kernel (the same template its forward runs),
+        # without updating anything; 2-3x faster here than torch.var_mean's Welford reduction.
+        mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)
+        return {"mean": mean.numpy(), "var": var.numpy()}
     return {"mean": module.running_mean.numpy(), "var": module.running_var.numpy()}
 
 

@@ -21,7 +21,7 @@ class BatchNormConfig(BaseModel):
     eps: StrictFloat = Field(1e-5, ge=0, allow_inf_nan=False,
                              description="Added to the variance for numerical stability (must be > 0 when batch statistics are used).")
     momentum: StrictFloat | None = Field(
-        0.1, ge=0, le=1, allow_inf_nan=False,
+        0.1, allow_inf_nan=False,
         description="Weight of the batch in the running statistics' update: "
         "running = (1 - momentum) * running + momentum * batch. null: a cumulative moving average.")
     affine: StrictBool = Field(True, description="Learn a per-channel weight (init 1) and bias (init 0).")

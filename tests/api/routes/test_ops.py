@@ -237,6 +237,21 @@ def test_torch_on_the_gpu_matches_torch_on_the_cpu(client, device):
     torch.testing.assert_close(torch.tensor(gpu["output"]["data"]), torch.tensor(cpu["output"]["data"]))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_statistics_come_back_from_the_gpu(client, training):
+    body = {"config": {"num_features": 3}, "input": {"random": "normal", "shape": [4, 3, 5, 5], "seed": 2},
+            "training": training}
+    gpu = client.post("/v1/layers/batchnorm2d", json={**body, "device": "cuda"}).json()
+    cpu = client.post("/v1/layers/batchnorm2d", json=body).json()
+    for part in ("output", "statistics", "buffers"):
+        assert gpu[part] is not None
+    torch.testing.assert_close(torch.tensor(gpu["output"]["data"]), torch.tensor(cpu["output"]["data"]))
+    for name in ("mean", "var"):
+        torch.testing.assert_close(torch.tensor(gpu["statistics"][name]["data"]),
+                                   torch.tensor(cpu["statistics"][name]["data"]))
+
+
 # -- CORS
 
 

@@ -1,17 +1,23 @@
-"""The app factory: `create_app(settings)`; `app` is what uvicorn serves."""
+"""The app factory: `create_app(settings)`; `app` is what uvicorn serves (run it with `python -m app.serve`)."""
 
+import logging
 from typing import Any
 
 import torch
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
+from starlette.types import ASGIApp
 
 from app import __version__, tuning
-from app.api.routes import health, layers
+from app.api.routes import layers, ops
 from app.compute import ComputePool
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.observability import ObservabilityMiddleware
+
+logger = logging.getLogger("layerlab")
 
 DESCRIPTION = """
 Compute neural-network layers on demand: PyTorch (`torch.nn`) or a hand-written NumPy reference
@@ -25,13 +31,20 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+class LayerlabAPI(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outermost, around Starlette's error middleware: an unhandled error's 500 is counted,
+        # logged and carries its request id like every other response.
+        return ObservabilityMiddleware(super().build_middleware_stack(), access_log=self.state.settings.access_log)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if settings.tune_allocator:
         tuning.tune_allocator()
-    app = FastAPI(
+    app = LayerlabAPI(
         title="layerlab",
         version=__version__,
         description=DESCRIPTION,
@@ -40,7 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.compute = ComputePool(settings.compute_workers)
     install_error_handlers(app)
-    app.include_router(health.router)
+    if settings.cors_origins:  # closed unless configured
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
+                           expose_headers=["X-Request-ID"])
+    if settings.api_key:
+        logger.warning("LAYERLAB_API_KEY is set but not enforced by this version: every route is open")
+    app.include_router(ops.router)
     app.include_router(layers.router)
     _document_parsed_bodies(app)
     return app

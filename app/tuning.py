@@ -30,9 +30,11 @@ _MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_T
 """mallopt(3) parameter numbers: M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD."""
 
 
-def process_environment() -> dict[str, str]:
-    """The variables to start a server process with; values already in the environment win."""
-    return {name: os.environ.get(name, value) for name, value in PROCESS_ENVIRONMENT.items()}
+def process_environment(allocator: bool = True) -> dict[str, str]:
+    """The variables to start a server process with (without MALLOC_* when `allocator` is false);
+    values already in the environment win."""
+    return {name: os.environ.get(name, value) for name, value in PROCESS_ENVIRONMENT.items()
+            if allocator or name not in _MALLOPT}
 
 
 def tune_allocator() -> bool:

@@ -24,6 +24,7 @@ class Comparison(BaseModel):
 class LayerResponse(BaseModel):
     kind: str
     backend: str
+    device: str = Field("cpu", description="Where the torch backend computed.")
     config: dict[str, Any] = Field(description="Every constructor argument, defaults filled in.")
     input_shape: list[int]
     output_shape: list[int]

@@ -14,6 +14,7 @@ from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
 from app.layers.service import LayerOutcome, run_layer
+from app.observability import access_fields, record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
 from app.tensors import encode_tensor
@@ -46,6 +47,7 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": spec.kind,
         "backend": outcome.backend,
+        "device": outcome.device,
         "config": outcome.config.model_dump(),
         "input_shape": list(outcome.input_shape),
         "output_shape": list(outcome.output_shape),
@@ -71,13 +73,17 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+        logged = access_fields(request)
+        logged["kind"] = spec.kind
         exchange = Wire.negotiate(request)
         incoming = await exchange.receive(request, settings)
 
         def work() -> Response:
             # Decoding and encoding run here too, off the event loop: big bodies take milliseconds.
             options = parse_request(incoming.decode())
+            logged.update(backend=options.backend, device=options.device, compare=options.compare)
             outcome = run_layer(spec, options, settings)
+            record_compute(outcome)
             return exchange.respond(present(outcome, exchange.tensor_encoding(options.encoding)))
 
         return await pool.run(work)

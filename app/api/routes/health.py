@@ -7,6 +7,8 @@ from app.schemas.responses import Health
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", name="health", summary="Liveness", response_model=Health)
+@router.get("/healthz", name="health", summary="Liveness", response_model=Health,
+            description="Answers `{\"status\": \"ok\"}` at once while the process is alive, even when every "
+            "compute worker is busy: for container health checks and load balancers.")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

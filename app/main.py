@@ -77,8 +77,10 @@ def _document_parsed_bodies(app: FastAPI) -> None:
             ref_template="#/components/schemas/{model}",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in defs.get("$defs", {}).items():
-            components.setdefault(name, definition)
+        # pydantic's own schemas win over FastAPI's copies of the same models (shared with the
+        # responses): FastAPI writes its copies with exclude_none, which drops `"default": null`
+        # (MaxPool's stride, say) and turns integer bounds into floats.
+        components.update(defs.get("$defs", {}))
         return schema
 
     app.openapi = openapi

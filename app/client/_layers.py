@@ -152,9 +152,10 @@ class LayerMethods(Generic[R]):
 
     # -- glue
 
-    def relu(self, x: Tensor, **options: Unpack[LayerOptions]) -> R:
-        """torch.nn.ReLU: `max(x, 0)` elementwise."""
-        return self._layer("relu", x, {}, options)
+    def relu(self, x: Tensor, *, inplace: bool = False, **options: Unpack[LayerOptions]) -> R:
+        """torch.nn.ReLU: `max(x, 0)` elementwise. `inplace` is there because the constructor has it;
+        over HTTP it changes nothing."""
+        return self._layer("relu", x, _config("relu", locals()), options)
 
     def flatten(self, x: Tensor, *, start_dim: int = 1, end_dim: int = -1, **options: Unpack[LayerOptions]) -> R:
         """torch.nn.Flatten: dims start_dim..end_dim become one."""

@@ -318,8 +318,8 @@ TORCH_CLASSES = {
     "batchnorm1d": nn.BatchNorm1d, "batchnorm2d": nn.BatchNorm2d, "batchnorm3d": nn.BatchNorm3d,
     "relu": nn.ReLU, "flatten": nn.Flatten,
 }
-NOT_CONFIG = {"self", "device", "dtype", "inplace"}
-"""Constructor arguments that are no layer config: where tensors live, and ReLU's in-place flag."""
+NOT_CONFIG = {"self", "device", "dtype"}
+"""Constructor arguments that are no layer config: where the module's tensors live."""
 
 
 def keywords(function) -> dict[str, object]:

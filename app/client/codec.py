@@ -86,7 +86,7 @@ def as_array(value: Any, *, integers: bool = False) -> np.ndarray:
         dtype = DTYPES["int64"] if integers else DTYPES["float32"]
     else:
         raise TypeError(f"tensors hold real numbers; got an array of {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return np.asarray(array, dtype=dtype, order="C")  # not ascontiguousarray: it makes 0-d arrays 1-d
 
 
 def encode(value: Any, codec: Codec, *, integers: bool = False) -> Any:

@@ -23,8 +23,9 @@ def _tensors(value: dict[str, Any] | None) -> dict[str, np.ndarray]:
     return {name: decode(tensor) for name, tensor in (value or {}).items()}
 
 
-def _shapes(tensors: dict[str, np.ndarray | None]) -> dict[str, Any]:
-    return {name: None if a is None else tuple(a.shape) for name, a in tensors.items()}
+def _shapes(tensors: dict[str, Any] | None) -> dict[str, tuple[int, ...]]:
+    """Shapes of response tensors as received: known even when only a summary came back."""
+    return {name: tuple(tensor["shape"]) for name, tensor in (tensors or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class LayerResult:
         )
 
     @property
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        """{"weight": (16, 3, 3, 3), "bias": (16,)}, with any encoding (`none` included)."""
+        return _shapes(self.raw.get("parameters"))
+
+    @property
     def summary(self) -> dict[str, float] | None:
         """min, max, mean, std of the output when it came back as a summary (`encoding="none"`)."""
         return {k: _number(v) for k, v in self.raw["output"]["summary"].items()} if "summary" in self.raw.get(
@@ -101,9 +107,9 @@ class LayerResult:
 
     def __repr__(self) -> str:
         parts = [f"kind={self.kind!r}", f"backend={self.backend!r}", f"output_shape={self.output_shape}",
-                 f"parameters={_shapes(self.parameters)}"]
+                 f"parameters={self.parameter_shapes}"]
         if self.buffers:
-            parts.append(f"buffers={_shapes(self.buffers)}")
+            parts.append(f"buffers={_shapes(self.raw.get('buffers'))}")
         if self.comparison is not None:
             parts.append(f"allclose={self.comparison.allclose}")
         return f"LayerResult({', '.join(parts)})"

@@ -29,6 +29,7 @@ from app.client import (
 )
 from app.client._base import retry_delay
 from app.client._layers import _config
+from app.client.codec import JsonCodec, decode, encode
 from app.layers.linear import NOTEBOOK_INPUT
 from tests.client.helpers import AsyncCountingTransport, CountingTransport, FlakyFront
 
@@ -100,6 +101,8 @@ def test_list_encoding_round_trips_float32_exactly(sdk):
 def test_encoding_none_gives_a_summary(sdk):
     result = sdk.linear(random_tensor((64, 4), seed=1), in_features=4, out_features=3, encoding="none")
     assert result.output is None and result.output_shape == (64, 3)
+    assert result.parameters == {"weight": None, "bias": None}
+    assert result.parameter_shapes == {"weight": (3, 4), "bias": (3,)}
     assert set(result.summary) == {"min", "max", "mean", "std"}
     assert result.summary["min"] <= result.summary["mean"] <= result.summary["max"]
 
@@ -411,6 +414,36 @@ def test_every_kind_equals_torch_nn(kind, sdk, served_kinds):
     for name, buffer in module.named_buffers():
         torch.testing.assert_close(torch.from_numpy(result.buffers[name]), buffer, check_dtype=False)
     assert result.comparison.allclose
+
+
+def test_scalar_tensors_keep_their_shape():
+    """A 0-d tensor (BatchNorm's num_batches_tracked) is sent with shape [], an int64 as int64."""
+    codec = JsonCodec()
+    sent = encode(np.int64(3), codec, integers=True)
+    assert (sent["shape"], sent["dtype"]) == ([], "int64")
+    assert decode({"shape": [], "dtype": "int64", "base64": sent["base64"]}).shape == ()
+    assert encode(torch.tensor(2.5), codec)["shape"] == []
+
+
+@pytest.mark.parametrize("kind", ["batchnorm1d", "batchnorm2d"])
+def test_batchnorm_buffers_fed_back_equal_torch_after_steps(kind, sdk, served_kinds):
+    """Successive training steps: each call's buffers are the next call's parameters."""
+    if kind not in served_kinds:
+        pytest.skip(f"the server does not compute {kind} yet")
+    config, shape = KIND_CASES[kind]
+    batches = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
+    with torch.random.fork_rng():
+        module = TORCH_CLASSES[kind](**config)
+    buffers: dict = {}
+    for x in batches:
+        result = getattr(sdk, kind)(x, **config, parameters=buffers)
+        buffers = result.buffers
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x))
+        torch.testing.assert_close(torch.from_numpy(result.output), expected)
+    for name, buffer in module.named_buffers():
+        torch.testing.assert_close(torch.from_numpy(np.asarray(buffers[name])), buffer, check_dtype=False)
+    assert int(buffers["num_batches_tracked"]) == 3
 
 
 # -- stacks --------------------------------------------------------------------------------------

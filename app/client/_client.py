@@ -73,6 +73,7 @@ class Client(BaseClient, LayerMethods[LayerResult]):
                 exc = caught
             error, delay = self._outcome(attempt, request, response, exc)
             if error is None:
+                assert response is not None  # no error means a response came
                 return self._decode(response)
             if delay is None:
                 raise error
@@ -159,6 +160,7 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
                 exc = caught
             error, delay = self._outcome(attempt, request, response, exc)
             if error is None:
+                assert response is not None  # no error means a response came
                 return self._decode(response)
             if delay is None:
                 raise error

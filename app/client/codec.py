@@ -17,7 +17,7 @@ import orjson
 try:  # SIMD base64 when installed (the server's dependency); the stdlib otherwise
     import pybase64 as _b64
 except ImportError:  # pragma: no cover
-    import base64 as _b64
+    import base64 as _b64  # type: ignore[no-redef]
 
 DTYPES: dict[str, np.dtype] = {
     "float32": np.dtype("<f4"),

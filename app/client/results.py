@@ -19,7 +19,7 @@ def _number(value: Any) -> Any:
     return _NON_FINITE.get(value, value) if isinstance(value, str) else value
 
 
-def _tensors(value: dict[str, Any] | None) -> dict[str, np.ndarray]:
+def _tensors(value: dict[str, Any] | None) -> dict[str, np.ndarray | None]:
     return {name: decode(tensor) for name, tensor in (value or {}).items()}
 
 
@@ -66,14 +66,14 @@ class LayerResult:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     output: np.ndarray | None
-    parameters: dict[str, np.ndarray]
+    parameters: dict[str, np.ndarray | None]
     """Trainable tensors used (weight, bias): the ones sent, or torch's seeded initialization."""
     parameter_count: int
-    buffers: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray | None]
     """Buffers after the pass (BatchNorm's running statistics); feed them back as `parameters`."""
     indices: np.ndarray | None
     """Max-pool argmax indices (`return_indices=True`), numbered as PyTorch numbers them."""
-    statistics: dict[str, np.ndarray]
+    statistics: dict[str, np.ndarray | None]
     """Per-channel batch statistics used (BatchNorm)."""
     formula: list[str]
     """Output-size formulas with the numbers substituted."""

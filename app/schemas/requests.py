@@ -44,5 +44,6 @@ def layer_request_model(kind: str, title: str, config_model: type[BaseModel]) ->
     return create_model(
         f"{title}Request",
         __base__=LayerRequestOptions,
-        config=(config_model, Field(description=f"torch.nn.{title}'s constructor arguments.")),
+        config=(config_model, Field(description=f"The layer: torch.nn.{title}'s constructor arguments, with "
+                                    "PyTorch's names and defaults.")),
     )

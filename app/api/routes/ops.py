@@ -34,7 +34,9 @@ READY_TIMEOUT_S = 10.0
 _PROBE = {"config": {"in_features": 3, "out_features": 2}, "input": {"random": "normal", "shape": [2, 3], "seed": 0}}
 
 
-@router.get("/healthz", name="health", summary="Liveness", response_model=Health)
+@router.get("/healthz", name="health", summary="Liveness", response_model=Health,
+            description="Answers `{\"status\": \"ok\"}` at once while the process is alive, even when every "
+            "compute worker is busy: for container health checks and load balancers.")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -61,7 +63,9 @@ def readiness_checks(settings: Settings) -> dict[str, str]:
 
 
 @router.get("/readyz", name="ready", summary="Readiness: a tiny layer computes on every backend",
-            response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}})
+            response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}},
+            description="Computes a tiny Linear on the reference backend and on each torch device and checks they "
+            "agree: 200 when every check is `ok`, else 503 with the failing checks. For orchestrators' readiness probes.")
 async def readyz(settings: SettingsDep) -> Response:
     started = time.perf_counter()
     checks = {"timeout": f"error: the checks took over {READY_TIMEOUT_S} s"}
@@ -74,6 +78,8 @@ async def readyz(settings: SettingsDep) -> Response:
 
 
 @router.get("/v1/info", name="info", summary="Versions, devices and the limits in force", response_model=Info,
+            description="The app, Python, torch and NumPy versions, the devices the torch backend can use, the layer "
+            "kinds, and every limit in force (the LAYERLAB_MAX_* settings).",
             response_model_exclude_none=True)
 def info(settings: SettingsDep) -> dict[str, Any]:
     return {
@@ -90,6 +96,8 @@ def info(settings: SettingsDep) -> dict[str, Any]:
 
 
 @router.get("/metrics", name="metrics", summary="Prometheus metrics (text exposition format)",
+            description="Requests by route and status, latency histograms, compute time by kind and backend, tensor "
+            "bytes in and out, requests in flight; summed over every worker process.",
             response_class=Response,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}},
                                          "application/openmetrics-text": {"schema": {"type": "string"}}},

@@ -14,6 +14,7 @@ from app.client._base import (
     BaseClient,
 )
 from app.client._layers import LayerMethods, LayerOptions, Tensor
+from app.client._transport import FastHTTPTransport
 from app.client.codec import Codec, Encoding
 from app.client.results import LayerKind, LayerResult, SequentialResult, ShapesResult
 
@@ -50,7 +51,7 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         if http_client is not None and transport is not None:
             raise ValueError("pass http_client or transport, not both")
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(transport=transport)
+        self._http = http_client or httpx.Client(transport=transport or FastHTTPTransport())
 
     def close(self) -> None:
         if self._owns_http:

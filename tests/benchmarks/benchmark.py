@@ -6,7 +6,7 @@
 Starts the real server (uvicorn on 127.0.0.1, a free port, with the service's tuned process
 environment) and prints, from one run, these ratios with their medians:
 
-  1. notebook Conv2d end to end through the default binary transport / bare torch conv2d here
+  1. notebook Conv2d end to end through the SDK's default transport (msgpack) / bare torch conv2d here
   2. the same request as JSON lists / orjson decode + numpy + compute + orjson encode in-process
   3. that JSON-lists request on a naive FastAPI + pydantic server / on ours
   4. small Linear 10x4 requests/s / GET /healthz requests/s under the same concurrent load
@@ -121,10 +121,6 @@ def big_workload() -> Workload:
         return notebook_conv2d()
     print("  note: the conv2d kind is not in this build; ratios 1-3 and 5 use a Linear stand-in of the same bytes")
     return linear_stand_in()
-
-
-def as_bytes_tensor(array: np.ndarray) -> dict[str, Any]:
-    return wire.tensor(array)
 
 
 def as_list_tensor(array: np.ndarray) -> np.ndarray:
@@ -341,35 +337,39 @@ def naive_server(uvicorn_args: list[str]) -> Iterator[str]:
 # The ratios
 
 
+def sdk_call(client: Any, workload: Workload) -> Callable[[], Any]:
+    """The workload through the SDK with its default transport: arrays in, arrays out."""
+    method = getattr(client, workload.kind)
+    return lambda: method(workload.x, **workload.config, parameters=workload.parameters)
+
+
 def ratio_1_binary_vs_bare(url: str, workload: Workload, repeats: int, results: Results) -> None:
     import torch
 
-    body = wire.packb(workload.request(as_bytes_tensor))
+    from app.client import Client
+
     x = torch.from_numpy(workload.x)
     params = {k: torch.from_numpy(v) for k, v in workload.parameters.items()}
-    client = httpx.Client(base_url=url, timeout=120)
     server_ms: list[float] = []
+    with Client(base_url=url, timeout=120, max_retries=0) as client:
+        call = sdk_call(client, workload)
 
-    def end_to_end() -> None:
-        # What an SDK user sees: encode, send, compute, receive, decode to an ndarray.
-        response = client.post(workload.path, content=wire.packb(workload.request(as_bytes_tensor)),
-                               headers={"content-type": wire.MEDIA_TYPE})
-        response.raise_for_status()
-        answer = wire.unpackb(response.content)
-        out = wire.array(answer["output"])
-        assert out.size and answer["output_shape"] == list(out.shape)
-        server_ms.append(answer["elapsed_ms"])
+        def end_to_end() -> None:
+            # What an SDK user sees: encode, send, compute, receive, decode to an ndarray.
+            result = call()
+            assert result.output is not None and result.output.shape == result.output_shape
+            server_ms.append(result.elapsed_ms)
 
-    def bare() -> None:
-        with torch.no_grad():
-            workload.torch_call(x, **params)
+        def bare() -> None:
+            with torch.no_grad():
+                workload.torch_call(x, **params)
 
-    times = interleaved({"e2e": end_to_end, "bare": bare}, repeats)
-    client.close()
+        times = interleaved({"e2e": end_to_end, "bare": bare}, repeats)
+        transport = client.codec.content_type
     e2e, torch_ms = median(times["e2e"]), median(times["bare"])
-    results.add(1, "binary e2e / bare torch", e2e / torch_ms,
-                f"{workload.name}: msgpack end to end {e2e:.1f} ms (server compute {median(server_ms):.1f} ms) / "
-                f"bare torch {torch_ms:.1f} ms; body {len(body) / 1e6:.1f} MB")
+    results.add(1, "SDK default transport e2e / bare torch", e2e / torch_ms,
+                f"{workload.name}: SDK ({transport}) end to end {e2e:.1f} ms (server compute {median(server_ms):.1f} ms)"
+                f" / bare torch {torch_ms:.1f} ms")
 
 
 def in_process_json(workload: Workload, body: bytes) -> None:
@@ -431,22 +431,18 @@ def ratio_4_small_requests(url: str, connections: int, seconds: float, rounds: i
 
 
 def ratio_5_memory(url: str, workload: Workload, repeats: int, results: Results) -> None:
+    from app.client import Client
+
     port = int(url.rsplit(":", 1)[1])
     pids = listening_pids(port)
     if not pids:
         print("  ratio 5 skipped: cannot find the server's processes in /proc")
         return
-    client = httpx.Client(base_url=url, timeout=120)
-
-    def call() -> None:
-        response = client.post(workload.path, content=wire.packb(workload.request(as_bytes_tensor)),
-                               headers={"content-type": wire.MEDIA_TYPE})
-        response.raise_for_status()
-
-    payload_mb = (workload.x.nbytes + output_nbytes(workload)) / 2**20
-    first = peak_added_mb(pids, call)
-    later = [peak_added_mb(pids, call) for _ in range(max(2, repeats // 2))]
-    client.close()
+    with Client(base_url=url, timeout=120, max_retries=0) as client:
+        call = sdk_call(client, workload)
+        payload_mb = (workload.x.nbytes + output_nbytes(workload)) / 2**20
+        first = peak_added_mb(pids, call)
+        later = [peak_added_mb(pids, call) for _ in range(max(2, repeats // 2))]
     results.add(5, "peak RSS added / (input + output bytes)", first / payload_mb,
                 f"first request on a fresh server {first:.0f} MiB, later ones median {median(later):.0f} MiB; "
                 f"input + output {payload_mb:.0f} MiB")

@@ -59,7 +59,7 @@ def decode_tensor(
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
 ) -> np.ndarray:
     """Any request form of a tensor -> a C-contiguous array of one of `dtypes`."""
-    if isinstance(value, list) or _is_number(value):
+    if isinstance(value, (list, np.ndarray)) or _is_number(value):  # ndarray: a big JSON array (app.api.json_arrays)
         return _from_nested(value, None, "float32", field, max_elements, max_depth)
     if not isinstance(value, dict):
         raise InvalidInput(
@@ -94,7 +94,7 @@ def decode_tensor(
 
     if form == "data":
         data = value["data"]
-        if not isinstance(data, list) and not _is_number(data):
+        if not isinstance(data, (list, np.ndarray)) and not _is_number(data):
             raise InvalidInput(f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
                                field=f"{field}.data", actual=type(data).__name__)
         return _from_nested(data, shape, dtype, field, max_elements, max_depth)
@@ -112,15 +112,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _from_nested(data: list | int | float, shape: tuple[int, ...] | None, dtype: str, field: str,
+def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] | None, dtype: str, field: str,
                  max_elements: int, max_depth: int) -> np.ndarray:
-    depth, probe = 0, data
+    depth, probe = (data.ndim, None) if isinstance(data, np.ndarray) else (0, data)
     while isinstance(probe, list) and probe:
         depth, probe = depth + 1, probe[0]
         if depth > max_depth:
-            raise InvalidInput(f"{field} is nested more than {max_depth} deep", field=field)
+            break
+    if depth > max_depth:
+        raise InvalidInput(f"{field} is nested more than {max_depth} deep", field=field)
     try:
-        raw = np.array(data)
+        raw = data if isinstance(data, np.ndarray) else np.array(data)
     except (ValueError, TypeError) as exc:
         raise ShapeMismatch(f"{field} is a ragged nested array: every row at one depth must have the same "
                             f"length ({exc})", field=field) from None

@@ -40,7 +40,13 @@ def parameter_shapes(config: LinearConfig) -> dict[str, Shape]:
 
 
 def macs(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
-    return math.prod(out_shape[:-1]) * config.in_features * config.out_features
+    """torchinfo's convention: every weight and bias element once per output row.
+
+    Equals torchinfo's count (output_size[0] x parameters) for `(N, in_features)` inputs; with more
+    leading dimensions torchinfo counts only the first, this counts every row.
+    """
+    per_row = config.in_features * config.out_features + (config.out_features if config.bias else 0)
+    return math.prod(out_shape[:-1]) * per_row
 
 
 def reference(config: LinearConfig, x, state, training) -> ForwardResult:

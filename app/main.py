@@ -8,7 +8,7 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
-from app.api.routes import health, layers
+from app.api.routes import health, layers, sequential, shapes
 from app.compute import ComputePool
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)
+    app.include_router(shapes.router)
+    app.include_router(sequential.router)
     _document_parsed_bodies(app)
     return app
 
@@ -53,7 +55,8 @@ def _document_parsed_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _, defs = models_json_schema(
-            [(model, "validation") for model in layers.REQUEST_MODELS.values()],
+            [(model, "validation") for model in (*layers.REQUEST_MODELS.values(), *shapes.REQUEST_MODELS.values(),
+                                                 *sequential.REQUEST_MODELS.values())],
             ref_template="#/components/schemas/{model}",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})

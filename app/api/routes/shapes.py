@@ -1,0 +1,123 @@
+"""POST /v1/shapes: the shape arithmetic of a stack of layers, like torchinfo.summary, without tensors."""
+
+import math
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from app.api.body import json_response, read_json
+from app.api.deps import ComputeDep, SettingsDep
+from app.errors import validation_error
+from app.layers import stacks
+from app.layers.registry import LAYERS
+from app.schemas.responses import ErrorBody
+from app.schemas.stacks import ShapesOptions, ShapesResponse, StackLayerOptions, stack_request_model
+from app.tensors import DTYPES
+
+router = APIRouter(prefix="/v1", tags=["stacks"])
+
+REQUEST_MODELS = {
+    "ShapesRequest": stack_request_model(
+        "ShapesRequest", ShapesOptions, StackLayerOptions,
+        {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()}),
+}
+"""Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, a layer's output elements, the "
+          "stack's parameter elements; for a run also the total work)."},
+    415: {"model": ErrorBody, "description": "Unsupported content type."},
+    422: {"model": ErrorBody, "description": "A layer that does not fit: `field` names it (`layers[2]`, "
+          "`layers[2].config.kernel_size`), `detail` gives the formula or channel count."},
+}
+
+LENET = [
+    {"kind": "conv2d", "config": {"in_channels": 1, "out_channels": 6, "kernel_size": 5}},
+    {"kind": "relu"},
+    {"kind": "maxpool2d", "config": {"kernel_size": 2}},
+    {"kind": "conv2d", "config": {"in_channels": 6, "out_channels": 16, "kernel_size": 5}},
+    {"kind": "relu"},
+    {"kind": "maxpool2d", "config": {"kernel_size": 2}},
+    {"kind": "flatten"},
+    {"kind": "linear", "config": {"in_features": 400, "out_features": 120}},
+    {"kind": "relu"},
+    {"kind": "linear", "config": {"in_features": 120, "out_features": 84}},
+    {"kind": "relu"},
+    {"kind": "linear", "config": {"in_features": 84, "out_features": 10}},
+]
+
+EXAMPLES = {
+    "notebook": {
+        "summary": "The notebook's Conv2d(3, 16, 3, stride=2) then MaxPool2d((3, 2)) on (100, 3, 120, 160)",
+        "value": {"input_shape": [100, 3, 120, 160], "layers": [
+            {"kind": "conv2d", "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}},
+            {"kind": "maxpool2d", "config": {"kernel_size": [3, 2]}},
+        ]},
+    },
+    "lenet": {
+        "summary": "LeNet-5 on a (1, 1, 32, 32) image",
+        "value": {"input_shape": [1, 1, 32, 32], "layers": LENET},
+    },
+    "mlp": {
+        "summary": "A small multilayer perceptron on a batch of 10, float64",
+        "value": {"input_shape": [10, 4], "dtype": "float64", "layers": [
+            {"kind": "linear", "config": {"in_features": 4, "out_features": 8}},
+            {"kind": "relu"},
+            {"kind": "linear", "config": {"in_features": 8, "out_features": 1}},
+        ]},
+    },
+}
+
+
+def present(request: ShapesOptions, planned: list[stacks.PlannedLayer], totals: dict[str, int]) -> dict[str, Any]:
+    itemsize = DTYPES[request.dtype].itemsize
+    rows = [
+        {
+            "index": p.entry.index,
+            "kind": p.entry.spec.kind,
+            "config": p.entry.config.model_dump(),
+            "input_shape": list(p.input_shape),
+            "output_shape": list(p.output_shape),
+            "parameters": {k: list(v) for k, v in p.parameter_shapes.items()},
+            "buffers": {k: list(v) for k, v in p.buffer_shapes.items()},
+            "parameter_count": p.parameter_count,
+            "macs": p.macs,
+            "output_bytes": math.prod(p.output_shape) * itemsize,
+            "formula": p.formula,
+            "receptive_field": p.receptive_field,
+            "jump": p.jump,
+        }
+        for p in planned
+    ]
+    return {"input_shape": list(request.input_shape), "dtype": request.dtype,
+            "output_shape": list(planned[-1].output_shape), "layers": rows, "totals": totals}
+
+
+@router.post(
+    "/shapes",
+    name="shapes",
+    summary="Shapes, parameters, multiply-adds and formulas of a stack of layers, without tensors",
+    response_model=None,
+    responses={200: {"model": ShapesResponse, "description": "One row per layer, then the totals."},
+               **ERROR_RESPONSES},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ShapesRequest"}, "examples": EXAMPLES}}}},
+)
+async def shapes(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+    """The arithmetic of `nn.Sequential(*layers)` on an input of `input_shape`, as torchinfo.summary reports it:
+    each layer's output shape, parameter shapes and count, multiply-adds, the output-size formulas with the
+    numbers substituted, and the receptive field and effective stride (jump) of sliding-window stacks.
+    Nothing is allocated; the same tensor and parameter limits as a run apply.
+    A layer that does not fit the previous one's output is a 422 naming `layers[i]`."""
+    try:
+        options = ShapesOptions.model_validate(await read_json(request, settings))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+    def work() -> dict[str, Any]:
+        return present(options, *stacks.shapes(options, settings))
+
+    return json_response(await pool.run(work))

@@ -49,6 +49,11 @@ def macs(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
     return math.prod(out_shape[:-1]) * per_row
 
 
+def work(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
+    """Multiplications, for the MAC limit: in_features x out_features per output row."""
+    return math.prod(out_shape[:-1]) * config.in_features * config.out_features
+
+
 def reference(config: LinearConfig, x, state, training) -> ForwardResult:
     return ForwardResult(linear(x, state["weight"], state.get("bias")))
 
@@ -72,6 +77,7 @@ SPECS = [
         parameter_shapes=parameter_shapes,
         reference=reference,
         macs=macs,
+        work=work,
         examples={
             "notebook": {
                 "summary": "Linear 10x4 to 1 (the notebook's first cell)",

@@ -116,8 +116,10 @@ class ShapesTotals(BaseModel):
     """Totals, named after torchinfo.summary's (ModelStatistics) where it has them."""
 
     parameter_count: int = Field(description="torchinfo's total_params: trainable elements (buffers excluded).")
-    macs: int = Field(description="torchinfo's total_mult_adds.")
-    input_bytes: int = Field(description="torchinfo's total_input: the input tensor's bytes.")
+    macs: int = Field(description="torchinfo's total_mult_adds (for a Linear on more than one leading dimension "
+                      "torchinfo counts only the first; this counts every row).")
+    input_bytes: int = Field(description="The input tensor's bytes (torchinfo's total_input adds the Python "
+                             "storage object's header, as sys.getsizeof counts it).")
     output_bytes: int = Field(description="Every layer's output, once (the activations one forward pass produces).")
     forward_backward_pass_bytes: int = Field(
         description="torchinfo's total_output_bytes ('Forward/backward pass size'): twice the outputs of the layers "

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from app.backends.base import ForwardResult, State
+from app.backends.base import Backend, ForwardResult, State
 from app.config import Settings
 from app.errors import InvalidInput, LayerlabError
 from app.layers.base import LayerSpec, Shape
@@ -114,7 +114,11 @@ def plan_stack(entries: list[StackEntry], input_shape: Shape, settings: Settings
             formula = spec.formulas(config, shape)
         except LayerlabError as exc:
             raise at_layer(exc, entry, shape) from None
-        check_elements(out_shape, f"{entry.field} output", settings.max_tensor_elements)
+        try:
+            check_elements(out_shape, f"{entry.field} output", settings.max_tensor_elements)
+        except LayerlabError as exc:
+            exc.field = entry.field
+            raise
         planned.append(PlannedLayer(
             entry, shape, out_shape, spec.parameter_shapes(config), spec.buffer_shapes(config),
             macs=spec.macs(config, shape, out_shape), work=spec.estimated_work(config, shape, out_shape),
@@ -222,15 +226,14 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
     # Both backends walk the stack side by side, each from its own previous output, so each
     # layer's comparison shows how far the two chains have drifted; only two outputs live at once.
     for layer, state in zip(planned, states):
-        spec, config = layer.entry.spec, layer.entry.config
         started = time.perf_counter()
-        result = primary.forward(spec, config, y, state, request.training)
+        result = forward(primary, layer, y, state, request.training)
         run = LayerRun(layer, state, tuple(result.output.shape), result.buffers, result.extras,
                        (time.perf_counter() - started) * 1000,
                        output=result.output if request.return_intermediates else None)
         if other is not None:
             started = time.perf_counter()
-            other_result = other.forward(spec, config, y_other, state, request.training)
+            other_result = forward(other, layer, y_other, state, request.training)
             elapsed = (time.perf_counter() - started) * 1000
             other_ms += elapsed
             run.comparison = {**compare_results(result, other_result, other_name, str(x.dtype)), "elapsed_ms": elapsed}
@@ -242,6 +245,14 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
         comparison = {**runs[-1].comparison, "elapsed_ms": other_ms,
                       "all_layers_allclose": all(run.comparison["allclose"] for run in runs)}
     return StackOutcome(request.backend, x.shape, y, runs, comparison, sum(run.elapsed_ms for run in runs))
+
+
+def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+    """One layer on one backend; a layer's own 422 (BatchNorm's one value per channel) names its place."""
+    try:
+        return backend.forward(layer.entry.spec, layer.entry.config, x, state, training)
+    except LayerlabError as exc:
+        raise at_layer(exc, layer.entry, x.shape) from None
 
 
 def resolve_states(entries: list[StackEntry], request: Any, dtype: np.dtype, settings: Settings) -> list[State]:

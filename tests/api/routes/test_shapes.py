@@ -144,7 +144,7 @@ def test_absurd_sizes_are_413_without_allocating(client):
 
 def test_limits_are_the_settings(make_client):
     small = make_client(max_tensor_elements=100, max_parameter_elements=47)
-    body = shapes(small, {"input_shape": [10, 4], "layers": [{"kind": "linear", "config": {"in_features": 4, "out_features": 12}}]}, 413)
+    body = shapes(small, {"input_shape": [20, 4], "layers": [{"kind": "linear", "config": {"in_features": 4, "out_features": 6}}]}, 413)
     assert body["field"] == "layers[0]" and body["value"] == 120
     body = shapes(small, {"input_shape": [2, 4], "layers": MLP}, 413)
     assert body["limit"] == "max_parameter_elements" and body["value"] == 48

@@ -173,7 +173,7 @@ def check_stack_parameters(entries: list[StackEntry], settings: Settings) -> Non
     """The whole stack's parameter and buffer elements against LAYERLAB_MAX_PARAMETER_ELEMENTS."""
     count = sum(math.prod(s) for e in entries
                 for s in (*e.spec.parameter_shapes(e.config).values(), *e.spec.buffer_shapes(e.config).values()))
-    check_parameter_count(count, settings, field="layers")
+    check_parameter_count(count, settings, field="layers", subject="the stack (parameters and buffers)")
 
 
 def shapes(request: Any, settings: Settings) -> tuple[list[PlannedLayer], dict[str, int]]:

@@ -1,5 +1,9 @@
 """POST /v1/shapes end to end: rows, totals, formulas identical to the single-layer routes, and the errors."""
 
+import re
+from pathlib import Path
+
+import orjson
 import pytest
 import torch
 
@@ -135,6 +139,7 @@ def test_absurd_sizes_are_413_without_allocating(client):
     huge = {"kind": "linear", "config": {"in_features": 100000, "out_features": 100000}}
     body = shapes(client, {"input_shape": [1, 100000], "layers": [huge]}, 413)
     assert body["field"] == "layers" and body["limit"] == "max_parameter_elements" and body["value"] == 100000 * 100001
+    assert body["detail"].startswith("the stack (parameters and buffers) would have 10000100000 parameter elements")
     body = shapes(client, {"input_shape": [10**9, 10**9], "layers": [{"kind": "relu"}]}, 413)
     assert body["field"] == "input_shape" and body["limit"] == "max_tensor_elements"
     body = shapes(client, {"input_shape": [4000, 10], "layers": [{"kind": "relu"},
@@ -169,3 +174,13 @@ def test_openapi_documents_shapes(client):
     linear = spec["components"]["schemas"]["LinearStackLayer"]
     assert linear["properties"]["config"]["$ref"] == "#/components/schemas/LinearConfig"
     assert "config" in linear["required"] and "config" not in spec["components"]["schemas"]["ReLUStackLayer"].get("required", [])
+
+
+def test_readme_curl_example_works(client):
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Stacks", 1)[1].split("\n## ", 1)[0]
+    curl = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    body = orjson.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
+    need(*kinds_of(body["layers"]))
+    assert re.search(r"http://127\.0\.0\.1:8000(/\S+)", curl).group(1) == "/v1/shapes"
+    assert shapes(client, body)["output_shape"] == [100, 16, 19, 39]

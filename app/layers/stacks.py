@@ -17,7 +17,7 @@ a stack without one has no receptive field (null), and so does a later window of
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -144,7 +144,7 @@ def with_receptive_fields(planned: list[PlannedLayer]) -> list[PlannedLayer]:
                 j = [j_in * s for j_in, (k, s, d) in zip(j, window)]
             elif window is not None or not layer.keeps_positions:
                 r = j = None
-        filled.append(PlannedLayer(**{**layer.__dict__, "receptive_field": r, "jump": j}))
+        filled.append(replace(layer, receptive_field=r, jump=j))
     return filled
 
 

@@ -70,6 +70,14 @@ STACKS = {
         {"kind": "flatten"},
         {"kind": "linear", "config": {"in_features": 12, "out_features": 2}},
     ]),
+    "batchnorm_mlp": ((8, 3, 10), [
+        {"kind": "batchnorm1d", "config": {"num_features": 3, "momentum": None}},
+        {"kind": "relu"},
+        {"kind": "flatten"},
+        {"kind": "linear", "config": {"in_features": 30, "out_features": 6}},
+        {"kind": "batchnorm1d", "config": {"num_features": 6, "affine": False}},
+        {"kind": "linear", "config": {"in_features": 6, "out_features": 2}},
+    ]),
     "notebook_conv": ((100, 3, 120, 160), [
         {"kind": "conv2d", "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}},
     ]),

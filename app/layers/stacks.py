@@ -215,6 +215,7 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
     check_stack_parameters(entries, settings)
     x = decode_input(request.input, settings)
     planned = plan_stack(entries, x.shape, settings)
+    check_modes(planned, request.training)
     check_macs(sum(p.work for p in planned), settings, field="layers")
     states = resolve_states(entries, request, x.dtype, settings)
 
@@ -245,6 +246,17 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
         comparison = {**runs[-1].comparison, "elapsed_ms": other_ms,
                       "all_layers_allclose": all(run.comparison["allclose"] for run in runs)}
     return StackOutcome(request.backend, x.shape, y, runs, comparison, sum(run.elapsed_ms for run in runs))
+
+
+def check_modes(planned: list[PlannedLayer], training: bool) -> None:
+    """Checks that depend on the mode (BatchNorm in training: more than one value per channel), before computing."""
+    for layer in planned:
+        spec = layer.entry.spec
+        if spec.check_mode:
+            try:
+                spec.check_mode(layer.entry.config, layer.input_shape, training)
+            except LayerlabError as exc:
+                raise at_layer(exc, layer.entry, layer.input_shape) from None
 
 
 def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool) -> ForwardResult:

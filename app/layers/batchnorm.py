@@ -21,7 +21,7 @@ class BatchNormConfig(BaseModel):
     eps: StrictFloat = Field(1e-5, ge=0, allow_inf_nan=False,
                              description="Added to the variance for numerical stability (must be > 0 when batch statistics are used).")
     momentum: StrictFloat | None = Field(
-        0.1, ge=0, le=1, allow_inf_nan=False,
+        0.1, allow_inf_nan=False,
         description="Weight of the batch in the running statistics' update: "
         "running = (1 - momentum) * running + momentum * batch. null: a cumulative moving average.")
     affine: StrictBool = Field(True, description="Learn a per-channel weight (init 1) and bias (init 0).")
@@ -100,16 +100,17 @@ def reference(config: BatchNormConfig, x: np.ndarray, state: State, training: bo
     return ForwardResult(y, buffers=buffers, extras={"mean": mean, "var": var})
 
 
-def torch_extras(module: Any, x: Any, training: bool) -> dict[str, np.ndarray]:
-    """The per-channel mean and biased variance the module normalized with (after its forward)."""
+def torch_extras(module: Any, x: Any, training: bool) -> dict[str, Any]:
+    """The per-channel mean and biased variance the module normalized with (after its forward),
+    as tensors on the module's device (the torch backend brings them to NumPy)."""
     import torch  # only the torch backend calls this
 
     if training or module.running_mean is None:
         # The batch statistics of BatchNorm's own CPU kernel (the same template its forward runs),
         # without updating anything; 2-3x faster here than torch.var_mean's Welford reduction.
         mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)
-        return {"mean": mean.numpy(), "var": var.numpy()}
-    return {"mean": module.running_mean.numpy(), "var": module.running_var.numpy()}
+        return {"mean": mean, "var": var}
+    return {"mean": module.running_mean, "var": module.running_var}
 
 
 def _random(shape: list[int], seed: int = 0) -> dict[str, Any]:

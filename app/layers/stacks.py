@@ -30,6 +30,7 @@ from app.errors import InvalidInput, LayerlabError
 from app.layers.base import LayerSpec, Shape
 from app.layers.registry import LAYERS
 from app.layers.service import (
+    check_device,
     check_macs,
     check_parameter_count,
     compare_results,
@@ -202,6 +203,7 @@ class LayerRun:
 @dataclass
 class StackOutcome:
     backend: str
+    device: str
     input_shape: Shape
     output: np.ndarray
     layers: list[LayerRun]
@@ -211,6 +213,7 @@ class StackOutcome:
 
 def run_stack(request: Any, settings: Settings) -> StackOutcome:
     """/v1/sequential: `request` is a validated `SequentialOptions`. Limits first, then the states, then the run."""
+    check_device(request.device, request.backend, request.compare)
     entries = parse_layers(request.layers)
     check_stack_parameters(entries, settings)
     x = decode_input(request.input, settings)
@@ -219,9 +222,9 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
     check_macs(sum(p.work for p in planned), settings, field="layers")
     states = resolve_states(entries, request, x.dtype, settings)
 
-    primary = get_backend(request.backend)
+    primary = get_backend(request.backend, request.device)
     other_name = other_backend(request.backend)
-    other = get_backend(other_name) if request.compare else None
+    other = get_backend(other_name, request.device) if request.compare else None
     runs, other_ms = [], 0.0
     y, y_other = x, x
     # Both backends walk the stack side by side, each from its own previous output, so each
@@ -245,7 +248,8 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
     if other is not None:
         comparison = {**runs[-1].comparison, "elapsed_ms": other_ms,
                       "all_layers_allclose": all(run.comparison["allclose"] for run in runs)}
-    return StackOutcome(request.backend, x.shape, y, runs, comparison, sum(run.elapsed_ms for run in runs))
+    return StackOutcome(request.backend, request.device, x.shape, y, runs, comparison,
+                        sum(run.elapsed_ms for run in runs))
 
 
 def check_modes(planned: list[PlannedLayer], training: bool) -> None:

@@ -67,6 +67,10 @@ class SequentialOptions(BaseModel):
     compare: StrictBool = Field(
         False, description="Also run the whole stack on the other backend; compare every layer's output.")
     training: StrictBool = Field(True, description="Training mode for every layer, like a freshly built nn.Sequential.")
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="Where the torch backend computes: `cpu`, or `cuda` / `cuda:N` when the server has GPUs "
+        "(`GET /v1/info` lists them). The reference backend always computes on the CPU.")
     encoding: EncodingName = Field(
         "list", description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only).")
     return_intermediates: StrictBool = Field(False, description="Also return every layer's output.")
@@ -164,6 +168,7 @@ class SequentialLayerResult(BaseModel):
 
 class SequentialResponse(BaseModel):
     backend: str
+    device: str = Field(description="Where the torch backend computed.")
     input_shape: list[int]
     output_shape: list[int]
     output: TensorOut = Field(description="The last layer's output.")

@@ -12,6 +12,7 @@ from app.api.routes.shapes import ERROR_RESPONSES
 from app.errors import validation_error
 from app.layers import stacks
 from app.layers.registry import LAYERS
+from app.observability import COMPUTE, access_fields
 from app.schemas.stacks import SequentialLayerOptions, SequentialOptions, SequentialResponse, stack_request_model
 from app.tensors import encode_tensor
 
@@ -24,7 +25,7 @@ REQUEST_MODELS = {
 }
 """Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
 
-EXAMPLES = {
+ALL_EXAMPLES = {
     "mlp": {
         "summary": "Linear(4, 8), ReLU, Linear(8, 1) on torch.randn(10, 4), seed 0, compared with the reference",
         "value": {"layers": [
@@ -54,6 +55,18 @@ EXAMPLES = {
         ], "input": [[0.3102, 0.1271, -0.0823, 1.0858], [-1.1686, 1.6650, 1.3797, -0.9915]]},
     },
 }
+EXAMPLES = {name: example for name, example in ALL_EXAMPLES.items()
+            if all(layer["kind"] in LAYERS for layer in example["value"]["layers"])}
+"""The examples whose kinds this build has (every one, once conv, pool and BatchNorm are in)."""
+
+
+def record_compute_times(outcome: stacks.StackOutcome) -> None:
+    """Each layer's forward time in the per-kind compute histogram, as a single-layer request records it."""
+    for run in outcome.layers:
+        kind = run.layer.entry.spec.kind
+        COMPUTE.labels(kind, outcome.backend).observe(run.elapsed_ms / 1000)
+        if run.comparison is not None:
+            COMPUTE.labels(kind, run.comparison["backend"]).observe(run.comparison["elapsed_ms"] / 1000)
 
 
 def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
@@ -87,6 +100,7 @@ def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
         layers.append(row)
     body: dict[str, Any] = {
         "backend": outcome.backend,
+        "device": outcome.device,
         "input_shape": list(outcome.input_shape),
         "output_shape": list(outcome.output.shape),
         "output": encode_tensor(outcome.output, encoding),
@@ -106,7 +120,9 @@ def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
     response_model=None,
     responses={200: {"model": SequentialResponse, "description": "The final output, and each layer's shapes, "
                      "parameters, buffers and (return_intermediates) output."},
-               **ERROR_RESPONSES},
+               **ERROR_RESPONSES, 413: {**ERROR_RESPONSES[413], "description": "A limit was exceeded (body bytes, a "
+                                        "layer's output elements, the stack's parameter elements, the total work); "
+                                        "`limit` names the setting."}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/SequentialRequest"}, "examples": EXAMPLES}}}},
 )
@@ -116,12 +132,17 @@ async def sequential(request: Request, settings: SettingsDep, pool: ComputeDep) 
     With `compare`, the other backend runs the whole stack too and each layer's output is compared.
     A max-pool with `return_indices` passes its output on and reports its indices on its row.
     Limits (total parameters, every layer's output size, total work) are checked before computing."""
+    logged = access_fields(request)
+    logged["kind"] = "sequential"
     try:
         options = SequentialOptions.model_validate(await read_json(request, settings))
     except ValidationError as exc:
         raise validation_error(exc) from None
+    logged.update(backend=options.backend, device=options.device, compare=options.compare)
 
     def work() -> dict[str, Any]:
-        return present(stacks.run_stack(options, settings), options.encoding)
+        outcome = stacks.run_stack(options, settings)
+        record_compute_times(outcome)
+        return present(outcome, options.encoding)
 
     return json_response(await pool.run(work))

@@ -12,6 +12,7 @@ from app.api.deps import ComputeDep, SettingsDep
 from app.errors import validation_error
 from app.layers import stacks
 from app.layers.registry import LAYERS
+from app.observability import access_fields
 from app.schemas.responses import ErrorBody
 from app.schemas.stacks import ShapesOptions, ShapesResponse, StackLayerOptions, stack_request_model
 from app.tensors import DTYPES
@@ -28,10 +29,21 @@ REQUEST_MODELS = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
     413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, a layer's output elements, the "
-          "stack's parameter elements; for a run also the total work)."},
+          "stack's parameter elements; for a run also the total work); `limit` names the setting.",
+          "content": {"application/json": {"example": {
+              "error": "PayloadTooLarge", "status": 413, "field": "layers", "limit": "max_parameter_elements",
+              "value": 10000100000, "expected": "<= 33554432",
+              "detail": "the stack (parameters and buffers) would have 10000100000 parameter elements; the limit "
+                        "is 33554432 (setting LAYERLAB_MAX_PARAMETER_ELEMENTS)"}}}},
     415: {"model": ErrorBody, "description": "Unsupported content type."},
     422: {"model": ErrorBody, "description": "A layer that does not fit: `field` names it (`layers[2]`, "
-          "`layers[2].config.kernel_size`), `detail` gives the formula or channel count."},
+          "`layers[2].config.kernel_size`), `layer` its index, `detail` the formula or channel count.",
+          "content": {"application/json": {"example": {
+              "error": "ShapeMismatch", "status": 422, "field": "layers[6]", "layer": 6, "kind": "conv2d",
+              "expected": "padded input height >= 7", "actual": 5,
+              "detail": "layers[6] (Conv2d) on input shape [1, 16, 5, 5]: output height would be -1, less than 1: "
+                        "the kernel spans 7 (dilation*(kernel_size-1) + 1) but the padded input height is 5: "
+                        "H_out = floor((5 + 2*0 - 1*(7-1) - 1) / 1) + 1 = -1"}}}},
 }
 
 LENET = [
@@ -49,7 +61,7 @@ LENET = [
     {"kind": "linear", "config": {"in_features": 84, "out_features": 10}},
 ]
 
-EXAMPLES = {
+ALL_EXAMPLES = {
     "notebook": {
         "summary": "The notebook's Conv2d(3, 16, 3, stride=2) then MaxPool2d((3, 2)) on (100, 3, 120, 160)",
         "value": {"input_shape": [100, 3, 120, 160], "layers": [
@@ -70,6 +82,9 @@ EXAMPLES = {
         ]},
     },
 }
+EXAMPLES = {name: example for name, example in ALL_EXAMPLES.items()
+            if all(layer["kind"] in LAYERS for layer in example["value"]["layers"])}
+"""The examples whose kinds this build has (every one, once conv, pool and BatchNorm are in)."""
 
 
 def present(request: ShapesOptions, planned: list[stacks.PlannedLayer], totals: dict[str, int]) -> dict[str, Any]:
@@ -112,6 +127,7 @@ async def shapes(request: Request, settings: SettingsDep, pool: ComputeDep) -> R
     numbers substituted, and the receptive field and effective stride (jump) of sliding-window stacks.
     Nothing is allocated; the same tensor and parameter limits as a run apply.
     A layer that does not fit the previous one's output is a 422 naming `layers[i]`."""
+    access_fields(request)["kind"] = "shapes"
     try:
         options = ShapesOptions.model_validate(await read_json(request, settings))
     except ValidationError as exc:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from app.api.routes.sequential import EXAMPLES
+from app.api.routes.sequential import ALL_EXAMPLES, EXAMPLES
 from tests.stacking import STACKS, decode, kinds_of, need, torch_sequential
 
 MLP = STACKS["mlp"][1]
@@ -126,9 +126,9 @@ def test_maxpool_indices_are_reported_and_its_output_passed_on(client):
     assert body["comparison"]["all_layers_allclose"] is True
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_swagger_examples_answer(client, name):
-    value = EXAMPLES[name]["value"]
+    value = ALL_EXAMPLES[name]["value"]
     need(*kinds_of(value["layers"]))
     body = run(client, value)
     assert body.get("comparison", {"all_layers_allclose": True})["all_layers_allclose"] is True
@@ -171,6 +171,14 @@ def test_limits_come_before_computing(make_client):
     big = [{"kind": "linear", "config": {"in_features": 4, "out_features": 13}}]
     body = run(small_app, {"layers": big, "input": {"random": "normal", "shape": [1, 4]}}, 413)
     assert body["field"] == "layers" and body["limit"] == "max_parameter_elements" and body["value"] == 65
+
+
+def test_device_is_checked_like_a_single_layer(client):
+    body = run(client, {"layers": MLP, "input": [[1.0] * 4], "device": "tpu"}, 422)
+    assert body["field"] == "device"
+    body = run(client, {"layers": MLP, "input": [[1.0] * 4], "device": "cuda", "backend": "reference"}, 422)
+    assert body["field"] == "device" and "reference" in body["detail"]
+    assert run(client, {"layers": MLP, "input": [[1.0] * 4]})["device"] == "cpu"
 
 
 def test_unknown_fields_and_missing_input(client):

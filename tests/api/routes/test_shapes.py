@@ -7,7 +7,7 @@ import orjson
 import pytest
 import torch
 
-from app.api.routes.shapes import EXAMPLES
+from app.api.routes.shapes import ALL_EXAMPLES, EXAMPLES
 from tests.stacking import STACKS, kinds_of, need, torch_sequential
 
 MLP = STACKS["mlp"][1]
@@ -47,7 +47,7 @@ def test_float64_doubles_the_bytes(client):
 
 def test_notebook_cells(client):
     need("conv2d", "maxpool2d")
-    body = shapes(client, EXAMPLES["notebook"]["value"])
+    body = shapes(client, ALL_EXAMPLES["notebook"]["value"])
     conv, pool = body["layers"]
     assert conv["output_shape"] == [100, 16, 59, 79] and conv["parameters"]["weight"] == [16, 3, 3, 3]
     assert len(conv["formula"]) == 2 and conv["formula"][0].endswith("= 59") and conv["formula"][1].endswith("= 79")
@@ -73,9 +73,9 @@ def test_formula_lines_equal_the_single_layer_routes(client, name):
         assert single["output_shape"] == row["output_shape"] and single["parameter_count"] == row["parameter_count"]
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_swagger_examples_answer(client, name):
-    value = EXAMPLES[name]["value"]
+    value = ALL_EXAMPLES[name]["value"]
     need(*kinds_of(value["layers"]))
     body = shapes(client, value)
     model = torch_sequential(value["layers"])

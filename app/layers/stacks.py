@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from app.backends.base import Backend, ForwardResult, State
 from app.config import Settings
-from app.errors import InvalidInput, LayerlabError
+from app.errors import InvalidInput, LayerlabError, PayloadTooLarge
 from app.layers.base import LayerSpec, Shape
 from app.layers.registry import LAYERS
 from app.layers.service import (
@@ -220,6 +220,9 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
     planned = plan_stack(entries, x.shape, settings)
     check_modes(planned, request.training)
     check_macs(sum(p.work for p in planned), settings, field="layers")
+    # Every output kept for the response counts, together, against the one-tensor limit.
+    kept = sum(math.prod(p.output_shape) for p in planned) if request.return_intermediates else 0
+    check_kept(kept, settings)
     states = resolve_states(entries, request, x.dtype, settings)
 
     primary = get_backend(request.backend, request.device)
@@ -244,12 +247,25 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
             y_other = other_result.output
         runs.append(run)
         y = result.output
+        kept += sum(v.size for v in result.extras.values())  # max-pool indices, known only per kind
+        check_kept(kept, settings)
     comparison = None
     if other is not None:
         comparison = {**runs[-1].comparison, "elapsed_ms": other_ms,
                       "all_layers_allclose": all(run.comparison["allclose"] for run in runs)}
     return StackOutcome(request.backend, request.device, x.shape, y, runs, comparison,
                         sum(run.elapsed_ms for run in runs))
+
+
+def check_kept(elements: int, settings: Settings) -> None:
+    """The intermediates and indices a response carries, together, within LAYERLAB_MAX_TENSOR_ELEMENTS."""
+    if elements > settings.max_tensor_elements:
+        raise PayloadTooLarge(
+            f"the response would carry {elements} elements of intermediate outputs and indices; the limit is "
+            f"{settings.max_tensor_elements} (setting LAYERLAB_MAX_TENSOR_ELEMENTS); leave return_intermediates "
+            "false or send a smaller input",
+            field="return_intermediates", limit="max_tensor_elements", value=elements,
+            expected=f"<= {settings.max_tensor_elements}")
 
 
 def check_modes(planned: list[PlannedLayer], training: bool) -> None:

@@ -181,6 +181,16 @@ def test_device_is_checked_like_a_single_layer(client):
     assert run(client, {"layers": MLP, "input": [[1.0] * 4]})["device"] == "cpu"
 
 
+def test_intermediates_count_together_against_the_tensor_limit(make_client):
+    small_app = make_client(max_tensor_elements=59)
+    layers = [{"kind": "relu"}] * 4
+    body = {"layers": layers, "input": {"random": "normal", "shape": [3, 5]}}
+    assert run(small_app, body)["output_shape"] == [3, 5]
+    error = run(small_app, {**body, "return_intermediates": True}, 413)
+    assert error["field"] == "return_intermediates" and error["value"] == 4 * 15
+    assert run(small_app, {**body, "layers": layers[:3], "return_intermediates": True})["layers"][2]["output"]
+
+
 def test_unknown_fields_and_missing_input(client):
     body = run(client, {"layers": MLP}, 422)
     assert body["field"] == "input"

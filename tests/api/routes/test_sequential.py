@@ -191,6 +191,16 @@ def test_intermediates_count_together_against_the_tensor_limit(make_client):
     assert run(small_app, {**body, "layers": layers[:3], "return_intermediates": True})["layers"][2]["output"]
 
 
+def test_maxpool_indices_count_against_the_tensor_limit(make_client):
+    need("maxpool2d")
+    small_app = make_client(max_tensor_elements=40)
+    pool = {"kind": "maxpool2d", "config": {"kernel_size": 1, "return_indices": True}}
+    body = {"layers": [pool] * 2, "input": {"random": "normal", "shape": [1, 1, 4, 4]}}
+    assert len(run(small_app, body)["layers"][1]["indices"]["data"][0][0]) == 4
+    error = run(small_app, {**body, "layers": [pool] * 3}, 413)
+    assert error["limit"] == "max_tensor_elements" and error["value"] == 48
+
+
 def test_unknown_fields_and_missing_input(client):
     body = run(client, {"layers": MLP}, 422)
     assert body["field"] == "input"

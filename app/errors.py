@@ -9,6 +9,7 @@
         └── ShapeMismatch (422)   a tensor of the wrong shape or rank
 """
 
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -48,6 +49,17 @@ class LayerlabError(Exception):
             body["actual"] = self.actual
         body.update(self.extra)
         return body
+
+
+class HTTPError(LayerlabError):
+    """A routing error from Starlette, named after its status (NotFound, MethodNotAllowed)."""
+
+    def __init__(self, detail: str, *, status_code: int) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "error": HTTPStatus(self.status_code).phrase.title().replace(" ", "").replace("-", "")}
 
 
 class BadRequest(LayerlabError):
@@ -131,9 +143,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        err = LayerlabError(str(exc.detail))
-        err.status_code = exc.status_code
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing errors (404 no such path, 405 wrong method) in the same envelope.
+        err = HTTPError(f"{exc.detail}: {request.method} {request.url.path[:200]}", status_code=exc.status_code)
         return error_response(err, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -45,7 +45,7 @@ class ConvConfigBase(BaseModel):
 
 
 def _config_model(dims: int) -> type[ConvConfigBase]:
-    size, padding = int_or_tuple(dims, 1), int_or_tuple(dims, 0, ("valid", "same"))
+    size, padding_type = int_or_tuple(dims, 1), int_or_tuple(dims, 0, ("valid", "same"))
     names = ", ".join(DIM_NAMES[dims])
     model = create_model(
         f"Conv{dims}dConfig",
@@ -56,9 +56,9 @@ def _config_model(dims: int) -> type[ConvConfigBase]:
         out_channels=(StrictInt, Field(gt=0, description="Channels of the output: the number of filters.", examples=[16])),
         kernel_size=(size, Field(description=f"Size of the convolving kernel ({names}).", examples=[3])),
         stride=(size, Field(1, description="Step of the window.")),
-        padding=(padding, Field(0, description='Padding added to both sides of each spatial dimension, or "valid" '
-                                     '(none) or "same" (output size = input size; needs stride 1; an odd total puts the '
-                                     "extra one on the right).")),
+        padding=(padding_type, Field(0, description='Padding added to both sides of each spatial dimension, or '
+                                     '"valid" (none) or "same" (output size = input size; needs stride 1; an odd '
+                                     "total puts the extra one on the right).")),
         dilation=(size, Field(1, description="Spacing between kernel elements.")),
         groups=(StrictInt, Field(1, gt=0, description="Blocked connections: in_channels and out_channels are split "
                                  "into `groups` groups, each convolved separately. Must divide both.")),

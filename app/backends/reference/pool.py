@@ -57,19 +57,25 @@ def max_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
             np.maximum(best, values, out=best)  # NaN propagates, as in torch
         return best, None
 
-    # Flat index of each window's first position: sum over dims of (i*s - p) * plane stride.
+    # Track which kernel offset (numbered row-major) holds each window's maximum; turn it into the
+    # flat input index once at the end: sum over dims of (i*s - p + offset*d) * plane stride.
+    kernel_steps = [math.prod(kernel[dim + 1:]) for dim in range(dims)]
     plane_steps = [math.prod(spatial[dim + 1:]) for dim in range(dims)]
     starts = [np.arange(n) * s - p for n, s, p in zip(out, stride, padding)]
-    first = np.ix_(*[(st * step) for st, step in zip(starts, plane_steps)])
-    window_start = sum(first)  # (*out)
-    # Before any value beats -inf, torch's index is the window's first position inside the input.
-    inside = [st + d * ((np.maximum(0, -st) + d - 1) // d) for st, d in zip(starts, dilation)]
-    indices = np.broadcast_to(sum(np.ix_(*[i * step for i, step in zip(inside, plane_steps)])), best.shape).astype(np.int64)
-    for offset, values in _window_slices(x_pad, out, kernel, stride, dilation):
-        take = (values > best) | np.isnan(values)  # torch's test: a larger value, or any NaN
+    # Until a value beats -inf, torch's index is the window's first position inside the input.
+    first_inside = [(np.maximum(0, -st) + d - 1) // d for st, d in zip(starts, dilation)]
+    winner = np.broadcast_to(sum(np.ix_(*[f * k for f, k in zip(first_inside, kernel_steps)])), best.shape).copy()
+    has_nan = bool(np.isnan(x).any())
+    shifts = []
+    for number, (offset, values) in enumerate(_window_slices(x_pad, out, kernel, stride, dilation)):
+        take = values > best  # torch's test: a larger value, or any NaN
+        if has_nan:
+            take |= np.isnan(values)
         np.copyto(best, values, where=take)
-        shift = sum(o * d * step for o, d, step in zip(offset, dilation, plane_steps))
-        np.copyto(indices, window_start + shift, where=take)
+        np.copyto(winner, number, where=take)
+        shifts.append(sum(o * d * step for o, d, step in zip(offset, dilation, plane_steps)))
+    indices = np.array(shifts, dtype=np.int64)[winner]
+    indices += sum(np.ix_(*[st * step for st, step in zip(starts, plane_steps)]))  # each window's start
     return best, indices
 
 

@@ -50,10 +50,17 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Seq
         writeable=False)
     kernels = weight.reshape(groups, C_out // groups, K)  # (groups, C_out/groups, K)
     y = np.empty((N, groups, C_out // groups, L), dtype=np.result_type(x, weight))
-    samples = max(1, IM2COL_BUDGET // (C_in * math.prod(kernel) * L))  # per im2col copy, to bound memory
+    # The im2col copy takes C_in*prod(kernel) elements per output position: to bound its memory,
+    # take a few samples at a time, or for a huge sample a few rows of its output at a time.
+    row = L // out[0]  # output positions per index of the first output dimension
+    per_sample = C_in * math.prod(kernel) * L
+    samples = max(1, IM2COL_BUDGET // per_sample)
+    rows = out[0] if per_sample <= IM2COL_BUDGET else max(1, IM2COL_BUDGET // (per_sample // out[0]))
     for n in range(0, N, samples):
-        cols = windows[n:n + samples].reshape(-1, groups, K, L)  # the im2col copy: (n, groups, K, L)
-        np.matmul(kernels, cols, out=y[n:n + samples])  # (n, groups, C_out/groups, L)
+        for r in range(0, out[0], rows):
+            block = windows[n:n + samples, ..., r:r + rows, *[slice(None)] * (len(out) - 1)]
+            cols = block.reshape(block.shape[0], groups, K, -1)  # the im2col copy: (n, groups, K, positions)
+            np.matmul(kernels, cols, out=y[n:n + samples, :, :, r * row:(r + rows) * row])  # (n, groups, C_out/groups, positions)
     y = y.reshape(N, C_out, *out)
     if bias is not None:
         y += bias.reshape(C_out, *[1] * len(out))

@@ -137,14 +137,15 @@ def test_odd_same_padding_puts_the_extra_on_the_right():
     assert mine[0, 0, 0] == 0 * 10 + 1 * 100 + 2 * 1000  # window [pad, x0, x1, x2]
 
 
-def test_large_batch_is_split_without_changing_the_result(monkeypatch):
-    """The im2col copy is bounded by doing a few samples at a time; the result is the same."""
+@pytest.mark.parametrize("budget", [2 * 9 * 16 * 2, 2 * 9 * 4 * 2, 1])
+def test_im2col_in_blocks_gives_the_same_result(monkeypatch, budget):
+    """The im2col copy is bounded by doing a few samples, or a few output rows, at a time."""
     import app.backends.reference.conv as reference_conv
 
     x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
     module = torch.nn.Conv2d(2, 4, 3, groups=2, dtype=torch.float64)
     theirs = module(x).detach()
-    monkeypatch.setattr(reference_conv, "IM2COL_BUDGET", 2 * 9 * 16 * 2)  # two samples per product
+    monkeypatch.setattr(reference_conv, "IM2COL_BUDGET", budget)  # 2 samples, 2 rows, 1 row per product
     mine = reference_conv.conv(x.numpy(), module.weight.detach().numpy(), module.bias.detach().numpy(),
                                (1, 1), ((0, 0), (0, 0)), (1, 1), 2)
     torch.testing.assert_close(torch.from_numpy(mine), theirs)

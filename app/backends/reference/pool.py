@@ -1,8 +1,10 @@
 """Max and average pooling, as torch.nn.MaxPool1d/2d/3d and AvgPool1d/2d/3d.
 
-Both walk the kernel offsets (kH*kW of them, a handful) and take, for each offset, the strided
-slice of the padded input that every window reads at that offset: one vectorized step per offset
-over all windows at once. It is PyTorch's own loop order, so ties, NaNs and sums come out the same.
+Max pooling walks the kernel offsets (kH*kW of them, a handful) and takes, for each offset, the
+strided slice of the padded input that every window reads at that offset: one vectorized step per
+offset over all windows at once. It is PyTorch's own loop order, so ties and NaNs come out the same.
+Average pooling sums one dimension at a time (kH slices, then kW), as a box sum allows: the same
+sums up to rounding, with far less memory read.
 """
 
 import itertools
@@ -84,7 +86,7 @@ def avg_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
              divisor_override: int | None = None) -> np.ndarray:
     """Average pooling over the trailing len(kernel) dimensions, as torch.nn.AvgPool1d/2d/3d.
 
-    out[..., i, j] = sum_{p, q} x_pad[..., i*sH + p, j*sW + q] / divisor[i, j]      x padded with 0
+    out[..., i, j] = sum_p sum_q x_pad[..., i*sH + p, j*sW + q] / divisor[i, j]      x padded with 0
     divisor = divisor_override if given, else the window's size clipped to the padded input
     (count_include_pad) or to the input alone; per dim [max(start, 0) ..] min(start + k, size + p)
     with start = i*s - p, multiplied over the dims. With ceil_mode a window may overhang the
@@ -96,10 +98,15 @@ def avg_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
     spatial = x.shape[-dims:]
     ones = [1] * dims
     out = [output_size(*args) for args in zip(spatial, kernel, stride, [(p, p) for p in padding], ones, [ceil_mode] * dims)]
-    x_pad = _pad_for_windows(x, out, kernel, stride, padding, ones, value=0.0)
-    total = np.zeros((*x.shape[:-dims], *out), dtype=x.dtype)
-    for _, values in _window_slices(x_pad, out, kernel, stride, ones):
-        total += values
+    # A box sum is separable: sum the window along one dimension at a time (k slices each, instead
+    # of prod(kernel) slices over the whole window), which reads far less memory.
+    total = _pad_for_windows(x, out, kernel, stride, padding, ones, value=0.0)
+    for axis, n, k, s in zip(range(x.ndim - dims, x.ndim), out, kernel, stride):
+        before = (slice(None),) * axis
+        summed = total[(*before, slice(0, (n - 1) * s + 1, s))].copy()
+        for offset in range(1, k):
+            summed += total[(*before, slice(offset, offset + (n - 1) * s + 1, s))]
+        total = summed
     if divisor_override is not None:
         return total / np.asarray(divisor_override, dtype=x.dtype)
     counts = []

@@ -10,6 +10,11 @@ other would pay for the other's spinning threads. The rounds spread load from ot
 both. Prints the median of each and the ratio reference / torch against the goal (issue 3: conv
 within 3x, pools within 2x). With --check, exits 1 when a goal is missed. Not collected by pytest
 (no test_ prefix): speed claims come from here.
+
+On a machine busy with other processes, OpenBLAS's worker threads (NumPy's matmul, used by the
+reference convolution) wait for each other and the conv ratio swings several-fold from run to run;
+`OPENBLAS_NUM_THREADS=1 python tests/benchmarks/reference_vs_torch.py` shows the single-threaded
+product, which holds steady there.
 """
 
 import argparse
@@ -92,6 +97,7 @@ def main() -> int:
         torch.set_num_threads(args.torch_threads)
     print(f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"numpy {np.__version__}, {os.cpu_count()} CPUs, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}, "
+          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', '')!r}, "
           f"medians of {args.rounds} x {args.calls} calls")
     print(f"{'workload':<30} {'input':<18} {'torch ms':>9} {'ref ms':>9} {'ratio':>6} {'goal':>5}  max|diff|")
     missed = []

@@ -11,21 +11,26 @@ both. Prints the median of each and the ratio reference / torch against the goal
 within 3x, pools within 2x). With --check, exits 1 when a goal is missed. Not collected by pytest
 (no test_ prefix): speed claims come from here.
 
-On a machine busy with other processes, OpenBLAS's worker threads (NumPy's matmul, used by the
-reference convolution) wait for each other and the conv ratio swings several-fold from run to run;
-`OPENBLAS_NUM_THREADS=1 python tests/benchmarks/reference_vs_torch.py` shows the single-threaded
-product, which holds steady there.
+NumPy's matmul (the reference convolution's product) runs on ONE OpenBLAS thread here unless
+OPENBLAS_NUM_THREADS is set: on a 2-core machine busy with other processes, OpenBLAS's threads
+wait for each other at every product and the conv time swings several-fold from run to run (0.5x
+to 8x torch measured back to back), while one thread holds steady. A service computing one request
+per core should run it that way too. `OPENBLAS_NUM_THREADS=2 python tests/benchmarks/...` measures
+the threaded product; torch keeps its own threads (--torch-threads).
 """
 
-import argparse
 import os
-import platform
-import statistics
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # read when NumPy loads OpenBLAS: before `import numpy`
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from anywhere
 

@@ -76,3 +76,28 @@ def test_summary_is_torch_like():
     x = np.array([1.0, 2.0, 3.0, 4.0])
     assert summarize(x) == {"min": 1.0, "max": 4.0, "mean": 2.5, "std": pytest.approx(np.std(x, ddof=1))}
     assert summarize(np.array([np.nan, 1.0]))["max"] == "NaN"
+
+
+@pytest.mark.parametrize("value", [3, {"data": 3, "shape": []}, {"data": [3], "shape": []}, {"data": 3, "dtype": "int64"},
+                                   {"base64": base64.b64encode(np.int64(3).tobytes()).decode(), "shape": [], "dtype": "int64"}])
+def test_zero_dimensional_tensors(value):
+    """A 0-d tensor (BatchNorm's num_batches_tracked): a bare number, or any form with shape []."""
+    out = decode(value, dtypes=("float32", "float64", "int64"))
+    assert out.shape == () and out == 3
+
+
+@pytest.mark.parametrize("encoding", ["list", "base64"])
+def test_zero_dimensional_round_trip(encoding):
+    encoded = encode_tensor(np.array(7, dtype=np.int64), encoding)
+    assert encoded["shape"] == [] and encoded["dtype"] == "int64"
+    assert encoded.get("data", 7) == 7
+    out = decode(encoded, dtypes=("float32", "float64", "int64"))
+    assert out.shape == () and out.dtype == np.int64 and out == 7
+
+
+def test_zero_dimensional_refusals():
+    for bad in (True, {"data": True, "shape": []}, {"data": "7", "shape": []}):
+        with pytest.raises(InvalidInput):
+            decode(bad)
+    with pytest.raises(ShapeMismatch):
+        decode({"data": 3, "shape": [1]})

@@ -25,12 +25,30 @@ TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
 INTEGER_BUFFERS = {"num_batches_tracked"}
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, device: str = "cpu") -> Backend:
+    """`device` is where torch computes; the reference backend is NumPy on the CPU."""
     if name == "reference":
         return ReferenceBackend()
     from app.backends.torch_backend import TorchBackend  # the only backend that needs torch
 
-    return TorchBackend()
+    return TorchBackend(device)
+
+
+def check_device(device: str, backend: str, compare: bool) -> None:
+    """422 for a device this server lacks, or one asked of the reference backend alone."""
+    if device == "cpu":
+        return
+    if backend == "reference" and not compare:
+        raise InvalidInput(
+            f"device {device!r} applies to the torch backend; the reference backend computes with NumPy on the CPU "
+            "(use device 'cpu', or backend 'torch', or compare: true)",
+            field="device", expected="cpu", actual=device)
+    from app.backends.torch_backend import available_devices
+
+    devices = available_devices()
+    if device not in devices:
+        raise InvalidInput(f"device {device!r} is not available on this server; available: {devices}",
+                           field="device", expected=devices, actual=device)
 
 
 def other_backend(name: str) -> str:
@@ -94,8 +112,10 @@ def resolve_state(
         array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
                               max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"))
         if array.shape != expected[name]:
+            scalar = " (a scalar: a bare number or {\"data\": n, \"shape\": []})" if expected[name] == () else ""
             raise ShapeMismatch(
-                f"{field}.{name} has shape {list(array.shape)}; {spec.torch_name} with this config needs {list(expected[name])}",
+                f"{field}.{name} has shape {list(array.shape)}; {spec.torch_name} with this config needs "
+                f"{list(expected[name])}{scalar}",
                 field=f"{field}.{name}", expected=list(expected[name]), actual=list(array.shape))
         state[name] = array
     if set(state) != set(expected):
@@ -107,6 +127,10 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarr
     if name in INTEGER_BUFFERS:
         if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
             raise InvalidInput(f"{field}.{name} must hold an integer", field=f"{field}.{name}")
+        # A count: negative values would divide by zero in the cumulative average (momentum=None).
+        if not ((array >= 0) & (array < 2**62)).all():
+            raise InvalidInput(f"{field}.{name} is a count: it must be a non-negative integer below 2^62",
+                               field=f"{field}.{name}", actual=array.tolist())
         return array.astype(np.int64)
     return array.astype(dtype, copy=False)
 
@@ -132,7 +156,8 @@ def compare_results(primary: ForwardResult, other: ForwardResult, other_name: st
 
 def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """max |a - b| and max |a - b| / |b| over the elements that differ (NaN == NaN, inf == inf)."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    # atleast_1d: arithmetic on 0-d arrays (num_batches_tracked) gives scalars, which cannot be indexed.
+    a64, b64 = np.atleast_1d(a).astype(np.float64), np.atleast_1d(b).astype(np.float64)
     with np.errstate(all="ignore"):
         diff = np.abs(a64 - b64)
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
@@ -154,15 +179,22 @@ class LayerOutcome:
     result: ForwardResult
     comparison: dict[str, Any] | None
     elapsed_ms: float
+    device: str = "cpu"
+    input_nbytes: int = 0
+    """Bytes of the decoded input and of the parameters the request gave (for metrics)."""
 
 
 def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome:
     """`request` is a validated `LayerRequestOptions` with a raw `config` dict."""
+    device = getattr(request, "device", "cpu")
+    check_device(device, request.backend, request.compare)
     config = parse_config(spec, request.config)
     shapes = state_shapes(spec, config)
     check_parameter_count(sum(math.prod(s) for s in shapes.values()), settings)
     x = decode_input(request.input, settings)
     out_shape = spec.output_shape(config, x.shape)
+    if spec.check_mode:
+        spec.check_mode(config, x.shape, request.training)
     check_elements(out_shape, "output", settings.max_tensor_elements)
     check_macs(spec.estimated_work(config, x.shape, out_shape), settings)
 
@@ -171,14 +203,15 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
     state = resolve_state(spec, config, request.parameters, x.dtype, settings,
                           initial=lambda: initial_states([(spec, config)], request.seed)[0])
     started = time.perf_counter()
-    result = get_backend(request.backend).forward(spec, config, x, state, request.training)
+    result = get_backend(request.backend, device).forward(spec, config, x, state, request.training)
     elapsed_ms = (time.perf_counter() - started) * 1000
     comparison = None
     if request.compare:
         other_name = other_backend(request.backend)
         started = time.perf_counter()
-        other = get_backend(other_name).forward(spec, config, x, state, request.training)
+        other = get_backend(other_name, device).forward(spec, config, x, state, request.training)
         comparison = compare_results(result, other, other_name, str(x.dtype))
         comparison["elapsed_ms"] = (time.perf_counter() - started) * 1000
+    input_nbytes = x.nbytes + sum(state[name].nbytes for name in request.parameters)
     return LayerOutcome(spec, config, request.backend, x.shape, tuple(result.output.shape), state, result,
-                        comparison, elapsed_ms)
+                        comparison, elapsed_ms, device, input_nbytes)

@@ -13,18 +13,32 @@ from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
 from app.layers.service import LayerOutcome, run_layer
+from app.observability import access_fields, record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
 from app.tensors import encode_tensor
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"])
 
+def _error_example(body: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"example": body}}
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
     404: {"model": ErrorBody, "description": "Unknown layer kind."},
-    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work)."},
+    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work); "
+          "`limit` names the setting.",
+          "content": _error_example({
+              "error": "PayloadTooLarge", "status": 413, "field": "config", "limit": "max_parameter_elements",
+              "value": 100010000, "expected": "<= 33554432",
+              "detail": "the layer would have 100010000 parameter elements; the limit is 33554432 "
+                        "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)"})},
     415: {"model": ErrorBody, "description": "Unsupported content type."},
-    422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit."},
+    422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit.",
+          "content": _error_example({
+              "error": "ShapeMismatch", "status": 422, "field": "input", "expected": ["*", 4], "actual": [10, 5],
+              "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
 }
 
 REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
@@ -45,6 +59,7 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": spec.kind,
         "backend": outcome.backend,
+        "device": outcome.device,
         "config": outcome.config.model_dump(),
         "input_shape": list(outcome.input_shape),
         "output_shape": list(outcome.output_shape),
@@ -70,10 +85,15 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+        logged = access_fields(request)
+        logged["kind"] = spec.kind
         options = parse_request(await read_json(request, settings))
+        logged.update(backend=options.backend, device=options.device, compare=options.compare)
 
         def work() -> dict[str, Any]:
-            return present(run_layer(spec, options, settings), options.encoding)
+            outcome = run_layer(spec, options, settings)
+            record_compute(outcome)
+            return present(outcome, options.encoding)
 
         return json_response(await pool.run(work))
 
@@ -104,7 +124,9 @@ for _spec in LAYERS.values():
 
 
 @router.get("", name="layers-list", summary="Supported layer kinds with their config schemas and defaults",
-            response_model=list[LayerKind])
+            response_model=list[LayerKind],
+            description="Every layer kind this server computes: its `torch.nn` class, its route, the JSON schema "
+            "of its config (PyTorch's constructor arguments) and the defaults filled in when an argument is left out.")
 def list_layers() -> list[dict[str, Any]]:
     return [
         {

@@ -87,8 +87,9 @@ class TorchBackend:
 
     def forward(self, spec: "LayerSpec", config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
         # Built on the meta device, the module allocates and initializes nothing; assign=True
-        # then adopts our tensors (copied: BatchNorm updates its buffers in place).
-        module = build_module(spec, config, device="meta")
+        # then adopts our tensors (copied: BatchNorm updates its buffers in place). Stateless
+        # modules (pooling) take no device argument and have nothing to allocate.
+        module = build_module(spec, config, device="meta") if state else build_module(spec, config)
         module.load_state_dict({k: torch.tensor(v, device=self.device) for k, v in state.items()},
                                strict=True, assign=True)
         module.train(training)

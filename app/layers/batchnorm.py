@@ -28,6 +28,9 @@ class BatchNormConfig(BaseModel):
     track_running_stats: StrictBool = Field(
         True, description="Keep running_mean, running_var and num_batches_tracked, and use them in evaluation mode "
         "(when false, evaluation mode normalizes with the batch's statistics too).")
+    bias: StrictBool = Field(
+        True, description="With affine, also learn the per-channel bias (torch >= 2.13's keyword-only `bias`); "
+        "false keeps only the weight.")
 
 
 RANKS = {"batchnorm1d": (2, 3), "batchnorm2d": (4,), "batchnorm3d": (5,)}
@@ -75,7 +78,17 @@ def check_mode(config: BatchNormConfig, input_shape: Shape, training: bool) -> N
 
 def parameter_shapes(config: BatchNormConfig) -> dict[str, Shape]:
     C = config.num_features
-    return {"weight": (C,), "bias": (C,)} if config.affine else {}
+    if not config.affine:
+        return {}
+    return {"weight": (C,), "bias": (C,)} if config.bias else {"weight": (C,)}
+
+
+def torch_kwargs(config: BatchNormConfig) -> dict[str, Any]:
+    """The constructor's arguments; `bias` only when false, as torch < 2.13 has no such argument."""
+    kwargs = config.model_dump()
+    if kwargs["bias"]:
+        del kwargs["bias"]
+    return kwargs
 
 
 def buffer_shapes(config: BatchNormConfig) -> dict[str, Shape]:
@@ -177,6 +190,7 @@ SPECS = [
         reference=reference,
         macs=macs,
         work=work,
+        torch_kwargs=torch_kwargs,
         check_mode=check_mode,
         torch_extras=torch_extras,
         examples=EXAMPLES[kind],

@@ -11,7 +11,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp
 
 from app import __version__, tuning
-from app.api.routes import layers, ops
+from app.api.routes import layers, ops, sequential, shapes
 from app.api.routes.docs import install_docs
 from app.compute import ComputePool
 from app.config import Settings, get_settings
@@ -80,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger.warning("LAYERLAB_API_KEY is set but not enforced by this version: every route is open")
     app.include_router(ops.router)
     app.include_router(layers.router)
+    app.include_router(shapes.router)
+    app.include_router(sequential.router)
     install_docs(app)
     _document_parsed_bodies(app)
     return app
@@ -94,7 +96,8 @@ def _document_parsed_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _, defs = models_json_schema(
-            [(model, "validation") for model in layers.REQUEST_MODELS.values()],
+            [(model, "validation") for model in (*layers.REQUEST_MODELS.values(), *shapes.REQUEST_MODELS.values(),
+                                                 *sequential.REQUEST_MODELS.values())],
             ref_template="#/components/schemas/{model}",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -4,6 +4,7 @@ PyTorch is the oracle, so this backend runs PyTorch's own module code (padding m
 padding, running statistics, unbatched inputs) rather than re-assembling functional calls.
 """
 
+import inspect
 import threading
 import warnings
 from collections import OrderedDict
@@ -34,7 +35,11 @@ def as_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 def build_module(spec: "LayerSpec", config: Any, **factory: Any) -> nn.Module:
-    return getattr(nn, spec.torch_name)(**spec.torch_kwargs(config), **factory)
+    module_class = getattr(nn, spec.torch_name)
+    # Modules without tensors (ReLU, Flatten, MaxPool2d) take no device/dtype: nothing to allocate.
+    if "device" not in inspect.signature(module_class.__init__).parameters:
+        factory = {}
+    return module_class(**spec.torch_kwargs(config), **factory)
 
 
 def initial_states(layers: Sequence[tuple["LayerSpec", Any]], seed: int) -> list[State]:

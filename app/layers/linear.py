@@ -40,6 +40,17 @@ def parameter_shapes(config: LinearConfig) -> dict[str, Shape]:
 
 
 def macs(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
+    """torchinfo's convention: every weight and bias element once per output row.
+
+    Equals torchinfo's count (output_size[0] x parameters) for `(N, in_features)` inputs; with more
+    leading dimensions torchinfo counts only the first, this counts every row.
+    """
+    per_row = config.in_features * config.out_features + (config.out_features if config.bias else 0)
+    return math.prod(out_shape[:-1]) * per_row
+
+
+def work(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
+    """Multiplications, for the MAC limit: in_features x out_features per output row."""
     return math.prod(out_shape[:-1]) * config.in_features * config.out_features
 
 
@@ -66,6 +77,7 @@ SPECS = [
         parameter_shapes=parameter_shapes,
         reference=reference,
         macs=macs,
+        work=work,
         examples={
             "notebook": {
                 "summary": "Linear 10x4 to 1 (the notebook's first cell)",

@@ -65,10 +65,10 @@ def parse_config(spec: LayerSpec, raw: Any, field: str = "config") -> BaseModel:
         raise validation_error(exc, prefix=field) from None
 
 
-def check_parameter_count(count: int, settings: Settings, field: str = "config") -> None:
+def check_parameter_count(count: int, settings: Settings, field: str = "config", subject: str = "the layer") -> None:
     if count > settings.max_parameter_elements:
         raise PayloadTooLarge(
-            f"the layer would have {count} parameter elements; the limit is {settings.max_parameter_elements} "
+            f"{subject} would have {count} parameter elements; the limit is {settings.max_parameter_elements} "
             "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)",
             field=field, limit="max_parameter_elements", value=count, expected=f"<= {settings.max_parameter_elements}")
 

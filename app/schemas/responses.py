@@ -62,6 +62,9 @@ class ErrorBody(BaseModel):
     limit: str | None = Field(None, description="The limit exceeded (413).")
     value: int | None = Field(None, description="The value that exceeded the limit (413).")
     errors: list[ErrorItem] | None = Field(None, description="Every validation error (422).")
+    layer: int | None = Field(None, description="In a stack (/v1/shapes, /v1/sequential): the index in `layers` "
+                              "of the layer that failed.", examples=[2])
+    kind: str | None = Field(None, description="In a stack: that layer's kind.", examples=["conv2d"])
 
 
 class Health(BaseModel):

@@ -172,3 +172,19 @@ def test_msgpack_over_a_real_server_in_chunks():
     weight, bias = (torch.from_numpy(wire.array(body["parameters"][k]).copy()) for k in ("weight", "bias"))
     expected = torch.nn.functional.linear(torch.from_numpy(x), weight, bias)
     np.testing.assert_array_equal(wire.array(body["output"]), expected.numpy())
+
+
+def test_sequential_and_shapes_speak_msgpack_too(client):
+    x = np.random.default_rng(6).standard_normal((3, 4)).astype(np.float32)
+    weight = np.random.default_rng(7).standard_normal((2, 4)).astype(np.float32)
+    layers = [{"kind": "linear", "config": {"in_features": 4, "out_features": 2, "bias": False},
+               "parameters": {"weight": wire.tensor(weight)}}, {"kind": "relu"}]
+    response = client.post("/v1/sequential", content=wire.packb({"layers": layers, "input": wire.tensor(x)}),
+                           headers=MSGPACK)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/msgpack", response.text
+    body = wire.unpackb(response.content)
+    np.testing.assert_array_equal(wire.array(body["output"]), np.maximum(x @ weight.T, 0))
+    assert wire.array(body["layers"][0]["parameters"]["weight"]).tobytes() == weight.tobytes()
+    response = client.post("/v1/shapes", content=wire.packb({"input_shape": [3, 4], "layers": [
+        {"kind": "linear", "config": {"in_features": 4, "out_features": 2}}]}), headers=MSGPACK)
+    assert response.status_code == 200 and wire.unpackb(response.content)["output_shape"] == [3, 2]

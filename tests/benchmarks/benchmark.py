@@ -11,7 +11,8 @@ environment) and prints, from one run, these ratios with their medians:
   3. that JSON-lists request on a naive FastAPI + pydantic server / on ours
   4. small Linear 10x4 requests/s / GET /healthz requests/s under the same concurrent load
   5. peak resident memory the server adds serving the Conv2d / (input bytes + output bytes)
-  6. reference backend / torch on the notebook's Conv2d, MaxPool2d and BatchNorm2d
+  6. reference backend / torch on the notebook's Conv2d, MaxPool2d and BatchNorm2d (in-process,
+     with tests/benchmarks/reference_vs_torch.py's method and workloads)
 
 plus the in-process cost of each transport's codec on the Conv2d payloads (why msgpack). A
 workload whose layer kind the service does not have yet is skipped with a message; until
@@ -141,7 +142,13 @@ def timed(fn: Callable[[], Any]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+PAUSE_S = 0.2
+"""Before each timed call: torch's OpenMP threads spin a while after a call, and on a 2-core machine
+the next call (here, or the server's) would pay for them."""
+
+
+def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                pause: float = PAUSE_S) -> dict[str, list[float]]:
     """Milliseconds per call, the calls alternating so that they share the machine's load."""
     for _ in range(warmup):
         for fn in calls.values():
@@ -149,6 +156,7 @@ def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int =
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
+            time.sleep(pause)
             times[name].append(timed(fn))
     return times
 
@@ -457,41 +465,27 @@ def output_nbytes(workload: Workload) -> int:
                                    ).numpy().nbytes * workload.x.shape[0]
 
 
-REFERENCE_WORKLOADS = [  # (label, kind, config, input shape): the notebook's cells
-    ("Conv2d(3,16,3,stride=2) on (100,3,120,160)", "conv2d",
-     {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, [100, 3, 120, 160]),
-    ("MaxPool2d((3,2)) on (100,3,120,160)", "maxpool2d", {"kernel_size": [3, 2]}, [100, 3, 120, 160]),
-    ("BatchNorm2d(3) on (2,3,2,2)", "batchnorm2d", {"num_features": 3}, [2, 3, 2, 2]),
-    ("BatchNorm2d(3) on (100,3,120,160)", "batchnorm2d", {"num_features": 3}, [100, 3, 120, 160]),
-    ("Linear(4,1) on (10,4)", "linear", {"in_features": 4, "out_features": 1}, [10, 4]),
-    ("Linear(160,207) on (36000,160)", "linear", {"in_features": 160, "out_features": 207}, [36000, 160]),
-]
+def ratio_6_reference(repeats: int, results: Results) -> None:
+    """tests/benchmarks/reference_vs_torch.py's measurement (both backends' forward in this process,
+    taking turns with pauses so neither pays for the other's spinning threads), on its notebook
+    workloads plus the notebook's BatchNorm2d."""
+    from tests.benchmarks import reference_vs_torch as rvt
 
-
-def ratio_6_reference(url: str, repeats: int, results: Results) -> None:
-    """Compute time only (the response's elapsed_ms), so transport costs do not blur the ratio."""
     kinds = available_kinds()
-    client = httpx.Client(base_url=url, timeout=600)
+    workloads = [*rvt.WORKLOADS,
+                 rvt.Workload("BatchNorm2d(3)", "batchnorm2d", {"num_features": 3}, (2, 3, 2, 2), goal=float("inf")),
+                 rvt.Workload("BatchNorm2d(3)", "batchnorm2d", {"num_features": 3}, rvt.NOTEBOOK_BATCH, goal=float("inf"))]
     rows = []
-    for label, kind, config, shape in REFERENCE_WORKLOADS:
-        if kind not in kinds:
-            print(f"  ratio 6: {label} skipped: the {kind} kind is not in this build")
+    for workload in workloads:
+        label = f"{workload.name} on {workload.input_shape}"
+        if workload.kind not in kinds:
+            print(f"  ratio 6: {label} skipped: the {workload.kind} kind is not in this build")
             continue
-        body = {"config": config, "input": {"random": "uniform", "shape": shape, "seed": 0}, "encoding": "none"}
-        elapsed: dict[str, list[float]] = {"torch": [], "reference": []}
-        for i in range(repeats + 1):
-            for backend in elapsed:
-                response = client.post(f"/v1/layers/{kind}", json={**body, "backend": backend})
-                response.raise_for_status()
-                if i:  # the first round warms up
-                    elapsed[backend].append(response.json()["elapsed_ms"])
-        ref, tor = median(elapsed["reference"]), median(elapsed["torch"])
-        rows.append((label, ref / tor, ref, tor))
-    client.close()
-    for label, ratio, ref, tor in rows:
-        print(f"  ratio 6: {label}: reference {ref:.2f} ms / torch {tor:.2f} ms = {ratio:.2f}")
-    results.ratios[6] = ("reference / torch", max((r[1] for r in rows), default=float("nan")),
-                         "; ".join(f"{label}: {ratio:.2f}" for label, ratio, _, _ in rows))
+        torch_ms, reference_ms, _ = rvt.run(workload, rounds=max(2, repeats // 4), calls=2)
+        rows.append((label, reference_ms / torch_ms))
+        print(f"  ratio 6: {label}: reference {reference_ms:.2f} ms / torch {torch_ms:.2f} ms = {reference_ms / torch_ms:.2f}")
+    results.ratios[6] = ("reference / torch (in-process)", max((r[1] for r in rows), default=float("nan")),
+                         "; ".join(f"{label}: {ratio:.2f}" for label, ratio in rows))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,7 +525,7 @@ def codec_costs(workload: Workload, repeats: int) -> None:
     }
     print(f"  {'transport':42s} {'decode request':>15s} {'encode response':>16s}   (ms, median of {repeats})")
     for name, (body, decode, encode) in rows.items():
-        times = interleaved({"decode": lambda: decode(body), "encode": encode}, repeats)
+        times = interleaved({"decode": lambda: decode(body), "encode": encode}, repeats, pause=0)
         print(f"  {name:42s} {median(times['decode']):15.1f} {median(times['encode']):16.1f}")
 
 
@@ -576,7 +570,8 @@ def main() -> None:
             with naive_server(uvicorn_args) as naive_url:
                 ratio_2_and_3_json(url, workload, max(3, repeats // 3), naive_url, results)
         ratio_4_small_requests(url, args.connections, seconds, rounds, results)
-        ratio_6_reference(url, max(3, repeats // 3), results)
+    print("\n[reference vs torch] in-process, tests/benchmarks/reference_vs_torch.py's method")
+    ratio_6_reference(repeats, results)
 
     print(f"\nload average after: {load_average()}")
     print("\n| # | ratio | median | goal | details |\n| --- | --- | --- | --- | --- |")

@@ -47,13 +47,18 @@ def pack(value: Any) -> list[bytes | memoryview]:
     packer = msgpack.Packer(default=_default, use_bin_type=True, autoreset=True)
     chunks: list[bytes | memoryview] = []
     head = bytearray()
-
-    def write(item: Any) -> None:
+    # A loop over a stack, not a recursive closure: a closure that calls itself is a reference
+    # cycle, and it would keep these chunks (the arrays) alive until the cyclic GC ran.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
         if isinstance(item, dict):
             head.extend(packer.pack_map_header(len(item)))
-            for key, inner in item.items():
-                head.extend(packer.pack(key))
-                write(inner)
+            for key, inner in reversed(item.items()):
+                stack.append(inner)
+                stack.append(_Key(key))
+        elif isinstance(item, _Key):
+            head.extend(packer.pack(item.key))
         elif isinstance(item, np.ndarray):
             data = _array_bytes(item)
             head.extend(_bin_header(data.nbytes))
@@ -64,15 +69,21 @@ def pack(value: Any) -> list[bytes | memoryview]:
                 head.clear()
         elif isinstance(item, (list, tuple)) and any(isinstance(v, (dict, list, tuple, np.ndarray)) for v in item):
             head.extend(packer.pack_array_header(len(item)))
-            for inner in item:
-                write(inner)
+            stack.extend(reversed(item))
         else:
             head.extend(packer.pack(item))
-
-    write(value)
     if head:
         chunks.append(bytes(head))
     return chunks
+
+
+class _Key:
+    """A map key waiting on `pack`'s stack (keys are packed as they are, never walked)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
 
 
 def packb(value: Any) -> bytes:

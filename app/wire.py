@@ -9,6 +9,7 @@ result is a list of chunks to send or join. Imports neither fastapi nor torch, s
 use it too.
 """
 
+import struct
 from typing import Any
 
 import msgpack
@@ -97,6 +98,74 @@ def unpackb(body: bytes | memoryview, **options: Any) -> Any:
     Raises ValueError (msgpack's errors derive from it) for anything that is not one whole msgpack value.
     """
     return msgpack.unpackb(body, raw=False, strict_map_key=True, **options)
+
+
+def unpack_views(buffer: bytes | bytearray | memoryview) -> Any:
+    """Like `unpackb`, but each `bin` is a memoryview into `buffer`: no copy at all. Over a
+    bytearray the views are writable, so arrays read from them are too (the SDK's responses).
+
+    Small structure only (maps, arrays, str, numbers, bool, nil, bin); raises ValueError on anything
+    else or on a truncated or overlong buffer.
+    """
+    view = memoryview(buffer).cast("B")
+    value, end = _read(view, 0, 0)
+    if end != len(view):
+        raise ValueError(f"msgpack value ends at byte {end} of {len(view)}")
+    return value
+
+
+_FIXED = {0xC0: None, 0xC2: False, 0xC3: True}
+_NUMBERS = {0xCA: ">f", 0xCB: ">d", 0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q",
+            0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q"}
+_SIZED = {0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4), 0xD9: ("str", 1), 0xDA: ("str", 2),
+          0xDB: ("str", 4), 0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
+
+
+def _take(view: memoryview, at: int, size: int) -> memoryview:
+    if at + size > len(view):
+        raise ValueError(f"msgpack value truncated at byte {len(view)}")
+    return view[at:at + size]
+
+
+def _read(view: memoryview, at: int, depth: int) -> tuple[Any, int]:
+    if depth > 64:
+        raise ValueError("msgpack value nested too deep")
+    tag = _take(view, at, 1)[0]
+    at += 1
+    if tag <= 0x7F or tag >= 0xE0:  # positive and negative fixint
+        return (tag if tag <= 0x7F else tag - 0x100), at
+    if tag in _FIXED:
+        return _FIXED[tag], at
+    if tag in _NUMBERS:
+        fmt = _NUMBERS[tag]
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, _take(view, at, size))[0], at + size
+    if 0x80 <= tag <= 0x8F:
+        kind, size = "map", tag & 0x0F
+    elif 0x90 <= tag <= 0x9F:
+        kind, size = "array", tag & 0x0F
+    elif 0xA0 <= tag <= 0xBF:
+        kind, size = "str", tag & 0x1F
+    elif tag in _SIZED:
+        kind, width = _SIZED[tag]
+        size, at = int.from_bytes(_take(view, at, width), "big"), at + width
+    else:
+        raise ValueError(f"unsupported msgpack type 0x{tag:02x} at byte {at - 1}")
+    if kind == "bin":
+        return _take(view, at, size), at + size
+    if kind == "str":
+        return str(_take(view, at, size), "utf-8"), at + size
+    if kind == "array":
+        items = []
+        for _ in range(size):
+            item, at = _read(view, at, depth + 1)
+            items.append(item)
+        return items, at
+    mapping = {}
+    for _ in range(size):
+        key, at = _read(view, at, depth + 1)
+        mapping[key], at = _read(view, at, depth + 1)
+    return mapping, at
 
 
 def tensor(array: np.ndarray) -> dict[str, Any]:

@@ -45,6 +45,9 @@ def retry_delay(attempt: int, *, initial: float, maximum: float, retry_after: st
 
 
 class BaseClient:
+    sends_chunks = False
+    """Whether request bodies may go to httpx as a list of buffers (a sync client's streams only)."""
+
     def __init__(
         self,
         *,
@@ -71,10 +74,17 @@ class BaseClient:
     # -- requests --------------------------------------------------------------------------------
 
     def _build(self, http: httpx.Client | httpx.AsyncClient, method: str, path: str, *, body: Any = None,
-               json: Any = None, content: bytes | None = None, headers: Mapping[str, str] | None = None) -> httpx.Request:
+               json: Any = None, content: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Request:
         """`body` goes through the codec, `json` is plain JSON, `content` is sent as it is."""
         all_headers = dict(self._headers)
-        if body is not None:
+        chunked = getattr(self.codec, "dump_chunks", None) if self.sends_chunks else None
+        if body is not None and chunked is not None:
+            # The body's pieces as they are (a large array's own memory), not joined into one copy;
+            # an explicit Content-Length keeps httpx from chunked transfer encoding.
+            parts, all_headers["Content-Type"] = chunked(body), self.codec.content_type
+            all_headers["Content-Length"] = str(sum(memoryview(part).nbytes for part in parts))
+            content = parts
+        elif body is not None:
             content, all_headers["Content-Type"] = self.codec.dumps(body), self.codec.content_type
         elif json is not None:
             content, all_headers["Content-Type"] = orjson.dumps(json), JSON_TYPE
@@ -103,11 +113,12 @@ class BaseClient:
         return error, retry_delay(attempt, initial=self.initial_retry_delay, maximum=self.max_retry_delay,
                                   retry_after=retry_after)
 
-    def _decode(self, response: httpx.Response) -> Any:
+    def _decode(self, response: httpx.Response, content: bytes | bytearray | None = None) -> Any:
+        content = response.content if content is None else content
         content_type = response.headers.get("content-type", "").split(";")[0].strip()
-        if content_type == JSON_TYPE or not response.content:
-            return orjson.loads(response.content) if response.content else None
-        return self.codec.loads(response.content)
+        if content_type == JSON_TYPE or not content:
+            return orjson.loads(content) if content else None
+        return self.codec.loads(content)
 
     # -- bodies ----------------------------------------------------------------------------------
 

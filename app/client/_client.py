@@ -14,7 +14,7 @@ from app.client._base import (
     BaseClient,
 )
 from app.client._layers import LayerMethods, LayerOptions, Tensor
-from app.client._transport import FastHTTPTransport
+from app.client._transport import FastHTTPTransport, read_body
 from app.client.codec import Codec, Encoding
 from app.client.results import LayerKind, LayerResult, SequentialResult, ShapesResult
 
@@ -32,6 +32,8 @@ class Client(BaseClient, LayerMethods[LayerResult]):
     (`parameters`, `seed`, `backend`, `compare`, `training`, `encoding`, `device`), and returns a
     `LayerResult` with NumPy arrays. Errors raise `LayerlabError` subclasses (see app.client.errors).
     """
+
+    sends_chunks = True
 
     def __init__(
         self,
@@ -67,15 +69,19 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         """One request, retried on connection errors, 429 and 5xx; the decoded body, or a typed error."""
         request = self._build(self._http, method, path, **kwargs)
         for attempt in range(self.max_retries + 1):
-            response, exc = None, None
+            response, exc, content = None, None, b""
             try:
-                response = self._http.send(request)
+                response = self._http.send(request, stream=True)
+                try:
+                    content = read_body(response)  # FastHTTPTransport's buffer itself: arrays view it
+                finally:
+                    response.close()
             except httpx.TransportError as caught:
                 exc = caught
             error, delay = self._outcome(attempt, request, response, exc)
             if error is None:
                 assert response is not None  # no error means a response came
-                return self._decode(response)
+                return self._decode(response, content)
             if delay is None:
                 raise error
             time.sleep(delay)

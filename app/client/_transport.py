@@ -20,6 +20,29 @@ _HEADER_LIMIT = 64 * 1024
 _RECV = 4 * 2**20
 
 
+class ResponseBuffer(httpx.SyncByteStream):
+    """A body already read into one writable buffer. httpx's `read()` copies it into bytes; the
+    SDK's Client takes `.buffer` itself, so that arrays decoded from it need no copy at all."""
+
+    def __init__(self, buffer: bytearray) -> None:
+        self.buffer = buffer
+
+    def __iter__(self):  # type: ignore[override]
+        yield bytes(self.buffer)
+
+
+BUFFER = "layerlab.buffer"
+"""The response extension that carries the ResponseBuffer's buffer (httpx wraps the stream itself)."""
+
+
+def read_body(response: httpx.Response) -> bytes | bytearray:
+    """A streamed response's body: this transport's buffer as it is for a success, else read."""
+    buffer = response.extensions.get(BUFFER)
+    if response.is_success and buffer is not None:
+        return buffer
+    return response.read()
+
+
 class _Closed(Exception):
     """The server closed a reused keep-alive connection before answering: send again on a fresh one."""
 
@@ -89,8 +112,8 @@ class FastHTTPTransport(httpx.BaseTransport):
             self._idle[address] = sock
         else:
             sock.close()
-        return httpx.Response(status, headers=headers, content=body, request=request,
-                              extensions={"http_version": b"HTTP/1.1"})
+        return httpx.Response(status, headers=headers, stream=ResponseBuffer(body), request=request,
+                              extensions={"http_version": b"HTTP/1.1", BUFFER: body})
 
     @staticmethod
     def _send(sock: socket.socket, request: httpx.Request) -> None:
@@ -107,7 +130,7 @@ class FastHTTPTransport(httpx.BaseTransport):
             sock.sendall(chunk)
 
     def _receive(self, sock: socket.socket, request: httpx.Request,
-                 reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+                 reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytearray, bool]:
         data = bytearray()
         while (end := data.find(b"\r\n\r\n")) == -1:
             chunk = sock.recv(_HEADER_LIMIT)
@@ -126,7 +149,7 @@ class FastHTTPTransport(httpx.BaseTransport):
         rest = memoryview(data)[end + 4:]
         keep = version == b"HTTP/1.1" and fields.get(b"connection", b"").lower() != b"close"
         if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            return status, headers, b"", keep
+            return status, headers, bytearray(), keep
         if b"content-length" in fields:
             body = self._read_exactly(sock, int(fields[b"content-length"]), rest, request)
         elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
@@ -136,8 +159,8 @@ class FastHTTPTransport(httpx.BaseTransport):
         return status, headers, body, keep
 
     @staticmethod
-    def _read_exactly(sock: socket.socket, size: int, start: memoryview, request: httpx.Request) -> bytes:
-        buffer = bytearray(size)
+    def _read_exactly(sock: socket.socket, size: int, start: memoryview, request: httpx.Request) -> bytearray:
+        buffer = bytearray(size)  # calloc: fresh heap memory is known to be zero, reused memory is cleared
         view = memoryview(buffer)
         got = min(len(start), size)
         view[:got] = start[:got]
@@ -146,10 +169,10 @@ class FastHTTPTransport(httpx.BaseTransport):
             if n == 0:
                 raise httpx.RemoteProtocolError(f"response ended after {got} of {size} bytes", request=request)
             got += n
-        return bytes(buffer)
+        return buffer
 
     @staticmethod
-    def _read_chunked(sock: socket.socket, data: bytearray, request: httpx.Request) -> bytes:
+    def _read_chunked(sock: socket.socket, data: bytearray, request: httpx.Request) -> bytearray:
         body, pos = bytearray(), 0
 
         def need(count: int) -> None:
@@ -167,13 +190,13 @@ class FastHTTPTransport(httpx.BaseTransport):
             if size == 0:
                 while data.find(b"\r\n\r\n", pos - 2) == -1:  # optional trailers, then the blank line
                     need(len(data) - pos + 1)
-                return bytes(body)
+                return body
             need(size + 2)
             body += data[pos:pos + size]
             pos += size + 2
 
     @staticmethod
-    def _read_to_end(sock: socket.socket, data: bytearray) -> bytes:
+    def _read_to_end(sock: socket.socket, data: bytearray) -> bytearray:
         while chunk := sock.recv(_RECV):
             data += chunk
-        return bytes(data)
+        return data

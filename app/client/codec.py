@@ -28,6 +28,8 @@ DTYPES: dict[str, np.dtype] = {
     "int64": np.dtype("<i8"),
 }
 TENSOR_FORMS = ("data", "base64", "bytes", "random")
+VIEW_BYTES = 2**20
+"""Response tensors this large are decoded in place from a writable response buffer (see `decode`)."""
 """A dict with one of these keys is already a wire tensor and is sent as it is."""
 
 Encoding = Literal["base64", "list", "none"]
@@ -96,8 +98,12 @@ class MsgpackCodec:
     def dumps(self, body: Any) -> bytes:
         return wire.packb(body)
 
-    def loads(self, content: bytes) -> Any:
-        return wire.unpackb(content)
+    def dump_chunks(self, body: Any) -> list[bytes | memoryview]:
+        """The body in pieces, each large array's own memory among them (sync Client only)."""
+        return wire.pack(body)
+
+    def loads(self, content: bytes | bytearray) -> Any:
+        return wire.unpack_views(content)  # tensors' bytes as views of `content`: see `decode`
 
 
 DEFAULT_CODEC: Codec = MsgpackCodec()
@@ -153,7 +159,11 @@ def decode(value: dict[str, Any] | None) -> np.ndarray | None:
         raw = bytearray(_b64.b64decode(value["base64"]))  # bytearray: the array is writable
         return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
     if "bytes" in value:
-        raw = bytearray(value["bytes"])  # one copy, for a writable array (bytes are read-only)
+        raw = value["bytes"]
+        # A large tensor in a writable response buffer (Client's transport) is used where it lies;
+        # small ones are copied, so that keeping a bias does not keep a whole response alive.
+        if not (isinstance(raw, memoryview) and not raw.readonly and raw.nbytes >= VIEW_BYTES):
+            raw = bytearray(raw)  # one copy, for a writable array of its own
         return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
     # numpy parses the non-finite tokens "NaN", "Infinity", "-Infinity" itself
     return np.asarray(value["data"], dtype=dtype.newbyteorder("=")).reshape(shape)

@@ -108,3 +108,14 @@ def test_connection_refused_is_httpx_connect_error():
         port = probe.getsockname()[1]  # nothing listens here once closed
     with httpx.Client(transport=FastHTTPTransport()) as client, pytest.raises(httpx.ConnectError):
         client.get(f"http://127.0.0.1:{port}/")
+
+
+def test_large_outputs_are_writable_views_of_the_response(server_url):
+    x = np.random.default_rng(1).standard_normal((4096, 64)).astype(np.float32)  # 4 MB out
+    weight = np.random.default_rng(2).standard_normal((256, 64)).astype(np.float32)
+    with Client(base_url=server_url) as client:
+        result = client.linear(x, in_features=64, out_features=256, bias=False, parameters={"weight": weight})
+    assert result.output.flags.writeable and result.output.nbytes >= 2**20
+    assert isinstance(result.raw["output"]["bytes"], memoryview)  # the array lies in the response buffer
+    np.testing.assert_array_equal(result.parameters["weight"], weight)  # small ones: copies of their own
+    result.output[0, 0] = 1.0  # writable indeed

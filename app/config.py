@@ -1,9 +1,11 @@
 """Settings, read from `LAYERLAB_*` environment variables (see the README's table)."""
 
+import json
 from functools import lru_cache
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -36,6 +38,45 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads per process (0: torch's default)."
     )
+
+    # --- Hardening (issue 8): overload, access control, CORS. ---------------------------------
+    compute_queue_timeout_s: float = Field(
+        10.0, gt=0, description="How long a request waits for a free compute worker before a 503."
+    )
+    compute_queue_size: int = Field(
+        64, ge=0, description="Most requests waiting for a compute worker; more get a 503 at once."
+    )
+    compute_timeout_s: float = Field(
+        120.0, gt=0,
+        description="Per-request compute time limit: past it the answer is a 504 (the worker "
+        "thread cannot be killed; it finishes and only then frees its slot).",
+    )
+    retry_after_s: int = Field(1, ge=0, description="The Retry-After header (seconds) sent with a 503.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys (LAYERLAB_API_KEYS, comma-separated or a JSON list; several allow "
+        "rotation). Empty: no authentication. Set: every route but the exempt ones needs "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>`.",
+    )
+    auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"],
+        description="Paths open without a key when keys are set (exact paths; comma-separated or JSON).",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (comma-separated or JSON; `*` for any). Empty: CORS closed.",
+    )
+
+    @field_validator("api_keys", "auth_exempt_paths", "cors_origins", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """Environment values: a JSON list, or comma-separated."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
 
 @lru_cache

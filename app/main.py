@@ -8,7 +8,9 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 
 from app import __version__
+from app.api.body import BodyLimitMiddleware
 from app.api.routes import health, layers
+from app.api.security import document_protections, install_security
 from app.compute import ComputePool
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -36,10 +38,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         generate_unique_id_function=operation_id,
     )
     app.state.settings = settings
-    app.state.compute = ComputePool(settings.compute_workers)
+    app.state.compute = ComputePool(
+        settings.compute_workers, queue_timeout_s=settings.compute_queue_timeout_s,
+        queue_size=settings.compute_queue_size, timeout_s=settings.compute_timeout_s,
+        retry_after_s=settings.retry_after_s)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(layers.router)
+    # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body).
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_security(app, settings)
     _document_parsed_bodies(app)
     return app
 
@@ -59,6 +67,7 @@ def _document_parsed_bodies(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        document_protections(schema, app.state.settings)
         return schema
 
     app.openapi = openapi

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.api.body import json_response, read_json
+from app.api.body import check_json_content_type, json_response, parse_json, read_body, wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
@@ -70,12 +70,16 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
-        options = parse_request(await read_json(request, settings))
+        check_json_content_type(request)
+        body = await read_body(request, settings)
 
-        def work() -> dict[str, Any]:
-            return present(run_layer(spec, options, settings), options.encoding)
+        def work() -> Response:
+            # Parsed and written in the worker: a request waiting for a worker holds its bytes, not
+            # the several-times-larger Python lists, and both count against the pool's bounds.
+            options = parse_request(parse_json(body))
+            return json_response(present(run_layer(spec, options, settings), options.encoding))
 
-        return json_response(await pool.run(work))
+        return await pool.run(work, disconnected=lambda: wait_for_disconnect(request))
 
     compute.__name__ = f"layers_{spec.kind}"
     compute.__doc__ = spec.description

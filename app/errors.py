@@ -13,6 +13,7 @@
     └── ComputeTimeout (504)      the computation ran past the per-request time limit
 """
 
+import json
 from typing import Any
 
 import orjson
@@ -148,8 +149,13 @@ def _small(value: Any) -> bool:
 
 
 def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) -> Response:
+    body = exc.body()
+    try:
+        content = orjson.dumps(body, default=str)
+    except TypeError:  # an integer past 64 bits (a 413's `value`, say): the stdlib writes any int
+        content = json.dumps(body, default=str).encode()
     return Response(
-        orjson.dumps(exc.body(), default=str),
+        content,
         status_code=exc.status_code,
         media_type="application/json",
         headers=headers,

@@ -14,6 +14,7 @@
 """
 
 import json
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -162,6 +163,13 @@ def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) ->
     )
 
 
+def _status_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.replace(" ", "")
+    except ValueError:
+        return "HTTPError"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LayerlabError)
     async def _layerlab(_: Request, exc: LayerlabError) -> Response:
@@ -177,7 +185,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        err = LayerlabError(str(exc.detail))
+        # Routing errors (no such path, wrong method): named after the status, "NotFound".
+        err = LayerlabError(str(exc.detail), error=_status_name(exc.status_code))
         err.status_code = exc.status_code
         return error_response(err, headers=getattr(exc, "headers", None))
 

@@ -134,3 +134,14 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
             break
         rest += chunk
     return status, headers, rest[:length] if length >= 0 else rest
+
+
+def exchange(port: int, method: str, target: bytes | str, body: bytes = b"",
+             headers: dict[str, str] | None = None, timeout_s: float = 30.0) -> tuple[int, dict[str, str], bytes]:
+    """One request with exactly these bytes on the wire (no client-side path normalization)."""
+    target = target.encode() if isinstance(target, str) else target
+    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close",
+             b"Content-Length: " + str(len(body)).encode()]
+    lines += [f"{k}: {v}".encode("latin-1") for k, v in (headers or {}).items()]
+    with raw_request(port, b"\r\n".join(lines), body, timeout_s=timeout_s) as sock:
+        return read_response(sock)

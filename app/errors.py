@@ -58,6 +58,17 @@ class LayerlabError(Exception):
         return body
 
 
+class HTTPError(LayerlabError):
+    """A routing error from Starlette, named after its status (NotFound, MethodNotAllowed)."""
+
+    def __init__(self, detail: str, *, status_code: int) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "error": HTTPStatus(self.status_code).phrase.title().replace(" ", "").replace("-", "")}
+
+
 class BadRequest(LayerlabError):
     status_code = 400
 
@@ -163,13 +174,6 @@ def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) ->
     )
 
 
-def _status_name(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase.replace(" ", "")
-    except ValueError:
-        return "HTTPError"
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LayerlabError)
     async def _layerlab(_: Request, exc: LayerlabError) -> Response:
@@ -184,10 +188,9 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        # Routing errors (no such path, wrong method): named after the status, "NotFound".
-        err = LayerlabError(str(exc.detail), error=_status_name(exc.status_code))
-        err.status_code = exc.status_code
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # Routing errors (404 no such path, 405 wrong method) in the same envelope.
+        err = HTTPError(f"{exc.detail}: {request.method} {request.url.path[:200]}", status_code=exc.status_code)
         return error_response(err, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -77,11 +77,12 @@ def decode_tensor(
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
 ) -> np.ndarray:
     """Any request form of a tensor -> a C-contiguous array of one of `dtypes`."""
-    if isinstance(value, list):
+    if isinstance(value, list) or _is_number(value):
         return _from_nested(value, None, "float32", field, max_elements, max_depth)
     if not isinstance(value, dict):
         raise InvalidInput(
-            f"{field} must be a JSON array of numbers or an object with 'data', 'base64' or 'random'",
+            f"{field} must be a JSON array of numbers (a bare number for a 0-d tensor) "
+            "or an object with 'data', 'base64' or 'random'",
             field=field, actual=type(value).__name__,
         )
     forms = [k for k in ("data", "base64", "random") if k in value]
@@ -110,8 +111,9 @@ def decode_tensor(
 
     if form == "data":
         data = value["data"]
-        if not isinstance(data, list):
-            raise InvalidInput(f"{field}.data must be a JSON array", field=f"{field}.data", actual=type(data).__name__)
+        if not isinstance(data, list) and not _is_number(data):
+            raise InvalidInput(f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
+                               field=f"{field}.data", actual=type(data).__name__)
         return _from_nested(data, shape, dtype, field, max_elements, max_depth)
     if shape is None:
         raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
@@ -120,7 +122,12 @@ def decode_tensor(
     return _from_random(value, shape, dtype, field)
 
 
-def _from_nested(data: list, shape: tuple[int, ...] | None, dtype: str, field: str,
+def _is_number(value: Any) -> bool:
+    """A JSON number: a 0-d tensor (BatchNorm's num_batches_tracked). Booleans are not numbers here."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _from_nested(data: list | int | float, shape: tuple[int, ...] | None, dtype: str, field: str,
                  max_elements: int, max_depth: int) -> np.ndarray:
     depth, probe = 0, data
     while isinstance(probe, list) and probe:
@@ -150,7 +157,8 @@ def _from_nested(data: list, shape: tuple[int, ...] | None, dtype: str, field: s
     if raw.size == 0:
         check_elements(raw.shape, field, max_elements)
     with np.errstate(over="ignore"):
-        return np.ascontiguousarray(raw, dtype=DTYPES[dtype].newbyteorder("="))
+        # asarray(order="C"), not ascontiguousarray: that one turns a 0-d array into shape (1,).
+        return np.asarray(raw, dtype=DTYPES[dtype].newbyteorder("="), order="C")
 
 
 def _numbers_only(raw: np.ndarray, data: list, field: str) -> np.ndarray:
@@ -219,7 +227,7 @@ def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) ->
 
 def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
     """An array -> its response form. `data` stays an ndarray: orjson writes it natively."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array, order="C")  # keeps 0-d arrays 0-d
     out: dict[str, Any] = {"shape": list(array.shape), "dtype": str(array.dtype)}
     if encoding == "base64":
         out["base64"] = pybase64.b64encode(array.astype(array.dtype.newbyteorder("<"), copy=False)).decode("ascii")

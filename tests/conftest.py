@@ -1,7 +1,6 @@
 """Shared fixtures: the real app in-process, with default or overridden settings."""
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -27,11 +26,3 @@ def make_client():
     yield make
     for test_client in clients:
         test_client.close()
-
-
-@pytest.fixture(autouse=True)
-def _torch_rng_untouched():
-    """The service must not disturb torch's global RNG (it seeds a forked copy)."""
-    state = torch.random.get_rng_state()
-    yield
-    assert torch.equal(state, torch.random.get_rng_state()), "torch's global RNG state was changed"

@@ -1,19 +1,18 @@
-"""The real server for tests: uvicorn on 127.0.0.1 and a free port, as a subprocess (its memory
-can be read from /proc) or in a thread of the test process (its app state can be inspected)."""
+"""Start the real app under uvicorn on 127.0.0.1 (a free port), for tests and scripts: as a
+subprocess (`live_server`, `ServerProcess`: its memory can be read from /proc) or in a thread of
+the test process (`ServerThread`: its app state can be inspected)."""
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import uvicorn
-
-from app.config import Settings
-from app.main import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +21,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> Iterator[str]:
+    """Yields the base URL once /healthz answers; stops the server afterwards."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port), *args]
+    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{process.stdout.read().decode(errors='replace')}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not become healthy in time")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def wait_healthy(url: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> None:
@@ -91,6 +119,11 @@ class ServerThread:
     """uvicorn serving `create_app(Settings(**settings))` from a thread of this process."""
 
     def __init__(self, **settings: object) -> None:
+        import uvicorn
+
+        from app.config import Settings
+        from app.main import create_app
+
         self.app = create_app(Settings(**settings))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

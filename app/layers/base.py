@@ -50,6 +50,9 @@ class LayerSpec:
     work: Callable[[Any, Shape, Shape], int] | None = None
     """Estimated operations for the LAYERLAB_MAX_MACS limit when they differ from `macs`
     (pooling: torchinfo counts 0 MACs, yet each output element reads a whole window)."""
+    check_mode: Callable[[Any, Shape, bool], None] | None = None
+    """(config, input_shape, training) -> None: checks that depend on the `training` flag (raises a 422;
+    BatchNorm: batch statistics need more than one value per channel)."""
     formulas: Callable[[Any, Shape], list[str]] = _no_formulas
     """Output-size formulas with the numbers substituted, one line per spatial dimension."""
     window: Callable[[Any], list[tuple[int, int, int]]] | None = None

@@ -113,8 +113,9 @@ def resolve_state(
 
 
 def _wrong_state_shape(spec: LayerSpec, field: str, name: str, shape: Shape, expected: Shape) -> None:
+    scalar = " (a scalar: a bare number or {\"data\": n, \"shape\": []})" if expected == () else ""
     raise ShapeMismatch(
-        f"{field}.{name} has shape {list(shape)}; {spec.torch_name} with this config needs {list(expected)}",
+        f"{field}.{name} has shape {list(shape)}; {spec.torch_name} with this config needs {list(expected)}{scalar}",
         field=f"{field}.{name}", expected=list(expected), actual=list(shape))
 
 
@@ -122,6 +123,10 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarr
     if name in INTEGER_BUFFERS:
         if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
             raise InvalidInput(f"{field}.{name} must hold an integer", field=f"{field}.{name}")
+        # A count: negative values would divide by zero in the cumulative average (momentum=None).
+        if not ((array >= 0) & (array < 2**62)).all():
+            raise InvalidInput(f"{field}.{name} is a count: it must be a non-negative integer below 2^62",
+                               field=f"{field}.{name}", actual=array.tolist())
         return array.astype(np.int64)
     return array.astype(dtype, copy=False)
 
@@ -147,7 +152,8 @@ def compare_results(primary: ForwardResult, other: ForwardResult, other_name: st
 
 def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """max |a - b| and max |a - b| / |b| over the elements that differ (NaN == NaN, inf == inf)."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    # atleast_1d: arithmetic on 0-d arrays (num_batches_tracked) gives scalars, which cannot be indexed.
+    a64, b64 = np.atleast_1d(a).astype(np.float64), np.atleast_1d(b).astype(np.float64)
     with np.errstate(all="ignore"):
         diff = np.abs(a64 - b64)
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
@@ -182,6 +188,8 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
         check_output_and_work(spec, config, shape, settings)
     x = decode_input(request.input, settings)
     check_output_and_work(spec, config, x.shape, settings)
+    if spec.check_mode:
+        spec.check_mode(config, x.shape, request.training)
 
     from app.backends.torch_backend import initial_states
 

@@ -29,8 +29,9 @@ class TensorData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: SkipValidation[NestedNumbers] = Field(
-        description='Numbers, nested to any depth or flat. Non-finite values as the strings "NaN", "Infinity", "-Infinity".',
+    data: SkipValidation[Union[NestedNumbers, float]] = Field(
+        description='Numbers, nested to any depth or flat (a bare number for a 0-d tensor, shape `[]`). '
+        'Non-finite values as the strings "NaN", "Infinity", "-Infinity".',
         examples=[[[0.3102, 0.1271, -0.0823, 1.0858]]],
     )
     shape: Shape | None = Field(None, description="Required when `data` is flat; checked when nested.")
@@ -58,8 +59,8 @@ class TensorRandom(BaseModel):
     dtype: DType = Field("float32", description="Element type (passed to torch.randn/rand as dtype).")
 
 
-TensorInput = SkipValidation[Union[NestedNumbers, TensorData, TensorBase64, TensorRandom]]
-"""Any of the four request forms; decoded by `app.tensors.decode_tensor`."""
+TensorInput = SkipValidation[Union[NestedNumbers, float, TensorData, TensorBase64, TensorRandom]]
+"""Any of the four request forms (a bare number is a 0-d tensor); decoded by `app.tensors.decode_tensor`."""
 
 
 class TensorSummary(BaseModel):
@@ -74,6 +75,7 @@ class TensorOut(BaseModel):
 
     shape: list[int]
     dtype: Literal["float32", "float64", "int64"]
-    data: SkipValidation[NestedNumbers] | None = Field(None, description="Nested lists (encoding=list).")
+    data: SkipValidation[Union[NestedNumbers, float, NonFinite]] | None = Field(
+        None, description="Nested lists (encoding=list); a bare number for a 0-d tensor (shape `[]`).")
     base64: str | None = Field(None, description="Raw little-endian bytes (encoding=base64).")
     summary: TensorSummary | None = Field(None, description="Statistics only (encoding=none).")

@@ -52,9 +52,10 @@ def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int
 
 
 def declared_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ...] | None:
-    """The shape an object-form tensor declares (`random`, `base64`, `data` with `shape`), read
-    without decoding anything, so output and work limits can be checked before allocating."""
-    if not isinstance(value, dict) or not isinstance(value.get("shape"), list):
+    """The shape a `random` or `base64` tensor declares, read without decoding anything, so output
+    and work limits can be checked before allocating. (`data` is already in memory as parsed JSON;
+    its own consistency errors come first.)"""
+    if not isinstance(value, dict) or not isinstance(value.get("shape"), list) or "data" in value:
         return None
     shape = check_shape(value["shape"], f"{field}.shape")
     if len(shape) > max_depth:

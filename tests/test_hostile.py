@@ -85,7 +85,7 @@ CORPUS = [
     Case("null in a tensor", layer(b"[[0.1, null, 0.3, 0.4]]"), 422, "InvalidInput", "null"),
     Case("an object in a tensor", layer(b'[[0.1, {"a": 1}, 0.3, 0.4]]'), 422, "InvalidInput"),
     Case("a ragged tensor", layer(b"[[0.1, 0.2, 0.3, 0.4], [1]]"), 422, "ShapeMismatch", "ragged"),
-    Case("input is a number", layer(b"4"), 422, "InvalidInput"),
+    Case("input is a bare number (a 0-d tensor)", layer(b"4"), 422, "ShapeMismatch"),
     Case("input is a string", layer(b'"[[1,2,3,4]]"'), 422, "InvalidInput"),
     # Empty tensors.
     Case("empty array", layer(b"[]"), 422, "InvalidInput", "empty"),

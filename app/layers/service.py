@@ -183,7 +183,7 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
     shapes = state_shapes(spec, config)
     check_parameter_count(sum(math.prod(s) for s in shapes.values()), settings)
     shape = declared_shape(request.input, "input", settings.max_json_depth)
-    if shape is not None:  # random, base64 or data+shape: refuse before drawing or decoding a byte
+    if shape is not None:  # random or base64: refuse before drawing or decoding a byte
         check_elements(shape, "input", settings.max_tensor_elements)
         check_output_and_work(spec, config, shape, settings)
     x = decode_input(request.input, settings)

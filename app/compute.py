@@ -1,9 +1,11 @@
 """Compute runs in a bounded thread pool, off the event loop, so health checks never wait on it.
 
 Admission and time limits (settings in app.config):
-- `compute_workers` threads compute at once; a request that finds them all busy waits, at most
-  `compute_queue_timeout_s`, then gets 503 with Retry-After. With `compute_queue_size` requests
-  already waiting it gets the 503 at once.
+- Two lanes. `compute_workers` threads compute heavy requests; `compute_light_workers` more are
+  kept for light ones (a few milliseconds of work, known from the config and the shapes before
+  anything is decoded), so small requests never queue behind big ones.
+- A request that finds its lane busy waits, at most `compute_queue_timeout_s`, then gets 503
+  with Retry-After. With `compute_queue_size` requests already waiting it gets the 503 at once.
 - A request whose client disconnects while it waits is dropped: its work never starts.
 - `compute_timeout_s` bounds how long a request waits for its result: past it the answer is 504.
   Python cannot kill a thread, so the worker finishes that computation unseen and only then
@@ -50,12 +52,14 @@ class ComputePool:
         self,
         workers: int,
         *,
+        light_workers: int = 0,
         queue_timeout_s: float = 10.0,
         queue_size: int = 64,
         timeout_s: float = 120.0,
         retry_after_s: int = 1,
     ) -> None:
         self.workers = workers
+        self.light_workers = light_workers
         self.queue_timeout_s = queue_timeout_s
         self.queue_size = queue_size
         self.timeout_s = timeout_s
@@ -63,16 +67,19 @@ class ComputePool:
         # A slot is held from admission until the worker thread returns, even when the request
         # has already been answered 504: that is what keeps the pool bounded.
         self.slots = anyio.CapacityLimiter(workers)
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="compute")
+        self.light_slots = anyio.CapacityLimiter(light_workers) if light_workers else self.slots
+        self.executor = ThreadPoolExecutor(max_workers=workers + light_workers, thread_name_prefix="compute")
         self.counters = PoolCounters()
         self._lock = threading.Lock()
 
     @property
     def busy(self) -> int:
+        """Heavy-lane workers computing."""
         return self.slots.borrowed_tokens
 
     @property
     def waiting(self) -> int:
+        """Requests waiting for a heavy-lane worker."""
         return self.slots.statistics().tasks_waiting
 
     async def run(
@@ -80,40 +87,44 @@ class ComputePool:
         fn: Callable[..., T],
         *args: object,
         disconnected: Callable[[], Awaitable[object]] | None = None,
+        light: bool = False,
     ) -> T:
-        """`fn(*args)` in a worker thread. `disconnected()` returns when the client has gone."""
-        slot = object()
-        await self._admit(slot, disconnected)
+        """`fn(*args)` in a worker thread of the heavy lane (or the light one: `light`).
+        `disconnected()` returns when the client has gone."""
+        slots, slot = (self.light_slots if light else self.slots), object()
+        await self._admit(slots, slot, disconnected)
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()  # request-scoped context (request ids) follows the work
         try:
-            future = self.executor.submit(context.run, self._work, fn, args, slot, loop)
+            future = self.executor.submit(context.run, self._work, fn, args, slots, slot, loop)
         except BaseException:
-            self.slots.release_on_behalf_of(slot)
+            slots.release_on_behalf_of(slot)
             raise
         return await self._result(future, disconnected)
 
-    async def _admit(self, slot: object, disconnected: Callable[[], Awaitable[object]] | None) -> None:
+    async def _admit(self, slots: anyio.CapacityLimiter, slot: object,
+                     disconnected: Callable[[], Awaitable[object]] | None) -> None:
         """Wait for a slot: 503 when the queue is full or the wait runs out, ClientGone if the client leaves."""
         try:
-            self.slots.acquire_on_behalf_of_nowait(slot)
+            slots.acquire_on_behalf_of_nowait(slot)
             return
         except anyio.WouldBlock:
             pass
-        if self.waiting >= self.queue_size:
+        waiting, workers = slots.statistics().tasks_waiting, int(slots.total_tokens)
+        if waiting >= self.queue_size:
             self._count("rejected")
             raise Overloaded(
-                f"all {self.workers} compute workers are busy and {self.waiting} requests are waiting "
+                f"all {workers} compute workers are busy and {waiting} requests are waiting "
                 f"(setting LAYERLAB_COMPUTE_QUEUE_SIZE); retry in {self.retry_after_s} s",
-                retry_after=self.retry_after_s, limit="compute_queue_size", value=self.waiting)
-        outcome = await _first_of(self.slots.acquire_on_behalf_of(slot), disconnected, self.queue_timeout_s)
+                retry_after=self.retry_after_s, limit="compute_queue_size", value=waiting)
+        outcome = await _first_of(slots.acquire_on_behalf_of(slot), disconnected, self.queue_timeout_s)
         if outcome == "gone":
             self._count("dropped")
             raise ClientGone("the client disconnected while its request waited for a compute worker")
         if outcome == "timeout":
             self._count("rejected")
             raise Overloaded(
-                f"all {self.workers} compute workers stayed busy for {self.queue_timeout_s} s "
+                f"all {workers} compute workers stayed busy for {self.queue_timeout_s} s "
                 f"(setting LAYERLAB_COMPUTE_QUEUE_TIMEOUT_S); retry in {self.retry_after_s} s",
                 retry_after=self.retry_after_s, limit="compute_queue_timeout_s")
 
@@ -129,21 +140,19 @@ class ComputePool:
             "its worker finishes it unseen and then takes new work",
             limit="compute_timeout_s")
 
-    def _work(self, fn: Callable[..., T], args: tuple, slot: object, loop: asyncio.AbstractEventLoop) -> T:
+    def _work(self, fn: Callable[..., T], args: tuple, slots: anyio.CapacityLimiter, slot: object,
+              loop: asyncio.AbstractEventLoop) -> T:
         self._count("started")
         try:
             return fn(*args)
         finally:
             self._count("finished")
-            self._release(slot, loop)
-
-    def _release(self, slot: object, loop: asyncio.AbstractEventLoop) -> None:
-        # The limiter belongs to the event loop: release there. If that loop is gone (a test
-        # client's loop, closed), no coroutine of it can be waiting, so release here.
-        try:
-            loop.call_soon_threadsafe(self.slots.release_on_behalf_of, slot)
-        except RuntimeError:
-            self.slots.release_on_behalf_of(slot)
+            # The limiter belongs to the event loop: release there. If that loop is gone (a test
+            # client's loop, closed), no coroutine of it can be waiting, so release here.
+            try:
+                loop.call_soon_threadsafe(slots.release_on_behalf_of, slot)
+            except RuntimeError:
+                slots.release_on_behalf_of(slot)
 
     def _count(self, name: str) -> None:
         with self._lock:

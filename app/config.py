@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     )
 
     # --- Hardening (issue 8): overload, access control, CORS. ---------------------------------
+    compute_light_workers: int = Field(
+        1, ge=0,
+        description="Extra compute threads kept for light requests (see light_request_size), so "
+        "small requests never queue behind big ones. 0: one shared lane.",
+    )
+    light_request_size: int = Field(
+        10**7, ge=0,
+        description="A request is light when its parameter, input and output elements plus its "
+        "estimated multiply-adds, known from the config and shapes alone, are at most this.",
+    )
     compute_queue_timeout_s: float = Field(
         10.0, gt=0, description="How long a request waits for a free compute worker before a 503."
     )

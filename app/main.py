@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.compute = ComputePool(
-        settings.compute_workers, queue_timeout_s=settings.compute_queue_timeout_s,
+        settings.compute_workers, light_workers=settings.compute_light_workers,
+        queue_timeout_s=settings.compute_queue_timeout_s,
         queue_size=settings.compute_queue_size, timeout_s=settings.compute_timeout_s,
         retry_after_s=settings.retry_after_s)
     install_error_handlers(app)

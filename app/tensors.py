@@ -63,6 +63,20 @@ def declared_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ..
     return shape
 
 
+def probable_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ...]:
+    """A tensor's shape without decoding it: declared, or read off a nested list's first elements
+    (a ragged list is found when it is decoded). For sizing a request, not for trusting."""
+    if isinstance(value, dict):
+        if isinstance(value.get("shape"), list):
+            return check_shape(value["shape"], f"{field}.shape")
+        value = value.get("data")
+    shape: list[int] = []
+    while isinstance(value, list) and len(shape) <= max_depth:
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
 def _too_deep(field: str, depth: int, max_depth: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"{field} has {depth} dimensions (nesting levels); the limit is {max_depth} (setting LAYERLAB_MAX_JSON_DEPTH)",

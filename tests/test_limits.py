@@ -170,3 +170,20 @@ def test_random_draws_are_float_only(client):
         "config": LINEAR, "input": [[1.0] * 4], "parameters": {"weight": {"random": "normal", "shape": [1, 4],
                                                                            "dtype": "int64"}}})
     assert response.status_code == 422 and response.json()["field"] == "parameters.weight.dtype"
+
+
+def test_requests_are_sized_from_config_and_shapes_without_decoding():
+    """The light lane's test: parameters + input + output elements + multiply-adds."""
+    from app.layers.registry import LAYERS
+    from app.layers.service import estimated_size
+    from app.schemas.requests import LayerRequestOptions
+
+    def size(body: dict) -> int:
+        return estimated_size(LAYERS["linear"], LayerRequestOptions.model_validate(body), Settings())
+
+    small = {"config": LINEAR, "input": [[0.1, 0.2, 0.3, 0.4]] * 10}
+    assert size(small) == 5 + 40 + 10 + 40
+    big = {"config": {"in_features": 2048, "out_features": 2048}, "input": {"random": "normal", "shape": [2048, 2048]}}
+    assert size(big) == 2048 * 2049 + 2 * 2048 * 2048 + 2048**3
+    assert size({"config": LINEAR, "input": {"data": [0.0] * 40, "shape": [10, 4]}}) == size(small)
+    assert size({"config": {"in_features": -1}, "input": [[1.0]]}) == 0  # invalid: its error is quick

@@ -177,7 +177,7 @@ def test_503_with_retry_after_over_http():
         pool = server.app.state.compute
         heavy, results = post_in_background(server.url, HEAVY)
         wait_until(lambda: pool.busy == 1)
-        refused = httpx.post(f"{server.url}/v1/layers/linear", json=SMALL, timeout=10)
+        refused = httpx.post(f"{server.url}/v1/layers/linear", json=HEAVY, timeout=10)
         heavy.join()
     assert refused.status_code == 503 and refused.headers["retry-after"] == "2"
     assert refused.json()["error"] == "Overloaded" and refused.json()["status"] == 503
@@ -218,12 +218,12 @@ def test_health_never_queues_behind_compute():
 
 
 def test_a_disconnected_client_leaves_no_work_behind():
-    """B waits behind A, then its client hangs up: B's work is dropped and never runs."""
+    """B (heavy too) waits behind A, then its client hangs up: B's work is dropped and never runs."""
     with ServerThread(compute_workers=1, compute_queue_timeout_s=30) as server:
         pool = server.app.state.compute
         heavy, results = post_in_background(server.url, HEAVY)
         wait_until(lambda: pool.busy == 1)
-        body = httpx.Request("POST", "http://x", json=SMALL).content
+        body = httpx.Request("POST", "http://x", json=HEAVY).content
         head = (b"POST /v1/layers/linear HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                 b"Content-Length: " + str(len(body)).encode())
         sock = raw_request(server.port, head, body)
@@ -236,3 +236,31 @@ def test_a_disconnected_client_leaves_no_work_behind():
         assert results[0].status_code == 200
         assert httpx.post(f"{server.url}/v1/layers/linear", json=SMALL).status_code == 200
     assert pool.counters.started == 2  # A and the last request; never B
+
+
+def test_small_requests_take_the_light_lane_while_heavy_ones_queue():
+    """The heavy lane full and a queue behind it: a small request still answers at once."""
+    with ServerThread(compute_workers=1, compute_light_workers=1) as server:
+        pool = server.app.state.compute
+        heavies = [post_in_background(server.url, HEAVY) for _ in range(2)]
+        wait_until(lambda: pool.busy == 1 and pool.waiting == 1)
+        with httpx.Client(base_url=server.url) as client:
+            latencies = []
+            for _ in range(5):
+                started = time.perf_counter()
+                assert client.post("/v1/layers/linear", json=SMALL).status_code == 200
+                latencies.append(time.perf_counter() - started)
+        assert pool.waiting == 1, "the heavy requests finished first; the check proved nothing"
+        for thread, _ in heavies:
+            thread.join()
+    assert max(latencies) < 1.0, latencies
+
+
+def test_without_a_light_lane_small_requests_queue_too():
+    with ServerThread(compute_workers=1, compute_light_workers=0, compute_queue_timeout_s=0.05) as server:
+        pool = server.app.state.compute
+        heavy, _ = post_in_background(server.url, HEAVY)
+        wait_until(lambda: pool.busy == 1)
+        refused = httpx.post(f"{server.url}/v1/layers/linear", json=SMALL, timeout=10)
+        heavy.join()
+    assert refused.status_code == 503

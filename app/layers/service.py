@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 from app.backends.base import Backend, ForwardResult, State
 from app.backends.reference_backend import ReferenceBackend
 from app.config import Settings
-from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch, validation_error
+from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, ShapeMismatch, validation_error
 from app.layers.base import LayerSpec, Shape
-from app.tensors import check_elements, decode_tensor, declared_shape
+from app.tensors import check_elements, decode_tensor, declared_shape, probable_shape
 
 # torch.testing.assert_close's defaults
 TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
@@ -175,6 +175,20 @@ class LayerOutcome:
     result: ForwardResult
     comparison: dict[str, Any] | None
     elapsed_ms: float
+
+
+def estimated_size(spec: LayerSpec, request: Any, settings: Settings) -> int:
+    """What a request will touch, from its config and shapes alone (nothing decoded): parameter,
+    input and output elements plus estimated multiply-adds. It sends small requests to the light
+    compute lane; an invalid request counts as small (its error is quick to produce)."""
+    try:
+        config = parse_config(spec, request.config)
+        size = sum(math.prod(s) for s in state_shapes(spec, config).values())
+        shape = probable_shape(request.input, "input", settings.max_json_depth)
+        out_shape = spec.output_shape(config, shape)
+        return size + math.prod(shape) + math.prod(out_shape) + spec.estimated_work(config, shape, out_shape)
+    except LayerlabError:
+        return 0
 
 
 def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome:

@@ -12,7 +12,7 @@ from app.api.deps import ComputeDep, SettingsDep
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
-from app.layers.service import LayerOutcome, run_layer
+from app.layers.service import LayerOutcome, estimated_size, run_layer
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
 from app.tensors import encode_tensor
@@ -26,6 +26,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorBody, "description": "Unsupported content type."},
     422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit."},
 }
+
+LIGHT_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are parsed on the event loop to tell light requests from heavy ones."""
 
 REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
 """Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
@@ -72,14 +75,17 @@ def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
         check_json_content_type(request)
         body = await read_body(request, settings)
+        # A small body is parsed here (well under a millisecond) to size the request: light ones
+        # get the light compute lane. A big body is parsed in the worker: waiting, it stays bytes
+        # rather than several-times-larger Python lists, and parsing counts against the pool.
+        options = parse_request(parse_json(body)) if len(body) <= LIGHT_BODY_BYTES else None
+        light = options is not None and estimated_size(spec, options, settings) <= settings.light_request_size
 
         def work() -> Response:
-            # Parsed and written in the worker: a request waiting for a worker holds its bytes, not
-            # the several-times-larger Python lists, and both count against the pool's bounds.
-            options = parse_request(parse_json(body))
-            return json_response(present(run_layer(spec, options, settings), options.encoding))
+            parsed = options if options is not None else parse_request(parse_json(body))
+            return json_response(present(run_layer(spec, parsed, settings), parsed.encoding))
 
-        return await pool.run(work, disconnected=lambda: wait_for_disconnect(request))
+        return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=light)
 
     compute.__name__ = f"layers_{spec.kind}"
     compute.__doc__ = spec.description

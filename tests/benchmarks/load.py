@@ -3,6 +3,7 @@ notebook-sized Conv2d requests, for a fixed time; then a report.
 
     python tests/benchmarks/load.py                   # starts the server itself, 32 clients, 30 s
     python tests/benchmarks/load.py --duration 10 --clients 32 --big-clients 4
+    python tests/benchmarks/load.py --baseline 10     # first 10 s of small requests alone, to compare
     python tests/benchmarks/load.py --url http://127.0.0.1:8000   # a server already running
 
 It only talks to 127.0.0.1 / localhost and stops by itself. It reports the counts by status,
@@ -160,12 +161,15 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--big-clients", type=int, default=4, help="of which send Conv2d requests (default 4)")
+    parser.add_argument("--baseline", type=float, default=0.0,
+                        help="first run small requests alone for this many seconds, to compare (default 0: skip)")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers when starting the server")
     parser.add_argument("--api-key", default=os.environ.get("LAYERLAB_LOAD_API_KEY"), help="sent as X-API-Key")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
-    if not 0 < args.duration <= 600 or not 0 < args.clients <= 256 or not 0 <= args.big_clients <= args.clients:
-        parser.error("duration must be in (0, 600] s, clients in 1..256, big clients in 0..clients")
+    if not 0 < args.duration <= 600 or not 0 <= args.baseline <= 600 or not 0 < args.clients <= 256 \
+            or not 0 <= args.big_clients <= args.clients:
+        parser.error("duration and baseline must be at most 600 s, clients in 1..256, big clients in 0..clients")
 
     server = None
     if args.url:
@@ -184,10 +188,18 @@ def main() -> int:
             big_clients = 0
         print(f"load: {args.clients} clients ({big_clients} sending Conv2d on (100, 3, 120, 160)) for "
               f"{args.duration:g} s against {url}", file=sys.stderr)
+        baseline = None
+        if args.baseline:
+            started = time.monotonic()
+            alone = asyncio.run(drive(url, args.clients, 0, args.baseline, headers))
+            baseline = report(alone, time.monotonic() - started, False)
         started = time.monotonic()
         run = asyncio.run(drive(url, args.clients, big_clients, args.duration, headers))
         result = report(run, time.monotonic() - started, big_clients > 0)
         result["clients"], result["big_clients"] = args.clients, big_clients
+        if baseline is not None:
+            result["small_alone"] = {**baseline["small"], "throughput_rps": baseline["throughput_rps"]["small"]}
+            result["errors"] += baseline["errors"]
         if server is not None:
             result["server_peak_rss_mib"] = server.peak_rss_mib() if args.workers == 1 else None
             result["server_workers"] = args.workers

@@ -144,6 +144,9 @@ CORPUS = [
          "BadRequest", "'in_features'"),
     Case("duplicate key in a tensor form", layer(b'{"random": "normal", "shape": [1, 4], "shape": [2, 4]}'), 400,
          "BadRequest", "'shape'"),
+    Case("duplicate key next to 1,000-deep nesting",
+         b'{"config": ' + b"[" * 1000 + b"]" * 1000 + b', "config": 1, "input": [[1]]}', 413, "PayloadTooLarge"),
+    Case("an object hidden after a number in a tensor", layer(b'[[0.1, {"a": 1}, 0.3, 0.4]]'), 422, "InvalidInput"),
     # Whitespace and content types.
     Case("5 MB of whitespace", b" \n\t\r" * (5 * 2**20 // 4), 400, "BadRequest", "empty"),
     Case("empty body", b"", 400, "BadRequest", "empty"),

@@ -167,7 +167,12 @@ def _refuse_duplicate_keys(body: bytes, value: Any) -> None:
             seen.add(key)
         return dict(pairs)
 
-    json.loads(body, object_pairs_hook=reject)
+    try:
+        json.loads(body, object_pairs_hook=reject)
+    except RecursionError:  # the stdlib parser recurses; orjson took up to 1024 levels
+        raise PayloadTooLarge(
+            "request body nests too deep to check its keys (tensors may nest at most LAYERLAB_MAX_JSON_DEPTH deep)",
+            field="body", limit="max_json_depth") from None
 
 
 def _count_key_tokens(body: bytes) -> int:

@@ -59,6 +59,7 @@ class ErrorBody(BaseModel):
     actual: Any = None
     limit: str | None = Field(None, description="The limit exceeded (413).")
     value: int | None = Field(None, description="The value that exceeded the limit (413).")
+    retry_after: int | None = Field(None, description="Seconds to wait before retrying (503), as in the Retry-After header.")
     errors: list[ErrorItem] | None = Field(None, description="Every validation error (422).")
 
 

@@ -95,6 +95,7 @@ class Run:
         self.records: list[tuple[str, int | str, float, int]] = []
         """(kind, status or exception name, seconds, big requests in flight when it started)."""
         self.big_in_flight = 0
+        self.failures: list[str] = []
 
 
 async def client_loop(client: httpx.AsyncClient, run: Run, kind: str, stop_at: float, number: int) -> None:
@@ -111,8 +112,11 @@ async def client_loop(client: httpx.AsyncClient, run: Run, kind: str, stop_at: f
             outcome: int | str = response.status_code
             if response.status_code == 503:  # deliberate: back off as told
                 await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            elif response.status_code != 200:
+                run.failures.append(f"{kind}: {response.status_code}: {response.text[:200]}")
         except httpx.HTTPError as exc:
             outcome = type(exc).__name__
+            run.failures.append(f"{kind}: {type(exc).__name__}: {exc}")
         finally:
             if kind == "big":
                 run.big_in_flight -= 1
@@ -122,7 +126,9 @@ async def client_loop(client: httpx.AsyncClient, run: Run, kind: str, stop_at: f
 async def drive(url: str, clients: int, big_clients: int, duration: float, headers: dict[str, str]) -> Run:
     run = Run()
     stop_at = time.monotonic() + duration
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    # keepalive_expiry under uvicorn's 5 s keep-alive timeout: never reuse a connection the server
+    # may be closing at that very moment (a client-side race, not a server failure).
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120, headers=headers) as client:
         tasks = [asyncio.create_task(client_loop(client, run, "big" if i < big_clients else "small", stop_at, i))
                  for i in range(clients)]
@@ -152,6 +158,7 @@ def report(run: Run, duration: float, big_enabled: bool) -> dict:
         "small": percentiles(ok("small")),
         "small_while_big_in_flight": percentiles(small_during_big) if big_enabled else {},
         "big": percentiles(ok("big")),
+        "first_failures": run.failures[:5],
     }
 
 
@@ -200,6 +207,7 @@ def main() -> int:
         if baseline is not None:
             result["small_alone"] = {**baseline["small"], "throughput_rps": baseline["throughput_rps"]["small"]}
             result["errors"] += baseline["errors"]
+            result["first_failures"] = (baseline["first_failures"] + result["first_failures"])[:5]
         if server is not None:
             result["server_peak_rss_mib"] = server.peak_rss_mib() if args.workers == 1 else None
             result["server_workers"] = args.workers

@@ -158,9 +158,6 @@ class ComputePool:
         with self._lock:
             setattr(self.counters, name, getattr(self.counters, name) + 1)
 
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
 
 async def _first_of(
     awaitable: Awaitable[object],

@@ -2,10 +2,12 @@
 
 import json
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 
 class Settings(BaseSettings):
@@ -14,7 +16,34 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LAYERLAB_", extra="ignore")
 
     host: str = Field("127.0.0.1", description="Address the server binds to.")
-    port: int = Field(8000, description="Port the server listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
+    workers: int = Field(1, gt=0, description="Server processes (uvicorn workers), each with its own compute pool.")
+    loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="Event loop: uvloop when installed (auto), or the standard asyncio loop."
+    )
+    keep_alive_s: int = Field(
+        5, gt=0, description="Seconds an idle keep-alive connection stays open (a proxy's must be shorter)."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies trusted for X-Forwarded-For/-Proto, comma-separated, or * (behind a load balancer).",
+    )
+    log_level: LogLevel = Field("info", description="Least severe log level written.")
+    access_log: bool = Field(True, description="One JSON access line per request on stdout.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS, comma-separated or a JSON list; * allows any. Empty: CORS closed.",
+    )
+    api_key: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys, comma-separated or a JSON list (several for rotation). Empty: no "
+        "authentication. Set: every route but `auth_exempt_paths` needs `Authorization: Bearer <key>` "
+        "or `X-API-Key: <key>` (app.api.security).",
+    )
+    auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"],
+        description="Paths open without a key when keys are set (exact paths; comma-separated or JSON).",
+    )
 
     max_body_bytes: int = Field(
         256 * 2**20, gt=0, description="Largest request body accepted, in bytes (413 above)."
@@ -33,13 +62,14 @@ class Settings(BaseSettings):
     )
 
     compute_workers: int = Field(
-        2, gt=0, description="Requests computed at once; more wait in a queue."
+        2, gt=0, description="Requests computed at once in each process; more wait in a queue."
     )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads per process (0: torch's default)."
+        0, ge=0, description="torch intra-op threads per process (0: torch's default; with several "
+        "workers, `python -m app.serve` shares the CPUs out among them)."
     )
 
-    # --- Hardening (issue 8): overload, access control, CORS. ---------------------------------
+    # --- Overload (issue 8): lanes, queue and time limits of the compute pool (app.compute). ---
     compute_light_workers: int = Field(
         1, ge=0,
         description="Extra compute threads kept for light requests (see light_request_size), so "
@@ -62,31 +92,21 @@ class Settings(BaseSettings):
         "thread cannot be killed; it finishes and only then frees its slot).",
     )
     retry_after_s: int = Field(1, ge=0, description="The Retry-After header (seconds) sent with a 503.")
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description="API keys (LAYERLAB_API_KEYS, comma-separated or a JSON list; several allow "
-        "rotation). Empty: no authentication. Set: every route but the exempt ones needs "
-        "`Authorization: Bearer <key>` or `X-API-Key: <key>`.",
-    )
-    auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"],
-        description="Paths open without a key when keys are set (exact paths; comma-separated or JSON).",
-    )
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Origins allowed by CORS (comma-separated or JSON; `*` for any). Empty: CORS closed.",
-    )
 
-    @field_validator("api_keys", "auth_exempt_paths", "cors_origins", mode="before")
+    @field_validator("cors_origins", "api_key", "auth_exempt_paths", mode="before")
     @classmethod
-    def _split_list(cls, value: Any) -> Any:
-        """Environment values: a JSON list, or comma-separated."""
+    def _comma_separated(cls, value: Any) -> Any:
+        """`a,b` or `["a","b"]` from the environment; lists pass through."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
+            return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+    def limits(self) -> dict[str, int]:
+        """Every `max_*` limit in force, by setting name (for /v1/info)."""
+        return {name: getattr(self, name) for name in type(self).model_fields if name.startswith("max_")}
 
 
 @lru_cache

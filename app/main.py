@@ -1,4 +1,4 @@
-"""The app factory: `create_app(settings)`; `app` is what uvicorn serves."""
+"""The app factory: `create_app(settings)`; `app` is what uvicorn serves (run it with `python -m app.serve`)."""
 
 from typing import Any
 
@@ -6,20 +6,39 @@ import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
+from starlette.types import ASGIApp
 
 from app import __version__
 from app.api.body import BodyLimitMiddleware
-from app.api.routes import health, layers
+from app.api.routes import layers, ops
+from app.api.routes.docs import install_docs
 from app.api.security import document_protections, install_security
 from app.compute import ComputePool
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.observability import ObservabilityMiddleware
+
 
 DESCRIPTION = """
 Compute neural-network layers on demand: PyTorch (`torch.nn`) or a hand-written NumPy reference
 implementation, or both side by side. POST a layer config (PyTorch's own argument names and
 defaults) and a tensor; get the output, its shape, and the layer's parameters.
+
+**Try it here:** open an operation, press *Try it out*, pick a request from the *Examples* list
+(the notebook's cells are there), then *Execute*. Tensors can be sent as nested JSON arrays, as
+`{"data", "shape", "dtype"}`, as base64 of their raw bytes, or as `{"random": "normal", "shape", "seed"}`
+for the server to draw with `torch.manual_seed(seed); torch.randn(*shape)`.
+
+**From Python:** `from app.client import Client; Client().linear(x, in_features=4, out_features=1)`
+sends NumPy arrays (base64 on the wire) and returns them; see the README's *Python SDK* section.
+Every error is one JSON envelope: `error`, `status`, `detail` and the `field` at fault.
 """
+
+TAGS = [
+    {"name": "layers", "description": "One `torch.nn` layer per operation: config, input, parameters in; "
+                                      "output, shapes, parameters (and buffers, formulas, comparison) out."},
+    {"name": "operations", "description": "For operators and load balancers."},
+]
 
 
 def operation_id(route: APIRoute) -> str:
@@ -27,15 +46,25 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+class LayerlabAPI(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outermost, around Starlette's error middleware: an unhandled error's 500 is counted,
+        # logged and carries its request id like every other response.
+        return ObservabilityMiddleware(super().build_middleware_stack(), access_log=self.state.settings.access_log)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    app = FastAPI(
+    app = LayerlabAPI(
         title="layerlab",
         version=__version__,
         description=DESCRIPTION,
         generate_unique_id_function=operation_id,
+        openapi_tags=TAGS,
+        docs_url=None,  # served from packaged assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.compute = ComputePool(
@@ -44,8 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         queue_size=settings.compute_queue_size, timeout_s=settings.compute_timeout_s,
         retry_after_s=settings.retry_after_s)
     install_error_handlers(app)
-    app.include_router(health.router)
+    app.include_router(ops.router)
     app.include_router(layers.router)
+    install_docs(app)
     # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body).
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_security(app, settings)
@@ -66,8 +96,10 @@ def _document_parsed_bodies(app: FastAPI) -> None:
             ref_template="#/components/schemas/{model}",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for name, definition in defs.get("$defs", {}).items():
-            components.setdefault(name, definition)
+        # pydantic's own schemas win over FastAPI's copies of the same models (shared with the
+        # responses): FastAPI writes its copies with exclude_none, which drops `"default": null`
+        # (MaxPool's stride, say) and turns integer bounds into floats.
+        components.update(defs.get("$defs", {}))
         document_protections(schema, app.state.settings)
         return schema
 

@@ -1,10 +1,14 @@
-"""Shared fixtures: the real app in-process, with default or overridden settings."""
+"""Shared fixtures: the real app in-process, with default or overridden settings, and a real
+uvicorn on 127.0.0.1 for the whole session."""
+
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.live_server import live_server as start_live_server
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +30,11 @@ def make_client():
     yield make
     for test_client in clients:
         test_client.close()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[str]:
+    """The base URL of a real `uvicorn app.main:app` on 127.0.0.1 and a free port, default settings.
+    Access logs off: the helper pipes the server's output, which nobody reads during the session."""
+    with start_live_server("--log-level", "warning") as url:
+        yield url

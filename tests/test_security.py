@@ -39,7 +39,7 @@ def assert_401(response, invalid: bool) -> None:
 
 @pytest.fixture
 def keyed(make_client):
-    return make_client(api_keys=KEYS)
+    return make_client(api_key=KEYS)
 
 
 def test_without_keys_everything_is_open(client):
@@ -73,22 +73,22 @@ def test_health_and_docs_stay_open(keyed, path):
 
 
 def test_exempt_paths_are_configurable(make_client):
-    client = make_client(api_keys=KEYS, auth_exempt_paths=["/v1/layers"])
+    client = make_client(api_key=KEYS, auth_exempt_paths=["/v1/layers"])
     assert client.get("/v1/layers").status_code == 200
     assert_401(client.get("/healthz"), invalid=False)
 
 
 def test_the_key_check_comes_before_the_body_is_read(make_client):
-    client = make_client(api_keys=KEYS, max_body_bytes=10)
+    client = make_client(api_key=KEYS, max_body_bytes=10)
     assert_401(client.post("/v1/layers/linear", content=b" " * 1000), invalid=False)
 
 
 def test_settings_read_keys_from_the_environment(monkeypatch):
-    monkeypatch.setenv("LAYERLAB_API_KEYS", f" {KEYS[0]} , {KEYS[1]} ")
+    monkeypatch.setenv("LAYERLAB_API_KEY", f" {KEYS[0]} , {KEYS[1]} ")
     monkeypatch.setenv("LAYERLAB_CORS_ORIGINS", '["https://a.example", "https://b.example"]')
     monkeypatch.setenv("LAYERLAB_AUTH_EXEMPT_PATHS", "/healthz,/metrics")
     settings = Settings()
-    assert [key.get_secret_value() for key in settings.api_keys] == KEYS
+    assert [key.get_secret_value() for key in settings.api_key] == KEYS
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     assert settings.auth_exempt_paths == ["/healthz", "/metrics"]
     assert all(key not in repr(settings) and key not in str(settings.model_dump()) for key in KEYS)
@@ -98,7 +98,7 @@ def test_keys_are_never_logged(tmp_path):
     """The real server, with its whole output kept: no key appears in it, right or wrong."""
     log = tmp_path / "server.log"
     wrong = "wrong-key-0c1d2e"
-    with ServerProcess(env={"LAYERLAB_API_KEYS": ",".join(KEYS)}, log_path=log) as server:
+    with ServerProcess(env={"LAYERLAB_API_KEY": ",".join(KEYS)}, log_path=log) as server:
         with httpx.Client(base_url=server.url) as client:
             assert client.post("/v1/layers/linear", json=SMALL, headers={"X-API-Key": KEYS[0]}).status_code == 200
             assert client.get("/v1/layers", headers={"Authorization": f"Bearer {KEYS[1]}"}).status_code == 200
@@ -110,7 +110,7 @@ def test_keys_are_never_logged(tmp_path):
 
 
 def test_openapi_documents_the_keys_and_the_401(make_client):
-    schema = make_client(api_keys=KEYS).get("/openapi.json").json()
+    schema = make_client(api_key=KEYS).get("/openapi.json").json()
     assert set(schema["components"]["securitySchemes"]) == {"BearerAuth", "ApiKeyAuth"}
     for method, path in v1_operations():
         operation = schema["paths"][path][method]
@@ -133,7 +133,7 @@ def test_cors_is_closed_by_default(client):
 
 
 def test_cors_opens_to_configured_origins_only(make_client):
-    client = make_client(cors_origins=[ORIGIN], api_keys=KEYS)
+    client = make_client(cors_origins=[ORIGIN], api_key=KEYS)
     preflight = client.options("/v1/layers/linear", headers=PREFLIGHT)  # browsers send no key here
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == ORIGIN

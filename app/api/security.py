@@ -1,6 +1,6 @@
 """Access control: optional API keys, CORS; and the OpenAPI entries for what the hardening layers answer.
 
-API keys (LAYERLAB_API_KEYS, several for rotation): when any is set, every path but the exempt
+API keys (LAYERLAB_API_KEY, several for rotation): when any is set, every path but the exempt
 ones (health, readiness, docs; LAYERLAB_AUTH_EXEMPT_PATHS) needs `Authorization: Bearer <key>`
 or `X-API-Key: <key>`, else a 401 in the error envelope with `WWW-Authenticate`. Keys are
 compared in constant time (hmac.compare_digest on SHA-256 digests, so not even the length of a
@@ -73,7 +73,7 @@ def _presented_key(scope: Scope) -> bytes | None:
 
 def install_security(app: FastAPI, settings: Settings) -> None:
     """Key check inside, CORS outside it (Starlette runs the last middleware added first)."""
-    keys = [key.get_secret_value() for key in settings.api_keys if key.get_secret_value()]
+    keys = [key.get_secret_value() for key in settings.api_key if key.get_secret_value()]
     if keys:
         app.add_middleware(APIKeyMiddleware, keys=keys, exempt_paths=settings.auth_exempt_paths)
     if settings.cors_origins:
@@ -88,7 +88,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 PROTECTION_RESPONSES: dict[str, dict[str, Any]] = {
-    "401": {"description": "API keys are configured (LAYERLAB_API_KEYS) and none, or a wrong one, was sent.",
+    "401": {"description": "API keys are configured (LAYERLAB_API_KEY) and none, or a wrong one, was sent.",
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}, "content": _ERROR},
     "413": {"description": "A limit was exceeded (body bytes, tensor, output or parameter elements, work, "
                            "nesting depth); `limit` names the setting.", "content": _ERROR},
@@ -109,9 +109,9 @@ def document_protections(schema: dict[str, Any], settings: Settings) -> None:
     components = schema.setdefault("components", {})
     components.setdefault("securitySchemes", {}).update({
         BEARER_SCHEME: {"type": "http", "scheme": "bearer",
-                        "description": "Authorization: Bearer <key>, when the server sets LAYERLAB_API_KEYS."},
+                        "description": "Authorization: Bearer <key>, when the server sets LAYERLAB_API_KEY."},
         HEADER_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                        "description": "X-API-Key: <key>, when the server sets LAYERLAB_API_KEYS."},
+                        "description": "X-API-Key: <key>, when the server sets LAYERLAB_API_KEY."},
     })
     components.setdefault("schemas", {}).setdefault(
         "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))

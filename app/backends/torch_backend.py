@@ -44,6 +44,29 @@ def initial_states(layers: Sequence[tuple["LayerSpec", Any]], seed: int) -> list
     return [{k: v.detach().numpy().copy() for k, v in m.state_dict().items()} for m in modules]
 
 
+def available_devices() -> list[str]:
+    """Devices a request may name: "cpu", and "cuda" / "cuda:N" when torch sees GPUs."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        devices += ["cuda", *(f"cuda:{i}" for i in range(count))]
+    return devices
+
+
+def device_details() -> list[dict[str, Any]]:
+    """What /v1/info says about each device."""
+    details: list[dict[str, Any]] = [{"device": "cpu", "threads": torch.get_num_threads()}]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            details.append({"device": f"cuda:{i}", "name": props.name, "memory_bytes": props.total_memory})
+    return details
+
+
+def to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()  # .cpu() is a no-op for CPU tensors
+
+
 def draw_random(distribution: str, shape: tuple[int, ...], seed: int, dtype: str) -> np.ndarray:
     """Exactly `torch.manual_seed(seed); torch.randn(*shape)` (or torch.rand), without global state."""
     generator = torch.Generator().manual_seed(seed)
@@ -54,18 +77,24 @@ def draw_random(distribution: str, shape: tuple[int, ...], seed: int, dtype: str
 class TorchBackend:
     name = "torch"
 
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = torch.device(device)
+
     def forward(self, spec: "LayerSpec", config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
         # Built on the meta device, the module allocates and initializes nothing; assign=True
-        # then adopts our tensors (copied: BatchNorm updates its buffers in place).
-        module = build_module(spec, config, device="meta")
-        module.load_state_dict({k: torch.tensor(v) for k, v in state.items()}, strict=True, assign=True)
+        # then adopts our tensors (copied: BatchNorm updates its buffers in place). Stateless
+        # modules (pooling) take no device argument and have nothing to allocate.
+        module = build_module(spec, config, device="meta") if state else build_module(spec, config)
+        module.load_state_dict({k: torch.tensor(v, device=self.device) for k, v in state.items()},
+                               strict=True, assign=True)
         module.train(training)
-        inputs = as_tensor(x)
+        inputs = as_tensor(x).to(self.device)  # no copy on the CPU
         with torch.no_grad():
             out = module(inputs)
             extras = spec.torch_extras(module, inputs, training) if spec.torch_extras else {}
         output, indices = (out if isinstance(out, tuple) else (out, None))
         if indices is not None:
-            extras["indices"] = indices.numpy()
-        buffers = {k: v.numpy() for k, v in module.named_buffers()}
-        return ForwardResult(output=output.numpy(), buffers=buffers, extras=extras)
+            extras["indices"] = indices
+        extras = {k: to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in extras.items()}
+        buffers = {k: to_numpy(v) for k, v in module.named_buffers()}
+        return ForwardResult(output=to_numpy(output), buffers=buffers, extras=extras)

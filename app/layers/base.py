@@ -58,8 +58,9 @@ class LayerSpec:
     window: Callable[[Any], list[tuple[int, int, int]]] | None = None
     """Sliding-window layers: (kernel, stride, dilation) per spatial dimension, for receptive fields."""
     torch_kwargs: Callable[[Any], dict[str, Any]] = _constructor_kwargs
-    torch_extras: Callable[..., dict[str, np.ndarray]] | None = None
-    """(module, input, training) -> extra tensors from the torch backend (BatchNorm statistics)."""
+    torch_extras: Callable[..., dict[str, Any]] | None = None
+    """(module, input, training) -> extra tensors from the torch backend (BatchNorm statistics); torch
+    tensors stay on the request's device, the backend moves them to NumPy."""
     examples: dict[str, dict[str, Any]] | None = None
     """Named request examples for the Swagger UI: {name: {"summary", "value"}}."""
 

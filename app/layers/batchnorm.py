@@ -28,6 +28,9 @@ class BatchNormConfig(BaseModel):
     track_running_stats: StrictBool = Field(
         True, description="Keep running_mean, running_var and num_batches_tracked, and use them in evaluation mode "
         "(when false, evaluation mode normalizes with the batch's statistics too).")
+    bias: StrictBool = Field(
+        True, description="With affine, also learn the per-channel bias (torch >= 2.13's keyword-only `bias`); "
+        "false keeps only the weight.")
 
 
 RANKS = {"batchnorm1d": (2, 3), "batchnorm2d": (4,), "batchnorm3d": (5,)}
@@ -75,7 +78,17 @@ def check_mode(config: BatchNormConfig, input_shape: Shape, training: bool) -> N
 
 def parameter_shapes(config: BatchNormConfig) -> dict[str, Shape]:
     C = config.num_features
-    return {"weight": (C,), "bias": (C,)} if config.affine else {}
+    if not config.affine:
+        return {}
+    return {"weight": (C,), "bias": (C,)} if config.bias else {"weight": (C,)}
+
+
+def torch_kwargs(config: BatchNormConfig) -> dict[str, Any]:
+    """The constructor's arguments; `bias` only when false, as torch < 2.13 has no such argument."""
+    kwargs = config.model_dump()
+    if kwargs["bias"]:
+        del kwargs["bias"]
+    return kwargs
 
 
 def buffer_shapes(config: BatchNormConfig) -> dict[str, Shape]:
@@ -100,16 +113,17 @@ def reference(config: BatchNormConfig, x: np.ndarray, state: State, training: bo
     return ForwardResult(y, buffers=buffers, extras={"mean": mean, "var": var})
 
 
-def torch_extras(module: Any, x: Any, training: bool) -> dict[str, np.ndarray]:
-    """The per-channel mean and biased variance the module normalized with (after its forward)."""
+def torch_extras(module: Any, x: Any, training: bool) -> dict[str, Any]:
+    """The per-channel mean and biased variance the module normalized with (after its forward),
+    as tensors on the module's device (the torch backend brings them to NumPy)."""
     import torch  # only the torch backend calls this
 
     if training or module.running_mean is None:
         # The batch statistics of BatchNorm's own CPU kernel (the same template its forward runs),
         # without updating anything; 2-3x faster here than torch.var_mean's Welford reduction.
         mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)
-        return {"mean": mean.numpy(), "var": var.numpy()}
-    return {"mean": module.running_mean.numpy(), "var": module.running_var.numpy()}
+        return {"mean": mean, "var": var}
+    return {"mean": module.running_mean, "var": module.running_var}
 
 
 def _random(shape: list[int], seed: int = 0) -> dict[str, Any]:
@@ -176,6 +190,7 @@ SPECS = [
         reference=reference,
         macs=macs,
         work=work,
+        torch_kwargs=torch_kwargs,
         check_mode=check_mode,
         torch_extras=torch_extras,
         examples=EXAMPLES[kind],

@@ -25,12 +25,30 @@ TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
 INTEGER_BUFFERS = {"num_batches_tracked"}
 
 
-def get_backend(name: str) -> Backend:
+def get_backend(name: str, device: str = "cpu") -> Backend:
+    """`device` is where torch computes; the reference backend is NumPy on the CPU."""
     if name == "reference":
         return ReferenceBackend()
     from app.backends.torch_backend import TorchBackend  # the only backend that needs torch
 
-    return TorchBackend()
+    return TorchBackend(device)
+
+
+def check_device(device: str, backend: str, compare: bool) -> None:
+    """422 for a device this server lacks, or one asked of the reference backend alone."""
+    if device == "cpu":
+        return
+    if backend == "reference" and not compare:
+        raise InvalidInput(
+            f"device {device!r} applies to the torch backend; the reference backend computes with NumPy on the CPU "
+            "(use device 'cpu', or backend 'torch', or compare: true)",
+            field="device", expected="cpu", actual=device)
+    from app.backends.torch_backend import available_devices
+
+    devices = available_devices()
+    if device not in devices:
+        raise InvalidInput(f"device {device!r} is not available on this server; available: {devices}",
+                           field="device", expected=devices, actual=device)
 
 
 def other_backend(name: str) -> str:
@@ -175,6 +193,9 @@ class LayerOutcome:
     result: ForwardResult
     comparison: dict[str, Any] | None
     elapsed_ms: float
+    device: str = "cpu"
+    input_nbytes: int = 0
+    """Bytes of the decoded input and of the parameters the request gave (for metrics)."""
 
 
 def estimated_size(spec: LayerSpec, request: Any, settings: Settings) -> int:
@@ -193,6 +214,8 @@ def estimated_size(spec: LayerSpec, request: Any, settings: Settings) -> int:
 
 def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome:
     """`request` is a validated `LayerRequestOptions` with a raw `config` dict."""
+    device = getattr(request, "device", "cpu")
+    check_device(device, request.backend, request.compare)
     config = parse_config(spec, request.config)
     shapes = state_shapes(spec, config)
     check_parameter_count(sum(math.prod(s) for s in shapes.values()), settings)
@@ -210,14 +233,15 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
     state = resolve_state(spec, config, request.parameters, x.dtype, settings,
                           initial=lambda: initial_states([(spec, config)], request.seed)[0])
     started = time.perf_counter()
-    result = get_backend(request.backend).forward(spec, config, x, state, request.training)
+    result = get_backend(request.backend, device).forward(spec, config, x, state, request.training)
     elapsed_ms = (time.perf_counter() - started) * 1000
     comparison = None
     if request.compare:
         other_name = other_backend(request.backend)
         started = time.perf_counter()
-        other = get_backend(other_name).forward(spec, config, x, state, request.training)
+        other = get_backend(other_name, device).forward(spec, config, x, state, request.training)
         comparison = compare_results(result, other, other_name, str(x.dtype))
         comparison["elapsed_ms"] = (time.perf_counter() - started) * 1000
+    input_nbytes = x.nbytes + sum(state[name].nbytes for name in request.parameters)
     return LayerOutcome(spec, config, request.backend, x.shape, tuple(result.output.shape), state, result,
-                        comparison, elapsed_ms)
+                        comparison, elapsed_ms, device, input_nbytes)

@@ -29,6 +29,11 @@ class LayerRequestOptions(BaseModel):
     backend: BackendName = Field("torch", description="`torch` (torch.nn) or `reference` (the NumPy formulas).")
     compare: StrictBool = Field(False, description="Also compute with the other backend and report the difference.")
     training: StrictBool = Field(True, description="Training mode, like a freshly built module (matters for BatchNorm).")
+    device: str = Field(
+        "cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="Where the torch backend computes: `cpu`, or `cuda` / `cuda:N` when the server has GPUs "
+        "(`GET /v1/info` lists them). The reference backend always computes on the CPU.",
+    )
     encoding: EncodingName = Field(
         "list", description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only)."
     )
@@ -39,5 +44,6 @@ def layer_request_model(kind: str, title: str, config_model: type[BaseModel]) ->
     return create_model(
         f"{title}Request",
         __base__=LayerRequestOptions,
-        config=(config_model, Field(description=f"torch.nn.{title}'s constructor arguments.")),
+        config=(config_model, Field(description=f"The layer: torch.nn.{title}'s constructor arguments, with "
+                                    "PyTorch's names and defaults.")),
     )

@@ -13,18 +13,32 @@ from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
 from app.layers.service import LayerOutcome, estimated_size, run_layer
+from app.observability import access_fields, record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
 from app.tensors import encode_tensor
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"])
 
+def _error_example(body: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"example": body}}
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
     404: {"model": ErrorBody, "description": "Unknown layer kind."},
-    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work)."},
+    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work); "
+          "`limit` names the setting.",
+          "content": _error_example({
+              "error": "PayloadTooLarge", "status": 413, "field": "config", "limit": "max_parameter_elements",
+              "value": 100010000, "expected": "<= 33554432",
+              "detail": "the layer would have 100010000 parameter elements; the limit is 33554432 "
+                        "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)"})},
     415: {"model": ErrorBody, "description": "Unsupported content type."},
-    422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit."},
+    422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit.",
+          "content": _error_example({
+              "error": "ShapeMismatch", "status": 422, "field": "input", "expected": ["*", 4], "actual": [10, 5],
+              "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
 }
 
 LIGHT_BODY_BYTES = 64 * 1024
@@ -48,6 +62,7 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": spec.kind,
         "backend": outcome.backend,
+        "device": outcome.device,
         "config": outcome.config.model_dump(),
         "input_shape": list(outcome.input_shape),
         "output_shape": list(outcome.output_shape),
@@ -73,6 +88,8 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+        logged = access_fields(request)
+        logged["kind"] = spec.kind
         check_json_content_type(request)
         body = await read_body(request, settings)
         # A small body is parsed here (well under a millisecond) to size the request: light ones
@@ -83,7 +100,10 @@ def _layer_endpoint(spec: LayerSpec):
 
         def work() -> Response:
             parsed = options if options is not None else parse_request(parse_json(body))
-            return json_response(present(run_layer(spec, parsed, settings), parsed.encoding))
+            logged.update(backend=parsed.backend, device=parsed.device, compare=parsed.compare)
+            outcome = run_layer(spec, parsed, settings)
+            record_compute(outcome)
+            return json_response(present(outcome, parsed.encoding))
 
         return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=light)
 
@@ -114,7 +134,9 @@ for _spec in LAYERS.values():
 
 
 @router.get("", name="layers-list", summary="Supported layer kinds with their config schemas and defaults",
-            response_model=list[LayerKind])
+            response_model=list[LayerKind],
+            description="Every layer kind this server computes: its `torch.nn` class, its route, the JSON schema "
+            "of its config (PyTorch's constructor arguments) and the defaults filled in when an argument is left out.")
 def list_layers() -> list[dict[str, Any]]:
     return [
         {

@@ -54,7 +54,7 @@ def test_notebook_batchnorm1d_equals_the_hand_written_formula(client, backend):
         torch.testing.assert_close(as_torch(body["buffers"][name]), getattr(batchNorm1, name))
     assert body["buffers"]["num_batches_tracked"] == {"shape": [], "dtype": "int64", "data": 1}
     assert body["comparison"]["allclose"] and body["comparison"]["buffers_max_abs_diff"] < 1e-6
-    assert body["config"] == {"num_features": 5, "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}
+    assert body["config"] == {"num_features": 5, "eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "bias": True}
     assert body["input_shape"] == body["output_shape"] == [10, 5] and body["parameter_count"] == 10
     assert sorted(body["parameters"]) == ["bias", "weight"]
 
@@ -155,7 +155,7 @@ def test_listed_with_defaults(client):
     kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
     for kind, torch_name in (("batchnorm1d", "BatchNorm1d"), ("batchnorm2d", "BatchNorm2d"), ("batchnorm3d", "BatchNorm3d")):
         assert kinds[kind]["torch"] == f"torch.nn.{torch_name}"
-        assert kinds[kind]["defaults"] == {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True}
+        assert kinds[kind]["defaults"] == {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "bias": True}
 
 
 ONE_ROW = [[1.0, 2.0, 3.0]]
@@ -197,7 +197,7 @@ TWO_ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 7.0]]
     ("batchnorm1d", {"config": {"num_features": 0}, "input": TWO_ROWS}, "config.num_features", ["greater than 0"]),
     ("batchnorm1d", {"config": {"num_features": 3.0}, "input": TWO_ROWS}, "config.num_features", ["integer"]),
     ("batchnorm1d", {"config": {"num_features": 3, "affine": 1}, "input": TWO_ROWS}, "config.affine", ["boolean"]),
-    ("batchnorm1d", {"config": {"num_features": 3, "bias": False}, "input": TWO_ROWS}, "config.bias", ["not permitted"]),
+    ("batchnorm1d", {"config": {"num_features": 3, "bias": 0}, "input": TWO_ROWS}, "config.bias", ["boolean"]),
 ])
 def test_bad_input_is_422_naming_the_field(client, kind, body, field, words):
     for backend in BACKENDS:
@@ -224,3 +224,15 @@ def test_any_momentum_torch_accepts_is_accepted(client, backend, momentum):
     expected = module(randn(6, 3, seed=4)).detach()
     torch.testing.assert_close(as_torch(body["output"]), expected)
     torch.testing.assert_close(as_torch(body["buffers"]["running_var"]), module.running_var)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bias_false_keeps_only_the_weight_like_torch(client, backend):
+    body = post(client, "batchnorm2d", {"config": {"num_features": 3, "bias": False},
+                                        "input": {"random": "normal", "shape": [2, 3, 4, 4], "seed": 1},
+                                        "parameters": {"weight": [0.5, 2.0, -1.0]}, "backend": backend})
+    module = torch.nn.BatchNorm2d(3, bias=False)
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+    assert set(body["parameters"]) == {"weight"} and body["parameter_count"] == 3
+    torch.testing.assert_close(as_torch(body["output"]), module(randn(2, 3, 4, 4, seed=1)).detach())

@@ -1,0 +1,48 @@
+"""layerlab's Python SDK: NumPy arrays in, typed results with NumPy arrays out.
+
+    from app.client import Client
+    import numpy as np
+
+    with Client() as client:   # base_url: argument, then $LAYERLAB_URL, then http://127.0.0.1:8000
+        x = np.random.randn(10, 4).astype(np.float32)
+        result = client.linear(x, in_features=4, out_features=1, compare=True)
+        result.output            # (10, 1) float32 array
+        result.parameters        # {"weight": (1, 4) array, "bias": (1,) array}
+        result.comparison        # Comparison(backend="reference", allclose=True, ...)
+
+`AsyncClient` has the same methods, awaitable. Tensors travel as base64 of their raw bytes
+(bit-exact); see `codec` to change the transport. Importing this package loads neither torch nor
+fastapi: it needs only httpx, numpy and orjson.
+"""
+
+from app.client._base import (
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    INITIAL_RETRY_DELAY,
+    MAX_RETRY_DELAY,
+    layer,
+)
+from app.client._client import AsyncClient, Client
+from app.client._layers import LAYER_KINDS, LayerOptions
+from app.client.codec import Codec, JsonCodec, random_tensor
+from app.client.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    BadRequestError,
+    LayerlabError,
+    PayloadTooLargeError,
+    ServerError,
+    ValidationError,
+)
+from app.client.results import Comparison, LayerKind, LayerResult, SequentialResult, ShapesResult
+
+__all__ = [
+    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "BASE_URL_ENV", "BadRequestError",
+    "Client", "Codec", "Comparison", "DEFAULT_BASE_URL", "DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT",
+    "INITIAL_RETRY_DELAY", "JsonCodec", "LAYER_KINDS", "LayerKind", "LayerOptions", "LayerResult", "LayerlabError",
+    "MAX_RETRY_DELAY", "PayloadTooLargeError", "SequentialResult", "ServerError", "ShapesResult", "ValidationError",
+    "layer", "random_tensor",
+]

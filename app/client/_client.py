@@ -1,0 +1,200 @@
+"""Client (blocking) and AsyncClient (awaitable): the same methods over one shared base."""
+
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Literal
+
+import httpx
+
+from app.client._base import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    INITIAL_RETRY_DELAY,
+    MAX_RETRY_DELAY,
+    BaseClient,
+)
+from app.client._layers import LayerMethods, LayerOptions, Tensor
+from app.client.codec import Codec, Encoding
+from app.client.results import LayerKind, LayerResult, SequentialResult, ShapesResult
+
+Backend = Literal["torch", "reference"]
+
+
+class Client(BaseClient, LayerMethods[LayerResult]):
+    """The layerlab service from Python, blocking.
+
+        with Client() as client:                       # base_url: argument, $LAYERLAB_URL, http://127.0.0.1:8000
+            result = client.linear(x, in_features=4, out_features=1, compare=True)
+            result.output, result.parameters["weight"], result.comparison.allclose
+
+    Every layer method takes the torch.nn constructor's keyword arguments, then the request options
+    (`parameters`, `seed`, `backend`, `compare`, `training`, `encoding`, `device`), and returns a
+    `LayerResult` with NumPy arrays. Errors raise `LayerlabError` subclasses (see app.client.errors).
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        codec: Codec | None = None,
+        initial_retry_delay: float = INITIAL_RETRY_DELAY,
+        max_retry_delay: float = MAX_RETRY_DELAY,
+    ) -> None:
+        """`http_client` (yours to close) or `transport` replace the network: e.g. the app in-process."""
+        super().__init__(base_url=base_url, timeout=timeout, max_retries=max_retries, codec=codec,
+                         initial_retry_delay=initial_retry_delay, max_retry_delay=max_retry_delay)
+        if http_client is not None and transport is not None:
+            raise ValueError("pass http_client or transport, not both")
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(transport=transport)
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request, retried on connection errors, 429 and 5xx; the decoded body, or a typed error."""
+        request = self._build(self._http, method, path, **kwargs)
+        for attempt in range(self.max_retries + 1):
+            response, exc = None, None
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as caught:
+                exc = caught
+            error, delay = self._outcome(attempt, request, response, exc)
+            if error is None:
+                assert response is not None  # no error means a response came
+                return self._decode(response)
+            if delay is None:
+                raise error
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
+                headers: Mapping[str, str] | None = None) -> Any:
+        """Any route, e.g. `client.request("GET", "/v1/info")`: the decoded JSON, with retries and typed errors."""
+        return self._send(method, path, json=json, content=content, headers=headers)
+
+    def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
+        return LayerResult.from_json(self._send("POST", f"/v1/layers/{kind}",
+                                                body=self._layer_body(kind, x, config, options)))
+
+    def shapes(self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]], *,
+               dtype: Literal["float32", "float64"] | None = None) -> ShapesResult:
+        """Output shapes, parameter shapes, MACs and formulas of a stack, without tensors:
+        `client.shapes((100, 3, 120, 160), [layer("conv2d", in_channels=3, out_channels=16, kernel_size=3)])`."""
+        return ShapesResult.from_json(self._send("POST", "/v1/shapes", body=self._shapes_body(input_shape, layers, dtype)))
+
+    def sequential(self, layers: Sequence[Mapping[str, Any]], x: Tensor, *, seed: int | None = None,
+                   backend: Backend | None = None, compare: bool | None = None, training: bool | None = None,
+                   encoding: Encoding | None = None, return_intermediates: bool | None = None,
+                   device: str | None = None) -> SequentialResult:
+        """Run a stack as `nn.Sequential` would; each `layer(...)` may carry its own `parameters`.
+        Options left as None take the server's default."""
+        options = dict(seed=seed, backend=backend, compare=compare, training=training, encoding=encoding,
+                       return_intermediates=return_intermediates, device=device)
+        return SequentialResult.from_json(self._send("POST", "/v1/sequential",
+                                                     body=self._sequential_body(layers, x, options)))
+
+    def layers(self) -> list[LayerKind]:
+        """The kinds the server computes, with their config schemas and defaults."""
+        return [LayerKind.from_json(item) for item in self._send("GET", "/v1/layers")]
+
+    def health(self) -> dict[str, Any]:
+        """GET /healthz: `{"status": "ok"}` while the server is alive."""
+        return self._send("GET", "/healthz")
+
+
+class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
+    """The same as `Client`, awaitable: `async with AsyncClient() as client: await client.linear(...)`."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        codec: Codec | None = None,
+        initial_retry_delay: float = INITIAL_RETRY_DELAY,
+        max_retry_delay: float = MAX_RETRY_DELAY,
+    ) -> None:
+        """`http_client` (yours to close) or `transport` (e.g. `httpx.ASGITransport(app=app)`) replace the network."""
+        super().__init__(base_url=base_url, timeout=timeout, max_retries=max_retries, codec=codec,
+                         initial_retry_delay=initial_retry_delay, max_retry_delay=max_retry_delay)
+        if http_client is not None and transport is not None:
+            raise ValueError("pass http_client or transport, not both")
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(transport=transport)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import anyio  # httpx's own dependency; imported only when an async client sends
+
+        request = self._build(self._http, method, path, **kwargs)
+        for attempt in range(self.max_retries + 1):
+            response, exc = None, None
+            try:
+                response = await self._http.send(request)
+            except httpx.TransportError as caught:
+                exc = caught
+            error, delay = self._outcome(attempt, request, response, exc)
+            if error is None:
+                assert response is not None  # no error means a response came
+                return self._decode(response)
+            if delay is None:
+                raise error
+            await anyio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
+                      headers: Mapping[str, str] | None = None) -> Any:
+        return await self._send(method, path, json=json, content=content, headers=headers)
+
+    async def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
+        return LayerResult.from_json(await self._send("POST", f"/v1/layers/{kind}",
+                                                      body=self._layer_body(kind, x, config, options)))
+
+    async def shapes(self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]], *,
+                     dtype: Literal["float32", "float64"] | None = None) -> ShapesResult:
+        return ShapesResult.from_json(
+            await self._send("POST", "/v1/shapes", body=self._shapes_body(input_shape, layers, dtype)))
+
+    async def sequential(self, layers: Sequence[Mapping[str, Any]], x: Tensor, *, seed: int | None = None,
+                         backend: Backend | None = None, compare: bool | None = None, training: bool | None = None,
+                         encoding: Encoding | None = None, return_intermediates: bool | None = None,
+                         device: str | None = None) -> SequentialResult:
+        options = dict(seed=seed, backend=backend, compare=compare, training=training, encoding=encoding,
+                       return_intermediates=return_intermediates, device=device)
+        return SequentialResult.from_json(
+            await self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options)))
+
+    async def layers(self) -> list[LayerKind]:
+        return [LayerKind.from_json(item) for item in await self._send("GET", "/v1/layers")]
+
+    async def health(self) -> dict[str, Any]:
+        return await self._send("GET", "/healthz")
+
+
+for _name in ("request", "shapes", "sequential", "layers", "health"):  # one docstring for both
+    getattr(AsyncClient, _name).__doc__ = getattr(Client, _name).__doc__

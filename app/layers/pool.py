@@ -1,0 +1,215 @@
+"""Pooling: torch.nn.MaxPool1d/2d/3d(kernel_size, stride=None, padding=0, dilation=1,
+return_indices=False, ceil_mode=False) and torch.nn.AvgPool1d/2d/3d(kernel_size, stride=None,
+padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None); AvgPool1d has no
+divisor_override."""
+
+import math
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
+from pydantic_core import PydanticCustomError
+
+from app.backends.base import ForwardResult
+from app.backends.reference.pool import avg_pool, max_pool
+from app.errors import ShapeMismatch
+from app.layers.base import LayerSpec, Shape
+from app.layers.sizes import int_or_tuple
+from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, split_input_shape, symmetric
+
+
+class PoolConfigBase(BaseModel):
+    """The checks PyTorch's pooling makes on its arguments; the fields are added per kind below."""
+
+    model_config = ConfigDict(extra="forbid")
+    dims: ClassVar[int]
+
+    @field_validator("padding", check_fields=False)
+    @classmethod
+    def _padding_at_most_half_kernel(cls, padding: Any, info: ValidationInfo) -> Any:
+        kernel = info.data.get("kernel_size")
+        if kernel is not None:
+            for name, p, k in zip(DIM_NAMES[cls.dims], expand(padding, cls.dims), expand(kernel, cls.dims)):
+                if p > k // 2:
+                    raise PydanticCustomError(
+                        "pool_padding", "padding {p} is more than half the kernel size {k} in {word} "
+                        "(PyTorch: pad should be at most half of kernel size)",
+                        {"p": p, "k": k, "word": DIM_WORDS[name]})
+        return padding
+
+    @field_validator("divisor_override", check_fields=False)
+    @classmethod
+    def _divisor_not_zero(cls, divisor: int | None) -> int | None:
+        if divisor == 0:
+            raise PydanticCustomError("divisor", "divisor_override must not be 0 (PyTorch: divisor must be not zero)")
+        return divisor
+
+
+def _common_fields(dims: int) -> dict[str, Any]:
+    size, non_negative = int_or_tuple(dims, 1), int_or_tuple(dims, 0)
+    names = ", ".join(DIM_NAMES[dims])
+    return {
+        "kernel_size": (size, Field(description=f"Size of the window ({names}).", examples=[2])),
+        "stride": (size | None, Field(None, description="Step of the window; null means kernel_size.")),
+        "padding": (non_negative, Field(0, description="Implicit padding on both sides (-inf for max, 0 for average); "
+                                        "at most half the kernel size.")),
+    }
+
+
+def _max_config(dims: int) -> type[PoolConfigBase]:
+    model = create_model(
+        f"MaxPool{dims}dConfig", __base__=PoolConfigBase,
+        __doc__=f"torch.nn.MaxPool{dims}d's constructor arguments.",
+        **_common_fields(dims),
+        dilation=(int_or_tuple(dims, 1), Field(1, description="Spacing between window elements.")),
+        return_indices=(StrictBool, Field(False, description="Also return the argmax `indices` (flat per input plane, "
+                                          "as PyTorch numbers them; for MaxUnpool).")),
+        ceil_mode=(StrictBool, Field(False, description="Round the output size up (ceil) instead of down; a last "
+                                     "window that would start in the right padding is dropped.")),
+    )
+    model.dims = dims
+    return model
+
+
+def _avg_config(dims: int) -> type[PoolConfigBase]:
+    extra: dict[str, Any] = {}
+    if dims > 1:  # as in PyTorch, AvgPool1d has no divisor_override
+        extra["divisor_override"] = (StrictInt | None, Field(None, description="Divide every sum by this instead of "
+                                                             "the window size (non-zero)."))
+    model = create_model(
+        f"AvgPool{dims}dConfig", __base__=PoolConfigBase,
+        __doc__=f"torch.nn.AvgPool{dims}d's constructor arguments.",
+        **_common_fields(dims),
+        ceil_mode=(StrictBool, Field(False, description="Round the output size up (ceil) instead of down; a last "
+                                     "window that would start in the right padding is dropped.")),
+        count_include_pad=(StrictBool, Field(True, description="Count the zero padding in the divisor.")),
+        **extra,
+    )
+    model.dims = dims
+    return model
+
+
+MaxPool1dConfig, MaxPool2dConfig, MaxPool3dConfig = (_max_config(dims) for dims in (1, 2, 3))
+AvgPool1dConfig, AvgPool2dConfig, AvgPool3dConfig = (_avg_config(dims) for dims in (1, 2, 3))
+
+
+def window(config: PoolConfigBase) -> Window:
+    kernel = expand(config.kernel_size, config.dims)
+    stride = kernel if config.stride is None else expand(config.stride, config.dims)
+    dilation = expand(getattr(config, "dilation", 1), config.dims)
+    return Window(kernel, stride, symmetric(config.padding, config.dims), dilation, config.ceil_mode)
+
+
+def _torch_name(config: PoolConfigBase) -> str:
+    return type(config).__name__.removesuffix("Config")
+
+
+def output_shape(config: PoolConfigBase, input_shape: Shape) -> Shape:
+    """(N, C, *spatial) or (C, *spatial) -> the same leading dimensions, (*out) spatial."""
+    _, _, spatial = split_input_shape(input_shape, config.dims, _torch_name(config))
+    win = window(config)
+    if isinstance(config, AvgPool3dConfig):
+        # avg_pool3d alone checks the unpadded input against the kernel.
+        for name, size, k in zip(win.names, spatial, win.kernel):
+            if size < k:
+                raise ShapeMismatch(
+                    f"input {DIM_WORDS[name]} {size} is smaller than the kernel size {k}: AvgPool3d needs every "
+                    "input dimension at least the kernel size, before padding (PyTorch: input image smaller than kernel size)",
+                    field="input", expected=f"input {DIM_WORDS[name]} >= {k}", actual=size)
+    return (*input_shape[:-config.dims], *win.check(spatial))
+
+
+def work(config: PoolConfigBase, input_shape: Shape, out_shape: Shape) -> int:
+    """torchinfo counts no MACs for pooling, yet every output element reads a whole window."""
+    return math.prod(out_shape) * math.prod(window(config).kernel)
+
+
+def formulas(config: PoolConfigBase, input_shape: Shape) -> list[str]:
+    return window(config).formulas(input_shape[-config.dims:])
+
+
+def window_triples(config: PoolConfigBase) -> list[tuple[int, int, int]]:
+    win = window(config)
+    return list(zip(win.kernel, win.stride, win.dilation))
+
+
+def max_reference(config: PoolConfigBase, x, state, training) -> ForwardResult:
+    win = window(config)
+    out, indices = max_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], win.dilation,
+                            config.ceil_mode, config.return_indices)
+    return ForwardResult(out, extras={} if indices is None else {"indices": indices})
+
+
+def avg_reference(config: PoolConfigBase, x, state, training) -> ForwardResult:
+    win = window(config)
+    return ForwardResult(avg_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], config.ceil_mode,
+                                  config.count_include_pad, getattr(config, "divisor_override", None)))
+
+
+NOTEBOOK_BATCH = {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0}
+SIGNAL = [[[1.0, -3.0, 2.0, 5.0, -1.0, 4.0, 0.0]]]  # (1, 1, 7)
+IMAGE = [[[[1.0, -2.0, 3.0, 0.5], [-4.0, 5.0, -6.0, 2.0], [7.0, -8.0, 9.0, 1.0]]]]  # (1, 1, 3, 4)
+
+EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
+    "maxpool1d": {"indices": {
+        "summary": "MaxPool1d(2, padding=1, ceil_mode=True, return_indices=True) on a (1, 1, 7) signal",
+        "value": {"config": {"kernel_size": 2, "padding": 1, "ceil_mode": True, "return_indices": True},
+                  "input": SIGNAL, "compare": True}}},
+    "maxpool2d": {
+        "notebook": {"summary": "MaxPool2d (3, 2)",
+                     "value": {"config": {"kernel_size": [3, 2]}, "input": NOTEBOOK_BATCH, "encoding": "none"}},
+        "small": {"summary": "MaxPool2d(2, stride=1, padding=1) on a (1, 1, 3, 4) image with negative values",
+                  "value": {"config": {"kernel_size": 2, "stride": 1, "padding": 1, "return_indices": True},
+                            "input": IMAGE, "compare": True}},
+    },
+    "maxpool3d": {"clip": {
+        "summary": "MaxPool3d((1, 2, 2)) on a random (1, 2, 2, 4, 4) clip",
+        "value": {"config": {"kernel_size": [1, 2, 2]}, "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0},
+                  "backend": "reference", "compare": True}}},
+    "avgpool1d": {"signal": {
+        "summary": "AvgPool1d(3, stride=2, padding=1, count_include_pad=False) on a (1, 1, 7) signal",
+        "value": {"config": {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+                  "input": SIGNAL, "compare": True}}},
+    "avgpool2d": {
+        "notebook": {"summary": "AvgPool2d (3, 2) on a random (100, 3, 120, 160) batch, encoding none",
+                     "value": {"config": {"kernel_size": [3, 2]}, "input": NOTEBOOK_BATCH, "encoding": "none"}},
+        "small": {"summary": "AvgPool2d(2, ceil_mode=True) on a (1, 1, 3, 4) image: the last row's windows are clipped",
+                  "value": {"config": {"kernel_size": 2, "ceil_mode": True}, "input": IMAGE, "compare": True}},
+    },
+    "avgpool3d": {"clip": {
+        "summary": "AvgPool3d(2, divisor_override=4) on a random (1, 2, 2, 4, 4) clip",
+        "value": {"config": {"kernel_size": 2, "divisor_override": 4},
+                  "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0}, "compare": True}}},
+}
+
+
+def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
+    is_max = kind.startswith("max")
+    names = ", ".join(f"{n}_in" for n in DIM_NAMES[dims])
+    outs = ", ".join(f"{n}_out" for n in DIM_NAMES[dims])
+    what = "maximum" if is_max else "average"
+    formula = ("`H_out = floor((H_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`" if is_max
+               else "`H_out = floor((H_in + 2*padding - kernel_size) / stride) + 1`")
+    return LayerSpec(
+        kind=kind,
+        torch_name=model.__name__.removesuffix("Config"),
+        config_model=model,
+        summary=f"{model.__name__.removesuffix('Config')}: {dims}-D {what} pooling over (N, C, {names})",
+        description=f"torch.nn.{model.__name__.removesuffix('Config')}. Input `(N, C, {names})` or unbatched `(C, {names})`; "
+        f"output `(N, C, {outs})` with, per dimension, {formula} (ceil with ceil_mode, dropping a last window "
+        "that would start in the right padding). No parameters. "
+        + ("Padding is -inf; with return_indices the response has `indices`." if is_max else
+           "The divisor counts the padding unless count_include_pad is false; divisor_override replaces it."),
+        output_shape=output_shape,
+        parameter_shapes=lambda config: {},
+        reference=max_reference if is_max else avg_reference,
+        work=work,
+        formulas=formulas,
+        window=window_triples,
+        examples=EXAMPLES[kind],
+    )
+
+
+SPECS = [
+    *(_spec(f"maxpool{dims}d", dims, model) for dims, model in zip((1, 2, 3), (MaxPool1dConfig, MaxPool2dConfig, MaxPool3dConfig))),
+    *(_spec(f"avgpool{dims}d", dims, model) for dims, model in zip((1, 2, 3), (AvgPool1dConfig, AvgPool2dConfig, AvgPool3dConfig))),
+]

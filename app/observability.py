@@ -1,0 +1,188 @@
+"""Watching the service: Prometheus metrics, request ids and one JSON access line per request.
+
+The middleware runs on every request, so it does little: a header scan, a few metric updates
+and one orjson line (a few microseconds).
+
+Several worker processes: each process counts on its own, so `python -m app.serve` sets
+PROMETHEUS_MULTIPROC_DIR before the workers start; prometheus_client then keeps every value in
+a file per process there, and /metrics (answered by any worker) adds them all up. Without it
+(one process, tests) the values live in memory.
+"""
+
+import logging
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+import torch
+from fastapi import Request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import __version__
+from app.logs import ACCESS_LOGGER, timestamp
+
+if TYPE_CHECKING:
+    from app.layers.service import LayerOutcome
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REQUEST_ID_HEADER = b"x-request-id"
+# Accepted from clients as is (it lands in logs and a header); anything else is replaced.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ACCESS_FIELDS = "layerlab.access"
+"""Scope key of the dict a route fills with access-line fields (kind, backend, device)."""
+
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+REQUESTS = Counter(
+    "layerlab_http_requests", "HTTP requests answered, by method, route template and status.",
+    ["method", "route", "status"],
+)
+LATENCY = Histogram(
+    "layerlab_http_request_duration_seconds", "From the request's arrival to the response's last byte.",
+    ["method", "route"], buckets=_SECONDS,
+)
+IN_FLIGHT = Gauge(
+    "layerlab_http_requests_in_flight", "Requests being handled now (all worker processes).",
+    multiprocess_mode="livesum",
+)
+COMPUTE = Histogram(
+    "layerlab_compute_seconds", "Time in a backend's forward pass, by layer kind and backend.",
+    ["kind", "backend"], buckets=(0.0001, 0.00025, *_SECONDS),
+)
+TENSOR_BYTES = Counter(
+    "layerlab_tensor_bytes",
+    "Bytes of tensors as arrays, by layer kind; in: input and given parameters, "
+    "out: output, parameters, buffers, indices, statistics.",
+    ["kind", "direction"],
+)
+BUILD = Gauge(
+    "layerlab_build_info", "Always 1; the labels say which versions run.",
+    ["version", "torch", "numpy"], multiprocess_mode="max",
+)
+BUILD.labels(__version__, torch.__version__, np.__version__).set(1)
+
+access_logger = logging.getLogger(ACCESS_LOGGER)
+
+# `.labels(...)` costs several microseconds (validation, a lock); the children are kept here instead.
+# Their number is bounded: route templates x methods x statuses.
+_request_counters: dict[tuple[str, str, int], Any] = {}
+_latency_histograms: dict[tuple[str, str], Any] = {}
+
+
+def _count_request(method: str, route: str, status: int, seconds: float) -> None:
+    counter = _request_counters.get((method, route, status))
+    if counter is None:
+        counter = _request_counters[(method, route, status)] = REQUESTS.labels(method, route, str(status))
+    histogram = _latency_histograms.get((method, route))
+    if histogram is None:
+        histogram = _latency_histograms[(method, route)] = LATENCY.labels(method, route)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+def render_metrics(accept: str | None) -> tuple[bytes, str]:
+    """The exposition (Prometheus text, or OpenMetrics when asked) and its content type."""
+    registry = REGISTRY
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def record_compute(outcome: "LayerOutcome") -> None:
+    """Compute time per backend and tensor bytes of one layer request."""
+    kind = outcome.spec.kind
+    COMPUTE.labels(kind, outcome.backend).observe(outcome.elapsed_ms / 1000)
+    if outcome.comparison is not None:
+        COMPUTE.labels(kind, outcome.comparison["backend"]).observe(outcome.comparison["elapsed_ms"] / 1000)
+    result = outcome.result
+    returned = [result.output, *outcome.state.values(), *result.buffers.values(), *result.extras.values()]
+    TENSOR_BYTES.labels(kind, "in").inc(outcome.input_nbytes)
+    TENSOR_BYTES.labels(kind, "out").inc(sum(array.nbytes for array in returned))
+
+
+def access_fields(request: Request) -> dict[str, Any]:
+    """This request's access-line fields; routes add theirs (kind, backend, device)."""
+    return request.scope.setdefault(ACCESS_FIELDS, {})
+
+
+def _scan_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, int | None]:
+    """The client's request id (when well-formed) and the declared body length."""
+    rid = length = None
+    for name, value in headers:
+        if name == REQUEST_ID_HEADER:
+            text = value.decode("latin-1")
+            rid = text if _REQUEST_ID.fullmatch(text) else None
+        elif name == b"content-length" and value.isdigit():
+            length = int(value)
+    return rid, length
+
+
+class ObservabilityMiddleware:
+    """Outermost ASGI middleware: request id in and out, metrics, the access line.
+
+    It wraps Starlette's error middleware too (see app.main), so even an unhandled error's 500
+    is counted, logged and carries its request id.
+    """
+
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid, bytes_in = _scan_headers(scope["headers"])
+        rid = rid or os.urandom(16).hex()
+        fields: dict[str, Any] = {"request_id": rid}
+        scope[ACCESS_FIELDS] = fields
+        id_header = (REQUEST_ID_HEADER, rid.encode())
+        status, bytes_out = 500, 0  # 500 stays if the app fails before answering
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, bytes_out
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+            elif message["type"] == "http.response.body":
+                bytes_out += len(message.get("body", b""))
+            await send(message)
+
+        IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            IN_FLIGHT.dec()
+            duration = time.perf_counter() - started
+            # Route templates, not paths, keep label sets bounded; so do known methods only.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            _count_request(method, route, status, duration)
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                line = {
+                    "ts": timestamp(time.time()),
+                    "method": method,
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 3),
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                    "client": client[0] if client else None,
+                    **fields,
+                }
+                # makeRecord + handle is logger.info without its stack walk for the caller's
+                # file and line, which the access line does not show.
+                access_logger.handle(access_logger.makeRecord(
+                    ACCESS_LOGGER, logging.INFO, __file__, 0, orjson.dumps(line).decode(), None, None))

@@ -1,0 +1,106 @@
+"""The one way to run the server: `python -m app.serve` (the Docker image's CMD, and the README's).
+
+It reads the settings (LAYERLAB_* variables, see the README) and runs uvicorn with them:
+`LAYERLAB_WORKERS` processes sharing one listening socket, JSON logs (app.logs), our own access
+lines instead of uvicorn's, and TCP_NODELAY on every connection.
+
+Why TCP_NODELAY here: with several workers uvicorn binds the socket itself as `socket(AF_INET)`
+(protocol 0), and asyncio only sets TCP_NODELAY on sockets whose protocol reads IPPROTO_TCP. On
+the standard asyncio loop each keep-alive response then waits ~40 ms for the client's delayed ACK
+(Nagle's algorithm; uvicorn issue #3149). uvloop happens to set it; we set it whatever the loop.
+"""
+
+import os
+import shutil
+import socket
+import tempfile
+from contextlib import suppress
+from pathlib import Path
+from collections.abc import MutableMapping
+from typing import Any
+
+import uvicorn
+
+from app.config import Settings
+from app.logs import logging_config
+
+APP = "app.main:app"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+try:  # what uvicorn's "auto" picks: httptools when installed, else h11
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornHttp
+except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornHttp  # type: ignore[assignment]
+
+
+class HttpProtocol(_UvicornHttp):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol, with Nagle's algorithm off on each accepted TCP connection."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def prepare_environment(settings: Settings, environ: MutableMapping[str, str] = os.environ) -> Path | None:
+    """Variables the worker processes inherit. Returns the metrics folder made here, to remove at exit.
+
+    - torch threads: unless set, the CPUs are shared out among the workers (two workers each
+      using every core would fight over them).
+    - metrics: several workers share their counts through files in PROMETHEUS_MULTIPROC_DIR
+      (see app.observability); a folder given by the operator is emptied first, as
+      prometheus_client requires, else a fresh one is made.
+    """
+    if settings.workers > 1 and settings.torch_threads == 0:
+        environ["LAYERLAB_TORCH_THREADS"] = str(max(1, available_cpus() // settings.workers))
+    if given := environ.get(METRICS_DIR_ENV):
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):
+            stale.unlink()
+        return None
+    if settings.workers > 1:
+        folder = Path(tempfile.mkdtemp(prefix="layerlab-metrics-"))
+        environ[METRICS_DIR_ENV] = str(folder)
+        return folder
+    return None
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "loop": settings.loop,
+        "http": HttpProtocol,
+        "ws": "none",
+        "log_config": logging_config(settings.log_level),
+        "log_level": settings.log_level,
+        "access_log": False,  # app.observability writes one JSON line per request instead
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "server_header": False,
+    }
+
+
+def main() -> None:
+    settings = Settings()
+    made = prepare_environment(settings)
+    try:
+        # The app (and its metrics) is imported by uvicorn: in each worker, or here with one
+        # worker, always after prepare_environment.
+        uvicorn.run(APP, **uvicorn_options(settings))
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""app.serve: the environment it prepares for the workers, and TCP_NODELAY on every connection."""
+
+import http.client
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from app.config import Settings
+from app.serve import METRICS_DIR_ENV, HttpProtocol, available_cpus, prepare_environment
+
+
+async def tiny_app(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_every_connection_gets_tcp_nodelay(loop):
+    """With several workers uvicorn binds `socket(AF_INET)` (protocol 0) and the asyncio loop then
+    leaves Nagle's algorithm on: each keep-alive response waits ~40 ms for a delayed ACK
+    (uvicorn issue #3149). Our protocol turns it off on every accepted connection."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    config = uvicorn.Config(tiny_app, host="127.0.0.1", port=0, loop=loop, http=HttpProtocol, ws="none",
+                            lifespan="off", log_level="warning")
+    listener = config.bind_socket()  # exactly as uvicorn binds for its workers
+    assert listener.proto == 0
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.started
+        client = http.client.HTTPConnection(*listener.getsockname()[:2], timeout=5)
+        for _ in range(2):  # keep-alive: the same connection twice
+            client.request("GET", "/")
+            assert client.getresponse().read() == b"ok"
+        (connection,) = server.server_state.connections
+        accepted = connection.transport.get_extra_info("socket")
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        client.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        listener.close()
+
+
+def test_workers_share_the_cpus_and_get_a_metrics_folder():
+    environ: dict[str, str] = {}
+    made = prepare_environment(Settings(workers=2), environ)
+    try:
+        assert environ["LAYERLAB_TORCH_THREADS"] == str(max(1, available_cpus() // 2))
+        assert made is not None and made.is_dir() and environ[METRICS_DIR_ENV] == str(made)
+    finally:
+        made.rmdir()
+
+
+def test_explicit_threads_are_kept_and_one_worker_needs_nothing():
+    environ: dict[str, str] = {}
+    made = prepare_environment(Settings(workers=3, torch_threads=5), environ)
+    made.rmdir()
+    assert "LAYERLAB_TORCH_THREADS" not in environ
+    environ = {}
+    assert prepare_environment(Settings(workers=1), environ) is None and environ == {}
+
+
+def test_a_given_metrics_folder_is_emptied_of_old_values(tmp_path):
+    (tmp_path / "counter_123.db").write_bytes(b"old")
+    (tmp_path / "histogram_456.db").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("not ours")
+    environ = {METRICS_DIR_ENV: str(tmp_path)}
+    assert prepare_environment(Settings(workers=2), environ) is None  # the operator's folder stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert environ[METRICS_DIR_ENV] == str(tmp_path)
+
+
+def test_the_run_command_creates_no_metric_before_the_workers_exist():
+    """prometheus_client picks memory or files when a metric is created: app.serve must not
+    create any before it has set PROMETHEUS_MULTIPROC_DIR."""
+    code = "import sys, app.serve; sys.exit('prometheus_client' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

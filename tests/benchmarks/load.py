@@ -1,7 +1,7 @@
 """Bounded load test: many concurrent clients on loopback, small Linear requests mixed with
 notebook-sized Conv2d requests, for a fixed time; then a report.
 
-    python tests/benchmarks/load.py                   # starts the server itself, 32 clients, 30 s
+    python tests/benchmarks/load.py                   # starts `python -m app.serve` itself, 32 clients, 30 s
     python tests/benchmarks/load.py --duration 10 --clients 32 --big-clients 4
     python tests/benchmarks/load.py --baseline 10     # first 10 s of small requests alone, to compare
     python tests/benchmarks/load.py --url http://127.0.0.1:8000   # a server already running
@@ -51,16 +51,16 @@ def free_port() -> int:
 
 
 class Server:
-    """uvicorn on 127.0.0.1 and a free port, for the length of the run."""
+    """The shipped run command (`python -m app.serve`: uvicorn with the LAYERLAB_* settings) on
+    127.0.0.1 and a free port, for the length of the run; its output (access lines) is discarded."""
 
     def __init__(self, workers: int) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--log-level", "warning"]
-        if workers > 1:
-            command += ["--workers", str(workers)]
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env = {**os.environ, "LAYERLAB_HOST": "127.0.0.1", "LAYERLAB_PORT": str(self.port),
+               "LAYERLAB_WORKERS": str(workers)}
+        self.process = subprocess.Popen([sys.executable, "-m", "app.serve"], cwd=ROOT, env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -170,7 +170,8 @@ def main() -> int:
     parser.add_argument("--big-clients", type=int, default=4, help="of which send Conv2d requests (default 4)")
     parser.add_argument("--baseline", type=float, default=0.0,
                         help="first run small requests alone for this many seconds, to compare (default 0: skip)")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers when starting the server")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("LAYERLAB_WORKERS", "1")),
+                        help="server processes when starting the server (default: LAYERLAB_WORKERS or 1)")
     parser.add_argument("--api-key", default=os.environ.get("LAYERLAB_LOAD_API_KEY"), help="sent as X-API-Key")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()

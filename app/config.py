@@ -41,8 +41,10 @@ class Settings(BaseSettings):
         "or `X-API-Key: <key>` (app.api.security).",
     )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"],
-        description="Paths open without a key when keys are set (exact paths; comma-separated or JSON).",
+        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                                 "/static/docs/*"],
+        description="Paths open without a key when keys are set: exact paths, or prefixes ending in `*` "
+        "(comma-separated or JSON).",
     )
 
     max_body_bytes: int = Field(

@@ -1,6 +1,8 @@
 """Access control: optional API keys (Bearer or X-API-Key, several for rotation), open health and
 docs, 401 in the error envelope, keys never logged; CORS closed unless configured."""
 
+import re
+
 import httpx
 import pytest
 
@@ -72,9 +74,21 @@ def test_health_and_docs_stay_open(keyed, path):
     assert keyed.get(path).status_code == 200
 
 
+def test_the_docs_pages_load_whole_without_a_key(keyed):
+    """Swagger UI and ReDoc with every asset they reference (served by the app itself)."""
+    for page in ("/docs", "/redoc"):
+        html = keyed.get(page).text
+        assets = re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", html) + re.findall(r"url: '(/[^']+)'", html)
+        assert assets, html[:500]
+        for asset in assets:
+            assert keyed.get(asset).status_code == 200, asset
+
+
 def test_exempt_paths_are_configurable(make_client):
-    client = make_client(api_key=KEYS, auth_exempt_paths=["/v1/layers"])
+    client = make_client(api_key=KEYS, auth_exempt_paths=["/v1/layers", "/v1/layers/conv*"])
     assert client.get("/v1/layers").status_code == 200
+    assert client.post("/v1/layers/conv2d", json={}).status_code == 422  # open (a prefix), and empty
+    assert_401(client.post("/v1/layers/linear", json=SMALL), invalid=False)
     assert_401(client.get("/healthz"), invalid=False)
 
 

@@ -1,7 +1,7 @@
 """Access control: optional API keys, CORS; and the OpenAPI entries for what the hardening layers answer.
 
 API keys (LAYERLAB_API_KEY, several for rotation): when any is set, every path but the exempt
-ones (health, readiness, docs; LAYERLAB_AUTH_EXEMPT_PATHS) needs `Authorization: Bearer <key>`
+ones (health, readiness, docs and their assets; LAYERLAB_AUTH_EXEMPT_PATHS) needs `Authorization: Bearer <key>`
 or `X-API-Key: <key>`, else a 401 in the error envelope with `WWW-Authenticate`. Keys are
 compared in constant time (hmac.compare_digest on SHA-256 digests, so not even the length of a
 key leaks), every configured key is tried on every request, and no key is ever logged or echoed.
@@ -12,6 +12,7 @@ answered by the CORS layer, outside the key check, since browsers send them with
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -36,10 +37,10 @@ class APIKeyMiddleware:
     def __init__(self, app: ASGIApp, keys: list[str], exempt_paths: list[str]) -> None:
         self.app = app
         self.digests = [_digest(key) for key in keys]  # the keys themselves are not kept here
-        self.exempt = frozenset(exempt_paths)
+        self.is_exempt = exemption(exempt_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        if scope["type"] != "http" or self.is_exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         presented = _presented_key(scope)
@@ -58,6 +59,13 @@ class APIKeyMiddleware:
         # Every key is compared (no early exit), each in constant time.
         matches = [hmac.compare_digest(digest, known) for known in self.digests]
         return any(matches)
+
+
+def exemption(paths: list[str]) -> Callable[[str], bool]:
+    """Exact paths, and prefixes written with a final `*` (`/static/docs/*`)."""
+    exact = frozenset(p for p in paths if not p.endswith("*"))
+    prefixes = tuple(p[:-1] for p in paths if p.endswith("*"))
+    return lambda path: path in exact or path.startswith(prefixes)
 
 
 def _presented_key(scope: Scope) -> bytes | None:
@@ -115,12 +123,13 @@ def document_protections(schema: dict[str, Any], settings: Settings) -> None:
     })
     components.setdefault("schemas", {}).setdefault(
         "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+    is_exempt = exemption(settings.auth_exempt_paths)
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in ("get", "post", "put", "patch", "delete"):
                 continue
             extra = dict(PROTECTION_RESPONSES)
-            if path in settings.auth_exempt_paths:
+            if is_exempt(path):
                 extra.pop("401")
             else:
                 operation.setdefault("security", [{BEARER_SCHEME: []}, {HEADER_SCHEME: []}, {}])

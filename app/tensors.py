@@ -5,6 +5,7 @@ and never walks elements in Python: NumPy converts nested lists in C.
 """
 
 import math
+import reprlib
 from typing import Any, Literal
 
 import numpy as np
@@ -27,7 +28,8 @@ def check_shape(shape: Any, field: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(type(d) is int for d in shape):
         raise InvalidInput(f"{field} must be a list of integers", field=field, actual=_brief(shape))
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"{field} has a negative dimension: {shape}", field=field, actual=shape)
+        shown = shape if len(shape) <= 16 else _REPR.repr(shape)
+        raise InvalidInput(f"{field} has a negative dimension: {shown}", field=field, actual=shown)
     return tuple(shape)
 
 
@@ -47,6 +49,38 @@ def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int
         raise InvalidInput(f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
                            field=field, actual=list(shape))
     return count
+
+
+def declared_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ...] | None:
+    """The shape a `random` or `base64` tensor declares, read without decoding anything, so output
+    and work limits can be checked before allocating. (`data` is already in memory as parsed JSON;
+    its own consistency errors come first.)"""
+    if not isinstance(value, dict) or not isinstance(value.get("shape"), list) or "data" in value:
+        return None
+    shape = check_shape(value["shape"], f"{field}.shape")
+    if len(shape) > max_depth:
+        raise _too_deep(f"{field}.shape", len(shape), max_depth)
+    return shape
+
+
+def probable_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ...]:
+    """A tensor's shape without decoding it: declared, or read off a nested list's first elements
+    (a ragged list is found when it is decoded). For sizing a request, not for trusting."""
+    if isinstance(value, dict):
+        if isinstance(value.get("shape"), list):
+            return check_shape(value["shape"], f"{field}.shape")
+        value = value.get("data")
+    shape: list[int] = []
+    while isinstance(value, list) and len(shape) <= max_depth:
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
+def _too_deep(field: str, depth: int, max_depth: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{field} has {depth} dimensions (nesting levels); the limit is {max_depth} (setting LAYERLAB_MAX_JSON_DEPTH)",
+        field=field, limit="max_json_depth", value=depth, expected=f"<= {max_depth}")
 
 
 def decode_tensor(
@@ -87,8 +121,7 @@ def decode_tensor(
     if "shape" in value and value["shape"] is not None:
         shape = check_shape(value["shape"], f"{field}.shape")
         if len(shape) > max_depth:
-            raise InvalidInput(f"{field}.shape has {len(shape)} dimensions; at most {max_depth} are allowed",
-                               field=f"{field}.shape")
+            raise _too_deep(f"{field}.shape", len(shape), max_depth)
         check_elements(shape, field, max_elements)
 
     if form == "data":
@@ -115,7 +148,9 @@ def _from_nested(data: list | int | float, shape: tuple[int, ...] | None, dtype:
     while isinstance(probe, list) and probe:
         depth, probe = depth + 1, probe[0]
         if depth > max_depth:
-            raise InvalidInput(f"{field} is nested more than {max_depth} deep", field=field)
+            raise PayloadTooLarge(
+                f"{field} is nested more than {max_depth} deep (setting LAYERLAB_MAX_JSON_DEPTH)",
+                field=field, limit="max_json_depth", expected=f"<= {max_depth}", actual=f"> {max_depth}")
     try:
         raw = np.array(data)
     except (ValueError, TypeError) as exc:
@@ -191,6 +226,9 @@ def _from_base64(text: Any, shape: tuple[int, ...], dtype: str, field: str) -> n
 
 def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     distribution, seed = value["random"], value.get("seed", 0)
+    if dtype not in FLOAT_DTYPES:
+        raise InvalidInput(f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
+                           field=f"{field}.dtype", expected=list(FLOAT_DTYPES), actual=dtype)
     if distribution not in ("normal", "uniform"):
         raise InvalidInput(f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
                            field=f"{field}.random", expected=["normal", "uniform"], actual=_brief(distribution))
@@ -247,6 +285,11 @@ def _json_scalar(v: Any) -> Any:
     return v
 
 
+_REPR = reprlib.Repr()  # for echoing user values: bounded in length and depth (100,000-deep lists too)
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
 def _brief(value: Any) -> Any:
-    text = repr(value)
-    return value if len(text) <= 80 and isinstance(value, (int, float, str)) else text[:80]
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool) and len(_REPR.repr(value)) <= 80:
+        return value
+    return _REPR.repr(value)[:80]

@@ -7,12 +7,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.api.body import json_response, read_json
+from app.api.body import check_json_content_type, json_response, parse_json, read_body, wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
-from app.layers.service import LayerOutcome, run_layer
+from app.layers.service import LayerOutcome, estimated_size, run_layer
 from app.observability import access_fields, record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
@@ -40,6 +40,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
               "error": "ShapeMismatch", "status": 422, "field": "input", "expected": ["*", 4], "actual": [10, 5],
               "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
 }
+
+LIGHT_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are parsed on the event loop to tell light requests from heavy ones."""
 
 REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
 """Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
@@ -87,15 +90,22 @@ def _layer_endpoint(spec: LayerSpec):
     async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
         logged = access_fields(request)
         logged["kind"] = spec.kind
-        options = parse_request(await read_json(request, settings))
-        logged.update(backend=options.backend, device=options.device, compare=options.compare)
+        check_json_content_type(request)
+        body = await read_body(request, settings)
+        # A small body is parsed here (well under a millisecond) to size the request: light ones
+        # get the light compute lane. A big body is parsed in the worker: waiting, it stays bytes
+        # rather than several-times-larger Python lists, and parsing counts against the pool.
+        options = parse_request(parse_json(body)) if len(body) <= LIGHT_BODY_BYTES else None
+        light = options is not None and estimated_size(spec, options, settings) <= settings.light_request_size
 
-        def work() -> dict[str, Any]:
-            outcome = run_layer(spec, options, settings)
+        def work() -> Response:
+            parsed = options if options is not None else parse_request(parse_json(body))
+            logged.update(backend=parsed.backend, device=parsed.device, compare=parsed.compare)
+            outcome = run_layer(spec, parsed, settings)
             record_compute(outcome)
-            return present(outcome, options.encoding)
+            return json_response(present(outcome, parsed.encoding))
 
-        return json_response(await pool.run(work))
+        return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=light)
 
     compute.__name__ = f"layers_{spec.kind}"
     compute.__doc__ = spec.description

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.api.body import json_response, read_json
+from app.api.body import json_response, read_json, wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.api.routes.shapes import ERROR_RESPONSES
 from app.errors import validation_error
@@ -145,4 +145,4 @@ async def sequential(request: Request, settings: SettingsDep, pool: ComputeDep) 
         record_compute_times(outcome)
         return present(outcome, options.encoding)
 
-    return json_response(await pool.run(work))
+    return json_response(await pool.run(work, disconnected=lambda: wait_for_disconnect(request)))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from app.api.body import json_response, read_json
+from app.api.body import json_response, read_json, wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.errors import validation_error
 from app.layers import stacks
@@ -136,4 +136,5 @@ async def shapes(request: Request, settings: SettingsDep, pool: ComputeDep) -> R
     def work() -> dict[str, Any]:
         return present(options, *stacks.shapes(options, settings))
 
-    return json_response(await pool.run(work))
+    # Arithmetic only: the light lane, never queued behind heavy compute.
+    return json_response(await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=True))

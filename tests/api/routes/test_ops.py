@@ -290,9 +290,9 @@ def test_list_settings_from_the_environment(monkeypatch):
     assert Settings().cors_origins == []
 
 
-def test_an_api_key_is_not_silently_ignored(caplog):
-    caplog.set_level(logging.WARNING, logger="layerlab")
-    create_app(Settings(api_key=["secret-key-1"]))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "layerlab"]
-    assert any("LAYERLAB_API_KEY is set but not enforced" in w for w in warnings)
-    assert not any("secret-key-1" in w for w in warnings)
+def test_an_api_key_is_not_silently_ignored():
+    """LAYERLAB_API_KEY is enforced (app.api.security; tests/test_security.py has the details)."""
+    with TestClient(create_app(Settings(api_key=["secret-key-1"]))) as client:
+        assert client.get("/v1/layers").status_code == 401
+        assert client.get("/v1/layers", headers={"X-API-Key": "secret-key-1"}).status_code == 200
+        assert client.get("/healthz").status_code == 200

@@ -90,10 +90,15 @@ def decode_tensor(
     max_elements: int,
     max_depth: int = 64,
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
+    default_dtype: str = "float32",
 ) -> np.ndarray:
-    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`."""
+    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`.
+
+    `default_dtype` applies when the form names none (bare arrays included): parameters take the
+    input's dtype, so float64 values sent as bare lists keep their precision.
+    """
     if isinstance(value, list) or _is_number(value):
-        return _from_nested(value, None, "float32", field, max_elements, max_depth)
+        return _from_nested(value, None, default_dtype, field, max_elements, max_depth)
     if not isinstance(value, dict):
         raise InvalidInput(
             f"{field} must be a JSON array of numbers (a bare number for a 0-d tensor) "
@@ -113,7 +118,7 @@ def decode_tensor(
     if unknown:
         raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
                            field=f"{field}.{unknown[0]}")
-    dtype = value.get("dtype", "float32")
+    dtype = value.get("dtype", default_dtype)
     if dtype not in dtypes:
         raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {dtype!r}",
                            field=f"{field}.dtype", expected=list(dtypes), actual=_brief(dtype))

@@ -121,7 +121,9 @@ def resolve_state(
         if declared is not None and declared != expected[name]:  # refused before decoding
             _wrong_state_shape(spec, field, name, declared, expected[name])
         array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
-                              max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"))
+                              max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
+                              # unlabelled values take the input's dtype (counts: float64, exact, checked in _cast)
+                              default_dtype="float64" if name in INTEGER_BUFFERS else str(dtype))
         if array.shape != expected[name]:
             _wrong_state_shape(spec, field, name, array.shape, expected[name])
         state[name] = array

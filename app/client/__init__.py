@@ -16,6 +16,7 @@ fastapi: it needs only httpx, numpy and orjson.
 """
 
 from app.client._base import (
+    API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -31,6 +32,7 @@ from app.client.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    AuthenticationError,
     BadRequestError,
     LayerlabError,
     PayloadTooLargeError,
@@ -40,8 +42,8 @@ from app.client.errors import (
 from app.client.results import Comparison, LayerKind, LayerResult, SequentialResult, ShapesResult
 
 __all__ = [
-    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "BASE_URL_ENV", "BadRequestError",
-    "Client", "Codec", "Comparison", "DEFAULT_BASE_URL", "DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT",
+    "APIConnectionError", "APIStatusError", "APITimeoutError", "API_KEY_ENV", "AsyncClient", "AuthenticationError",
+    "BASE_URL_ENV", "BadRequestError", "Client", "Codec", "Comparison", "DEFAULT_BASE_URL", "DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT",
     "INITIAL_RETRY_DELAY", "JsonCodec", "LAYER_KINDS", "LayerKind", "LayerOptions", "LayerResult", "LayerlabError",
     "MAX_RETRY_DELAY", "PayloadTooLargeError", "SequentialResult", "ServerError", "ShapesResult", "ValidationError",
     "layer", "random_tensor",

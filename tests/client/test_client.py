@@ -30,7 +30,9 @@ from app.client import (
 from app.client._base import retry_delay
 from app.client._layers import _config
 from app.client.codec import JsonCodec, decode, encode
+from app.config import Settings
 from app.layers.linear import NOTEBOOK_INPUT
+from app.main import create_app
 from tests.client.helpers import AsyncCountingTransport, CountingTransport, FlakyFront
 
 NOTEBOOK_WEIGHT = [[-0.2009, -0.0747, -0.2266, 0.2618]]
@@ -488,3 +490,20 @@ def test_sequential_equals_nn_sequential(sdk):
     stack[2] = layer("linear", in_features=3, out_features=2, parameters={"weight": weight, "bias": np.zeros(2)})
     again = sdk.sequential(stack, x, seed=5)
     torch.testing.assert_close(torch.from_numpy(again.output), torch.from_numpy(result.intermediates[1][:, :2]))
+
+
+def test_api_key_from_argument_or_environment(in_process, monkeypatch):
+    """With keys set on the server, the SDK authenticates (argument, then $LAYERLAB_API_KEY); else a typed 401."""
+    from app.client import AuthenticationError
+
+    guarded = create_app(Settings(api_key="old-key,new-key"))
+    x = np.ones((2, 4), dtype=np.float32)
+    with pytest.raises(AuthenticationError) as info:
+        in_process(guarded).linear(x, in_features=4, out_features=1)
+    assert info.value.status == 401 and "old-key" not in str(info.value)
+    assert in_process(guarded, api_key="new-key").linear(x, in_features=4, out_features=1).output_shape == (2, 1)
+    monkeypatch.setenv("LAYERLAB_API_KEY", "old-key")
+    assert in_process(guarded).health()["status"] == "ok"
+    assert in_process(guarded).layers()
+    with pytest.raises(AuthenticationError):
+        in_process(guarded, api_key="wrong").layers()

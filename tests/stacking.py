@@ -4,9 +4,6 @@ The oracle never goes through the app's specs: a config's keys are PyTorch's con
 so `nn.Conv2d(**config)` is the module the request describes.
 """
 
-import base64
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -41,19 +38,6 @@ def torch_sequential(layers: list[dict], seed: int = 0, dtype: torch.dtype = tor
     """torch.manual_seed(seed) then nn.Sequential(...): what the service's seeded initialization must equal."""
     torch.manual_seed(seed)
     return nn.Sequential(*[torch_module(layer) for layer in layers]).to(dtype)
-
-
-def decode(tensor: dict) -> np.ndarray:
-    """A response tensor (list or base64 encoding) -> ndarray."""
-    dtype = np.dtype(tensor["dtype"])
-    if "base64" in tensor:
-        raw = base64.b64decode(tensor["base64"])
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(tensor["shape"]).astype(dtype)
-    data = tensor["data"]
-    special = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
-    if "NaN" in str(data) or "Infinity" in str(data):
-        data = np.vectorize(lambda v: special.get(v, v), otypes=[np.float64])(np.array(data, dtype=object))
-    return np.array(data, dtype=dtype).reshape(tensor["shape"])
 
 
 # Stacks worth summarizing, each with its input shape. Kinds not merged yet make their tests skip.

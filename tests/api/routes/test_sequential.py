@@ -6,7 +6,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from app.api.routes.sequential import ALL_EXAMPLES, EXAMPLES
-from tests.stacking import STACKS, decode, kinds_of, need, torch_sequential
+from tests.stacking import STACKS, kinds_of, need, torch_sequential
+from tests.wire import decode
 
 MLP = STACKS["mlp"][1]
 

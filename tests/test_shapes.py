@@ -15,17 +15,9 @@ from app.layers.registry import LAYERS
 from app.layers.service import parse_config
 from app.shapes import Window, formula, output_size, same_padding, split_input_shape
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),
               pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op:UserWarning")]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool only adds synchronization (20 ms a call on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_notebook_conv2d_cell():

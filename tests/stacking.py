@@ -4,11 +4,8 @@ The oracle never goes through the app's specs: a config's keys are PyTorch's con
 so `nn.Conv2d(**config)` is the module the request describes.
 """
 
-import pytest
 import torch
 from torch import nn
-
-from app.layers.registry import LAYERS
 
 TORCH_MODULES = {
     "linear": nn.Linear, "relu": nn.ReLU, "flatten": nn.Flatten,
@@ -17,17 +14,6 @@ TORCH_MODULES = {
     "avgpool1d": nn.AvgPool1d, "avgpool2d": nn.AvgPool2d, "avgpool3d": nn.AvgPool3d,
     "batchnorm1d": nn.BatchNorm1d, "batchnorm2d": nn.BatchNorm2d, "batchnorm3d": nn.BatchNorm3d,
 }
-
-
-def need(*kinds: str) -> None:
-    """Skip until the kinds are in the registry (conv/pool: issue 3, batchnorm: issue 4)."""
-    missing = [k for k in kinds if k not in LAYERS]
-    if missing:
-        pytest.skip(f"layer kinds {missing} are not in the registry yet (issues 3/4 add them)")
-
-
-def kinds_of(layers: list[dict]) -> list[str]:
-    return [layer["kind"] for layer in layers]
 
 
 def torch_module(layer: dict, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -40,7 +26,7 @@ def torch_sequential(layers: list[dict], seed: int = 0, dtype: torch.dtype = tor
     return nn.Sequential(*[torch_module(layer) for layer in layers]).to(dtype)
 
 
-# Stacks worth summarizing, each with its input shape. Kinds not merged yet make their tests skip.
+# Stacks worth summarizing, each with its input shape.
 STACKS = {
     "mlp": ((10, 4), [
         {"kind": "linear", "config": {"in_features": 4, "out_features": 8}},

@@ -7,8 +7,8 @@ import orjson
 import pytest
 import torch
 
-from app.api.routes.shapes import ALL_EXAMPLES, EXAMPLES
-from tests.stacking import STACKS, kinds_of, need, torch_sequential
+from app.api.routes.shapes import ALL_EXAMPLES
+from tests.stacking import STACKS, torch_sequential
 
 MLP = STACKS["mlp"][1]
 
@@ -46,7 +46,6 @@ def test_float64_doubles_the_bytes(client):
 
 
 def test_notebook_cells(client):
-    need("conv2d", "maxpool2d")
     body = shapes(client, ALL_EXAMPLES["notebook"]["value"])
     conv, pool = body["layers"]
     assert conv["output_shape"] == [100, 16, 59, 79] and conv["parameters"]["weight"] == [16, 3, 3, 3]
@@ -61,7 +60,6 @@ def test_notebook_cells(client):
 def test_formula_lines_equal_the_single_layer_routes(client, name):
     """The same text a POST /v1/layers/{kind} response carries, for every layer of every stack."""
     input_shape, layers = STACKS[name]
-    need(*kinds_of(layers))
     input_shape = [2, *input_shape[1:]]  # formulas do not depend on the batch (flatten's shows it: same batch)
     rows = shapes(client, {"input_shape": input_shape, "layers": layers})["layers"]
     for row, layer in zip(rows, layers):
@@ -76,7 +74,6 @@ def test_formula_lines_equal_the_single_layer_routes(client, name):
 @pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_swagger_examples_answer(client, name):
     value = ALL_EXAMPLES[name]["value"]
-    need(*kinds_of(value["layers"]))
     body = shapes(client, value)
     model = torch_sequential(value["layers"])
     with torch.no_grad():
@@ -120,7 +117,6 @@ def test_shape_error_carries_layer_and_kind(client):
 
 
 def test_conv_channel_mismatch_names_the_layer(client):
-    need("conv2d", "maxpool2d")
     layers = STACKS["lenet"][1][:3] + [{"kind": "conv2d", "config": {"in_channels": 7, "out_channels": 16, "kernel_size": 5}}]
     body = shapes(client, {"input_shape": [1, 1, 32, 32], "layers": layers}, 422)
     assert body["field"].startswith("layers[3]") and body["layer"] == 3
@@ -128,7 +124,6 @@ def test_conv_channel_mismatch_names_the_layer(client):
 
 
 def test_output_below_one_names_the_layer_dimension_and_formula(client):
-    need("conv2d", "maxpool2d")
     layers = STACKS["lenet"][1][:6] + [{"kind": "conv2d", "config": {"in_channels": 16, "out_channels": 4, "kernel_size": 7}}]
     body = shapes(client, {"input_shape": [1, 1, 32, 32], "layers": layers}, 422)
     assert body["field"].startswith("layers[6]") and body["layer"] == 6
@@ -167,7 +162,7 @@ def test_openapi_documents_shapes(client):
     assert set(operation["responses"]) >= {"200", "413", "422"}
     content = operation["requestBody"]["content"]["application/json"]
     assert content["schema"] == {"$ref": "#/components/schemas/ShapesRequest"}
-    assert set(content["examples"]) == set(EXAMPLES)
+    assert set(content["examples"]) == set(ALL_EXAMPLES)  # every example: no kind is missing
     request = spec["components"]["schemas"]["ShapesRequest"]
     variants = request["properties"]["layers"]["items"]["discriminator"]["mapping"]
     assert {"linear", "relu", "flatten"} <= set(variants)
@@ -181,6 +176,5 @@ def test_readme_curl_example_works(client):
     section = readme.split("## Stacks", 1)[1].split("\n## ", 1)[0]
     curl = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     body = orjson.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
-    need(*kinds_of(body["layers"]))
     assert re.search(r"http://127\.0\.0\.1:8000(/\S+)", curl).group(1) == "/v1/shapes"
     assert shapes(client, body)["output_shape"] == [100, 16, 19, 39]

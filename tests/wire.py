@@ -35,8 +35,13 @@ def as_base64(array: np.ndarray) -> dict:
             "shape": list(array.shape), "dtype": array.dtype.name}
 
 
-def post_layer(client, kind: str, body: dict, status: int = 200) -> dict:
-    """POST /v1/layers/{kind}; the response's JSON once its status is the one expected."""
-    response = client.post(f"/v1/layers/{kind}", json=body)
+def post_json(client, path: str, body: dict, status: int = 200) -> dict:
+    """POST a JSON body; the response's JSON once its status is the one expected."""
+    response = client.post(path, json=body)
     assert response.status_code == status, response.text
     return response.json()
+
+
+def post_layer(client, kind: str, body: dict, status: int = 200) -> dict:
+    """POST /v1/layers/{kind}; the response's JSON once its status is the one expected."""
+    return post_json(client, f"/v1/layers/{kind}", body, status)

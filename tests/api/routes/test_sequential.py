@@ -7,15 +7,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from app.api.routes.sequential import ALL_EXAMPLES
 from tests.stacking import STACKS, torch_sequential
-from tests.wire import decode
+from tests.wire import decode, post_json
 
 MLP = STACKS["mlp"][1]
 
 
 def run(client, body, status=200):
-    response = client.post("/v1/sequential", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+    return post_json(client, "/v1/sequential", body, status)
 
 
 def small(name):

@@ -9,14 +9,13 @@ import torch
 
 from app.api.routes.shapes import ALL_EXAMPLES
 from tests.stacking import STACKS, torch_sequential
+from tests.wire import post_json, post_layer
 
 MLP = STACKS["mlp"][1]
 
 
 def shapes(client, body, status=200):
-    response = client.post("/v1/shapes", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+    return post_json(client, "/v1/shapes", body, status)
 
 
 def test_mlp_rows_and_totals(client):
@@ -63,10 +62,8 @@ def test_formula_lines_equal_the_single_layer_routes(client, name):
     input_shape = [2, *input_shape[1:]]  # formulas do not depend on the batch (flatten's shows it: same batch)
     rows = shapes(client, {"input_shape": input_shape, "layers": layers})["layers"]
     for row, layer in zip(rows, layers):
-        response = client.post(f"/v1/layers/{layer['kind']}", json={
+        single = post_layer(client, layer["kind"], {
             "config": layer.get("config", {}), "input": {"random": "normal", "shape": row["input_shape"]}, "encoding": "none"})
-        assert response.status_code == 200, response.text
-        single = response.json()
         assert single.get("formula", []) == row["formula"]
         assert single["output_shape"] == row["output_shape"] and single["parameter_count"] == row["parameter_count"]
 

@@ -26,6 +26,19 @@ def torch_sequential(layers: list[dict], seed: int = 0, dtype: torch.dtype = tor
     return nn.Sequential(*[torch_module(layer) for layer in layers]).to(dtype)
 
 
+def documented_stack_route(client, path: str, request_schema: str, examples: dict) -> dict:
+    """Check a stack route's OpenAPI entry (operation id, responses, request schema, every example);
+    return the whole document for route-specific checks."""
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"][path]["post"]
+    assert operation["operationId"] == path.rsplit("/", 1)[1]
+    assert set(operation["responses"]) >= {"200", "413", "422"}
+    content = operation["requestBody"]["content"]["application/json"]
+    assert content["schema"] == {"$ref": f"#/components/schemas/{request_schema}"}
+    assert set(content["examples"]) == set(examples)  # every example: none dropped for a missing kind
+    return spec
+
+
 # Stacks worth summarizing, each with its input shape.
 STACKS = {
     "mlp": ((10, 4), [

@@ -36,12 +36,24 @@ def as_base64(array: np.ndarray) -> dict:
 
 
 def post_json(client, path: str, body: dict, status: int = 200) -> dict:
-    """POST a JSON body; the response's JSON once its status is the one expected."""
+    """POST a JSON body; the response's JSON once its status is the one expected (an error's
+    envelope repeating that status)."""
     response = client.post(path, json=body)
     assert response.status_code == status, response.text
-    return response.json()
+    payload = response.json()
+    if status >= 400:
+        assert payload["status"] == status, payload
+    return payload
 
 
 def post_layer(client, kind: str, body: dict, status: int = 200) -> dict:
     """POST /v1/layers/{kind}; the response's JSON once its status is the one expected."""
     return post_json(client, f"/v1/layers/{kind}", body, status)
+
+
+def assert_names(error: dict, field: str, words: str | list[str]) -> None:
+    """A 4xx error body names `field` and its detail says each of `words`."""
+    assert 400 <= error["status"] < 500 and error["error"], error
+    assert error["field"] == field, error
+    for word in [words] if isinstance(words, str) else words:
+        assert word in error["detail"], error["detail"]

@@ -6,8 +6,8 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from app.api.routes.sequential import ALL_EXAMPLES
-from tests.stacking import STACKS, torch_sequential
-from tests.wire import decode, post_json
+from tests.stacking import STACKS, documented_stack_route, torch_sequential
+from tests.wire import assert_names, decode, post_json
 
 MLP = STACKS["mlp"][1]
 
@@ -146,9 +146,7 @@ def test_service_leaves_torch_global_rng_alone(client):
 ])
 def test_broken_stacks_are_422_naming_the_layer(client, layers, field, words):
     body = run(client, {"layers": layers, "input": [[1.0, 2.0, 3.0, 4.0]]}, 422)
-    assert body["field"] == field, body
-    for word in words:
-        assert word in body["detail"], body["detail"]
+    assert_names(body, field, words)
 
 
 def test_batchnorm_training_batch_of_one_names_the_layer(client):
@@ -203,13 +201,7 @@ def test_unknown_fields_and_missing_input(client):
 
 
 def test_openapi_documents_sequential(client):
-    spec = client.get("/openapi.json").json()
-    operation = spec["paths"]["/v1/sequential"]["post"]
-    assert operation["operationId"] == "sequential"
-    assert set(operation["responses"]) >= {"200", "413", "422"}
-    content = operation["requestBody"]["content"]["application/json"]
-    assert content["schema"] == {"$ref": "#/components/schemas/SequentialRequest"}
-    assert set(content["examples"]) == set(ALL_EXAMPLES)  # every example: no kind is missing
+    spec = documented_stack_route(client, "/v1/sequential", "SequentialRequest", ALL_EXAMPLES)
     layer = spec["components"]["schemas"]["LinearSequentialLayer"]
     assert {"kind", "config", "parameters"} <= set(layer["properties"])
 

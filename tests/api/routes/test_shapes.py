@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from app.api.routes.shapes import ALL_EXAMPLES
-from tests.stacking import STACKS, torch_sequential
-from tests.wire import post_json, post_layer
+from tests.stacking import STACKS, documented_stack_route, torch_sequential
+from tests.wire import assert_names, post_json, post_layer
 
 MLP = STACKS["mlp"][1]
 
@@ -102,9 +102,7 @@ LINEAR = {"kind": "linear", "config": {"in_features": 4, "out_features": 8}}
 ])
 def test_broken_stacks_are_422_naming_the_layer(client, layers, input_shape, field, words):
     body = shapes(client, {"input_shape": input_shape, "layers": layers}, 422)
-    assert body["field"] == field, body
-    for word in words:
-        assert word in body["detail"], body["detail"]
+    assert_names(body, field, words)
 
 
 def test_shape_error_carries_layer_and_kind(client):
@@ -153,13 +151,7 @@ def test_too_many_layers_is_422(client):
 
 
 def test_openapi_documents_shapes(client):
-    spec = client.get("/openapi.json").json()
-    operation = spec["paths"]["/v1/shapes"]["post"]
-    assert operation["operationId"] == "shapes"
-    assert set(operation["responses"]) >= {"200", "413", "422"}
-    content = operation["requestBody"]["content"]["application/json"]
-    assert content["schema"] == {"$ref": "#/components/schemas/ShapesRequest"}
-    assert set(content["examples"]) == set(ALL_EXAMPLES)  # every example: no kind is missing
+    spec = documented_stack_route(client, "/v1/shapes", "ShapesRequest", ALL_EXAMPLES)
     request = spec["components"]["schemas"]["ShapesRequest"]
     variants = request["properties"]["layers"]["items"]["discriminator"]["mapping"]
     assert {"linear", "relu", "flatten"} <= set(variants)

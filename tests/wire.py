@@ -35,6 +35,11 @@ def as_base64(array: np.ndarray) -> dict:
             "shape": list(array.shape), "dtype": array.dtype.name}
 
 
+def random_input(*shape: int) -> dict:
+    """The {random, shape} request form: torch.randn(shape) after torch.manual_seed(0)."""
+    return {"random": "normal", "shape": list(shape)}
+
+
 def post_json(client, path: str, body: dict, status: int = 200) -> dict:
     """POST a JSON body; the response's JSON once its status is the one expected (an error's
     envelope repeating that status)."""

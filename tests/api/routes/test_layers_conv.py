@@ -7,7 +7,7 @@ import torchinfo
 
 from app.layers.registry import LAYERS
 from app.layers.service import parse_config
-from tests.wire import as_base64, assert_names, decode, post_layer
+from tests.wire import as_base64, assert_names, decode, post_layer, random_input
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")]
@@ -80,10 +80,6 @@ def test_both_backends_equal_torch(client, kind, config, shape, dtype, backend, 
     assert body["comparison"]["backend"] == ("reference" if backend == "torch" else "torch")
     assert body["comparison"]["allclose"] is True, body["comparison"]
     assert len(body["formula"]) == int(kind[-2])
-
-
-def random_input(*shape: int) -> dict:
-    return {"random": "normal", "shape": list(shape)}
 
 
 ERRORS = [  # (kind, config, input, field, words in detail)

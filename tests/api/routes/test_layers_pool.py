@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.layers.registry import LAYERS
-from tests.wire import as_base64, assert_names, decode, post_layer
+from tests.wire import as_base64, assert_names, decode, post_layer, random_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,10 +68,6 @@ def test_both_backends_equal_torch(client, kind, config, shape, dtype, backend, 
         np.testing.assert_array_equal(decode(body["indices"]), indices.numpy())
         assert body["comparison"]["indices_equal"] is True
     assert body["comparison"]["allclose"] is True, body["comparison"]
-
-
-def random_input(*shape: int) -> dict:
-    return {"random": "normal", "shape": list(shape)}
 
 
 ERRORS = [  # (kind, config, input, field, words in detail)

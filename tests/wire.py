@@ -56,6 +56,16 @@ def post_layer(client, kind: str, body: dict, status: int = 200) -> dict:
     return post_json(client, f"/v1/layers/{kind}", body, status)
 
 
+def listed_layers(client) -> dict[str, dict]:
+    """GET /v1/layers by kind; every kind listed once."""
+    response = client.get("/v1/layers")
+    assert response.status_code == 200, response.text
+    entries = response.json()
+    listed = {entry["kind"]: entry for entry in entries}
+    assert len(listed) == len(entries), "a kind is listed twice"
+    return listed
+
+
 def assert_names(error: dict, field: str, words: str | list[str]) -> None:
     """A 4xx error body names `field` and its detail says each of `words`."""
     assert 400 <= error["status"] < 500 and error["error"], error

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.backends.reference.activation import flatten, relu
-from tests.wire import decode, post_layer
+from tests.wire import decode, listed_layers, post_layer
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
@@ -80,6 +80,6 @@ def test_reference_functions_directly():
 
 
 def test_layers_lists_the_glue_kinds(client):
-    kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
+    kinds = listed_layers(client)
     assert kinds["relu"]["torch"] == "torch.nn.ReLU" and kinds["relu"]["defaults"] == {"inplace": False}
     assert kinds["flatten"]["defaults"] == {"start_dim": 1, "end_dim": -1}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.wire import assert_names, decode, post_layer
+from tests.wire import assert_names, decode, listed_layers, post_layer
 
 BACKENDS = ["torch", "reference"]
 MODULES = {"batchnorm1d": torch.nn.BatchNorm1d, "batchnorm2d": torch.nn.BatchNorm2d, "batchnorm3d": torch.nn.BatchNorm3d}
@@ -128,7 +128,7 @@ def test_one_value_per_channel_is_fine_in_evaluation_with_running_statistics(cli
 
 
 def test_listed_with_defaults(client):
-    kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
+    kinds = listed_layers(client)
     for kind, torch_name in (("batchnorm1d", "BatchNorm1d"), ("batchnorm2d", "BatchNorm2d"), ("batchnorm3d", "BatchNorm3d")):
         assert kinds[kind]["torch"] == f"torch.nn.{torch_name}"
         assert kinds[kind]["defaults"] == {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "bias": True}

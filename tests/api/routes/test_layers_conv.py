@@ -7,7 +7,7 @@ import torchinfo
 
 from app.layers.registry import LAYERS
 from app.layers.service import parse_config
-from tests.wire import as_base64, assert_names, decode, post_layer, random_input
+from tests.wire import as_base64, assert_names, decode, listed_layers, post_layer, random_input
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")]
@@ -160,7 +160,7 @@ def test_macs_equal_torchinfo(kind, config, shape):
 
 
 def test_listed_with_defaults(client):
-    listed = {entry["kind"]: entry for entry in client.get("/v1/layers").json()}
+    listed = listed_layers(client)
     assert listed["conv2d"]["torch"] == "torch.nn.Conv2d"
     assert listed["conv3d"]["defaults"] == {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True,
                                             "padding_mode": "zeros"}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.layers.linear import NOTEBOOK_INPUT
-from tests.wire import as_base64, decode, post_layer
+from tests.wire import as_base64, decode, listed_layers, post_layer
 
 NOTEBOOK_WEIGHT = [[-0.2009, -0.0747, -0.2266, 0.2618]]
 NOTEBOOK_BIAS = [-0.4708]
@@ -155,7 +155,7 @@ def test_compare_reports_differences_with_torch_tolerances(client):
 
 
 def test_layers_lists_linear_with_schema_and_defaults(client):
-    kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
+    kinds = listed_layers(client)
     linear = kinds["linear"]
     assert linear["defaults"] == {"bias": True}
     assert linear["torch"] == "torch.nn.Linear" and linear["path"] == "/v1/layers/linear"

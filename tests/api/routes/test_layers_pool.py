@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from app.layers.registry import LAYERS
-from tests.wire import as_base64, assert_names, decode, post_layer, random_input
+from tests.wire import as_base64, assert_names, decode, listed_layers, post_layer, random_input
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -126,7 +126,7 @@ def test_pool_macs_are_zero_like_torchinfo():
 
 
 def test_listed_with_pytorch_defaults(client):
-    listed = {entry["kind"]: entry for entry in client.get("/v1/layers").json()}
+    listed = listed_layers(client)
     assert listed["maxpool2d"]["defaults"] == {"stride": None, "padding": 0, "dilation": 1, "return_indices": False,
                                                "ceil_mode": False}
     assert listed["avgpool3d"]["defaults"] == {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,

@@ -165,7 +165,7 @@ def test_layers_lists_linear_with_schema_and_defaults(client):
 def test_bare_list_parameters_take_the_input_dtype(client):
     """float64 parameters sent as bare lists keep their precision (and their range) with a float64 input."""
     weight = [[1.0000000001, 1e300]]
-    body = post(client, {"config": {"in_features": 2, "out_features": 1, "bias": False},
+    body = post_layer(client, "linear", {"config": {"in_features": 2, "out_features": 1, "bias": False},
                          "input": {"data": [[1.0, 1e-300]], "dtype": "float64"}, "parameters": {"weight": weight}})
     assert body["parameters"]["weight"]["dtype"] == "float64"
     assert decode(body["parameters"]["weight"]).tolist() == weight

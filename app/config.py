@@ -36,7 +36,15 @@ class Settings(BaseSettings):
     )
     api_key: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="API keys, comma-separated (several for rotation). Reserved: not enforced yet.",
+        description="API keys, comma-separated or a JSON list (several for rotation). Empty: no "
+        "authentication. Set: every route but `auth_exempt_paths` needs `Authorization: Bearer <key>` "
+        "or `X-API-Key: <key>` (app.api.security).",
+    )
+    auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
+                                 "/static/docs/*"],
+        description="Paths open without a key when keys are set: exact paths, or prefixes ending in `*` "
+        "(comma-separated or JSON).",
     )
 
     max_body_bytes: int = Field(
@@ -66,7 +74,31 @@ class Settings(BaseSettings):
         True, description="Tune glibc's allocator for big tensors at start (see app/tuning.py)."
     )
 
-    @field_validator("cors_origins", "api_key", mode="before")
+    # --- Overload (issue 8): lanes, queue and time limits of the compute pool (app.compute). ---
+    compute_light_workers: int = Field(
+        1, ge=0,
+        description="Extra compute threads kept for light requests (see light_request_size), so "
+        "small requests never queue behind big ones. 0: one shared lane.",
+    )
+    light_request_size: int = Field(
+        10**7, ge=0,
+        description="A request is light when its parameter, input and output elements plus its "
+        "estimated multiply-adds, known from the config and shapes alone, are at most this.",
+    )
+    compute_queue_timeout_s: float = Field(
+        10.0, gt=0, description="How long a request waits for a free compute worker before a 503."
+    )
+    compute_queue_size: int = Field(
+        64, ge=0, description="Most requests waiting for a compute worker; more get a 503 at once."
+    )
+    compute_timeout_s: float = Field(
+        120.0, gt=0,
+        description="Per-request compute time limit: past it the answer is a 504 (the worker "
+        "thread cannot be killed; it finishes and only then frees its slot).",
+    )
+    retry_after_s: int = Field(1, ge=0, description="The Retry-After header (seconds) sent with a 503.")
+
+    @field_validator("cors_origins", "api_key", "auth_exempt_paths", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         """`a,b` or `["a","b"]` from the environment; lists pass through."""

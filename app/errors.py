@@ -2,13 +2,18 @@
 
     LayerlabError (400)
     ├── BadRequest (400)          body is not JSON, wrong content type
+    ├── Unauthorized (401)        API keys are configured and none (or a wrong one) was sent
     ├── UnknownKind (404)         no such layer kind
-    ├── PayloadTooLarge (413)     a configured limit (body bytes, elements, parameters, work)
+    ├── PayloadTooLarge (413)     a configured limit (body bytes, elements, parameters, work, depth)
     ├── UnsupportedMediaType (415)
-    └── InvalidInput (422)        a value the layer cannot take
-        └── ShapeMismatch (422)   a tensor of the wrong shape or rank
+    ├── InvalidInput (422)        a value the layer cannot take
+    │   └── ShapeMismatch (422)   a tensor of the wrong shape or rank
+    ├── ClientGone (499)          the client left before its answer was ready (nobody reads this one)
+    ├── Overloaded (503)          every compute worker stayed busy for the whole queue wait; Retry-After
+    └── ComputeTimeout (504)      the computation ran past the per-request time limit
 """
 
+import json
 from http import HTTPStatus
 from typing import Any
 
@@ -22,6 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 class LayerlabError(Exception):
     status_code = 400
+    headers: dict[str, str] | None = None
+    """Extra response headers (WWW-Authenticate, Retry-After)."""
 
     def __init__(
         self,
@@ -66,6 +73,17 @@ class BadRequest(LayerlabError):
     status_code = 400
 
 
+class Unauthorized(LayerlabError):
+    """401; `WWW-Authenticate` tells the client which scheme to use (RFC 6750)."""
+
+    status_code = 401
+
+    def __init__(self, detail: str, *, invalid: bool = False, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        challenge = 'Bearer realm="layerlab"'
+        self.headers = {"WWW-Authenticate": challenge + (', error="invalid_token"' if invalid else "")}
+
+
 class UnknownKind(LayerlabError):
     status_code = 404
 
@@ -86,6 +104,28 @@ class InvalidInput(LayerlabError):
 
 class ShapeMismatch(InvalidInput):
     status_code = 422
+
+
+class ClientGone(LayerlabError):
+    """The client disconnected; the status (nginx's 499) only shows in logs and metrics."""
+
+    status_code = 499
+
+
+class Overloaded(LayerlabError):
+    """503 with `Retry-After`: the request waited its whole queue time for a compute worker."""
+
+    status_code = 503
+
+    def __init__(self, detail: str, *, retry_after: int, **kwargs: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **kwargs)
+        self.headers = {"Retry-After": str(retry_after)}
+
+
+class ComputeTimeout(LayerlabError):
+    """504: the computation passed the per-request time limit (its worker finishes it, unseen)."""
+
+    status_code = 504
 
 
 def loc_to_field(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
@@ -121,8 +161,13 @@ def _small(value: Any) -> bool:
 
 
 def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) -> Response:
+    body = exc.body()
+    try:
+        content = orjson.dumps(body, default=str)
+    except TypeError:  # an integer past 64 bits (a 413's `value`, say): the stdlib writes any int
+        content = json.dumps(body, default=str).encode()
     return Response(
-        orjson.dumps(exc.body(), default=str),
+        content,
         status_code=exc.status_code,
         media_type="application/json",
         headers=headers,
@@ -132,7 +177,7 @@ def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) ->
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LayerlabError)
     async def _layerlab(_: Request, exc: LayerlabError) -> Response:
-        return error_response(exc)
+        return error_response(exc, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> Response:

@@ -1,24 +1,23 @@
 """The app factory: `create_app(settings)`; `app` is what uvicorn serves (run it with `python -m app.serve`)."""
 
-import logging
 from typing import Any
 
 import torch
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp
 
 from app import __version__, tuning
+from app.api.body import BodyLimitMiddleware
 from app.api.routes import layers, ops, sequential, shapes
 from app.api.routes.docs import install_docs
+from app.api.security import document_protections, install_security
 from app.compute import ComputePool
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.observability import ObservabilityMiddleware
 
-logger = logging.getLogger("layerlab")
 
 DESCRIPTION = """
 Compute neural-network layers on demand: PyTorch (`torch.nn`) or a hand-written NumPy reference
@@ -70,19 +69,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.compute = ComputePool(settings.compute_workers)
+    app.state.compute = ComputePool(
+        settings.compute_workers, light_workers=settings.compute_light_workers,
+        queue_timeout_s=settings.compute_queue_timeout_s,
+        queue_size=settings.compute_queue_size, timeout_s=settings.compute_timeout_s,
+        retry_after_s=settings.retry_after_s)
     install_error_handlers(app)
-    if settings.cors_origins:  # closed unless configured
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"],
-                           expose_headers=["X-Request-ID"])
-    if settings.api_key:
-        logger.warning("LAYERLAB_API_KEY is set but not enforced by this version: every route is open")
     app.include_router(ops.router)
     app.include_router(layers.router)
     app.include_router(shapes.router)
     app.include_router(sequential.router)
     install_docs(app)
+    # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body).
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_security(app, settings)
     _document_parsed_bodies(app)
     return app
 
@@ -105,6 +105,7 @@ def _document_parsed_bodies(app: FastAPI) -> None:
         # responses): FastAPI writes its copies with exclude_none, which drops `"default": null`
         # (MaxPool's stride, say) and turns integer bounds into floats.
         components.update(defs.get("$defs", {}))
+        document_protections(schema, app.state.settings)
         return schema
 
     app.openapi = openapi

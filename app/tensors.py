@@ -5,6 +5,7 @@ and never walks elements in Python: NumPy converts nested lists in C.
 """
 
 import math
+import reprlib
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +29,8 @@ def check_shape(shape: Any, field: str) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(type(d) is int for d in shape):
         raise InvalidInput(f"{field} must be a list of integers", field=field, actual=_brief(shape))
     if any(d < 0 for d in shape):
-        raise InvalidInput(f"{field} has a negative dimension: {shape}", field=field, actual=shape)
+        shown = shape if len(shape) <= 16 else _REPR.repr(shape)
+        raise InvalidInput(f"{field} has a negative dimension: {shown}", field=field, actual=shown)
     return tuple(shape)
 
 
@@ -50,6 +52,38 @@ def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int
     return count
 
 
+def declared_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ...] | None:
+    """The shape a `random` or `base64` tensor declares, read without decoding anything, so output
+    and work limits can be checked before allocating. (`data` is already in memory as parsed JSON;
+    its own consistency errors come first.)"""
+    if not isinstance(value, dict) or not isinstance(value.get("shape"), list) or "data" in value:
+        return None
+    shape = check_shape(value["shape"], f"{field}.shape")
+    if len(shape) > max_depth:
+        raise _too_deep(f"{field}.shape", len(shape), max_depth)
+    return shape
+
+
+def probable_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ...]:
+    """A tensor's shape without decoding it: declared, or read off a nested list's first elements
+    (a ragged list is found when it is decoded). For sizing a request, not for trusting."""
+    if isinstance(value, dict):
+        if isinstance(value.get("shape"), list):
+            return check_shape(value["shape"], f"{field}.shape")
+        value = value.get("data")
+    shape: list[int] = []
+    while isinstance(value, list) and len(shape) <= max_depth:
+        shape.append(len(value))
+        value = value[0] if value else None
+    return tuple(shape)
+
+
+def _too_deep(field: str, depth: int, max_depth: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"{field} has {depth} dimensions (nesting levels); the limit is {max_depth} (setting LAYERLAB_MAX_JSON_DEPTH)",
+        field=field, limit="max_json_depth", value=depth, expected=f"<= {max_depth}")
+
+
 def decode_tensor(
     value: Any,
     *,
@@ -57,10 +91,15 @@ def decode_tensor(
     max_elements: int,
     max_depth: int = 64,
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
+    default_dtype: str = "float32",
 ) -> np.ndarray:
-    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`."""
+    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`.
+
+    `default_dtype` applies when the form names none (bare arrays included): parameters take the
+    input's dtype, so float64 values sent as bare lists keep their precision.
+    """
     if isinstance(value, (list, np.ndarray)) or _is_number(value):  # ndarray: a big JSON array (app.api.json_arrays)
-        return _from_nested(value, None, "float32", field, max_elements, max_depth)
+        return _from_nested(value, None, default_dtype, field, max_elements, max_depth)
     if not isinstance(value, dict):
         raise InvalidInput(
             f"{field} must be a JSON array of numbers (a bare number for a 0-d tensor) "
@@ -80,7 +119,7 @@ def decode_tensor(
     if unknown:
         raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
                            field=f"{field}.{unknown[0]}")
-    dtype = value.get("dtype", "float32")
+    dtype = value.get("dtype", default_dtype)
     if dtype not in dtypes:
         raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {dtype!r}",
                            field=f"{field}.dtype", expected=list(dtypes), actual=_brief(dtype))
@@ -88,8 +127,7 @@ def decode_tensor(
     if "shape" in value and value["shape"] is not None:
         shape = check_shape(value["shape"], f"{field}.shape")
         if len(shape) > max_depth:
-            raise InvalidInput(f"{field}.shape has {len(shape)} dimensions; at most {max_depth} are allowed",
-                               field=f"{field}.shape")
+            raise _too_deep(f"{field}.shape", len(shape), max_depth)
         check_elements(shape, field, max_elements)
 
     if form == "data":
@@ -120,7 +158,9 @@ def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] |
         if depth > max_depth:
             break
     if depth > max_depth:
-        raise InvalidInput(f"{field} is nested more than {max_depth} deep", field=field)
+        raise PayloadTooLarge(
+            f"{field} is nested more than {max_depth} deep (setting LAYERLAB_MAX_JSON_DEPTH)",
+            field=field, limit="max_json_depth", expected=f"<= {max_depth}", actual=f"> {max_depth}")
     try:
         raw = data if isinstance(data, np.ndarray) else np.array(data)
     except (ValueError, TypeError) as exc:
@@ -208,6 +248,9 @@ def _from_bytes(raw: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.
 
 def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     distribution, seed = value["random"], value.get("seed", 0)
+    if dtype not in FLOAT_DTYPES:
+        raise InvalidInput(f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
+                           field=f"{field}.dtype", expected=list(FLOAT_DTYPES), actual=dtype)
     if distribution not in ("normal", "uniform"):
         raise InvalidInput(f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
                            field=f"{field}.random", expected=["normal", "uniform"], actual=_brief(distribution))
@@ -270,6 +313,11 @@ def _json_scalar(v: Any) -> Any:
     return v
 
 
+_REPR = reprlib.Repr()  # for echoing user values: bounded in length and depth (100,000-deep lists too)
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
+
+
 def _brief(value: Any) -> Any:
-    text = repr(value)
-    return value if len(text) <= 80 and isinstance(value, (int, float, str)) else text[:80]
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool) and len(_REPR.repr(value)) <= 80:
+        return value
+    return _REPR.repr(value)[:80]

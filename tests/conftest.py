@@ -4,6 +4,7 @@ uvicorn on 127.0.0.1 for the whole session."""
 from collections.abc import Iterator
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -38,3 +39,13 @@ def live_server() -> Iterator[str]:
     Access logs off: the helper pipes the server's output, which nobody reads during the session."""
     with start_live_server("--log-level", "warning") as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: torch's thread pool only adds synchronization (20 ms a call on a busy 2-core box).
+    A module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

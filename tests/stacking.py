@@ -4,14 +4,8 @@ The oracle never goes through the app's specs: a config's keys are PyTorch's con
 so `nn.Conv2d(**config)` is the module the request describes.
 """
 
-import base64
-
-import numpy as np
-import pytest
 import torch
 from torch import nn
-
-from app.layers.registry import LAYERS
 
 TORCH_MODULES = {
     "linear": nn.Linear, "relu": nn.ReLU, "flatten": nn.Flatten,
@@ -20,17 +14,6 @@ TORCH_MODULES = {
     "avgpool1d": nn.AvgPool1d, "avgpool2d": nn.AvgPool2d, "avgpool3d": nn.AvgPool3d,
     "batchnorm1d": nn.BatchNorm1d, "batchnorm2d": nn.BatchNorm2d, "batchnorm3d": nn.BatchNorm3d,
 }
-
-
-def need(*kinds: str) -> None:
-    """Skip until the kinds are in the registry (conv/pool: issue 3, batchnorm: issue 4)."""
-    missing = [k for k in kinds if k not in LAYERS]
-    if missing:
-        pytest.skip(f"layer kinds {missing} are not in the registry yet (issues 3/4 add them)")
-
-
-def kinds_of(layers: list[dict]) -> list[str]:
-    return [layer["kind"] for layer in layers]
 
 
 def torch_module(layer: dict, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -43,20 +26,20 @@ def torch_sequential(layers: list[dict], seed: int = 0, dtype: torch.dtype = tor
     return nn.Sequential(*[torch_module(layer) for layer in layers]).to(dtype)
 
 
-def decode(tensor: dict) -> np.ndarray:
-    """A response tensor (list or base64 encoding) -> ndarray."""
-    dtype = np.dtype(tensor["dtype"])
-    if "base64" in tensor:
-        raw = base64.b64decode(tensor["base64"])
-        return np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(tensor["shape"]).astype(dtype)
-    data = tensor["data"]
-    special = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
-    if "NaN" in str(data) or "Infinity" in str(data):
-        data = np.vectorize(lambda v: special.get(v, v), otypes=[np.float64])(np.array(data, dtype=object))
-    return np.array(data, dtype=dtype).reshape(tensor["shape"])
+def documented_stack_route(client, path: str, request_schema: str, examples: dict) -> dict:
+    """Check a stack route's OpenAPI entry (operation id, responses, request schema, every example);
+    return the whole document for route-specific checks."""
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"][path]["post"]
+    assert operation["operationId"] == path.rsplit("/", 1)[1]
+    assert set(operation["responses"]) >= {"200", "413", "422"}
+    content = operation["requestBody"]["content"]["application/json"]
+    assert content["schema"] == {"$ref": f"#/components/schemas/{request_schema}"}
+    assert set(content["examples"]) == set(examples)  # every example: none dropped for a missing kind
+    return spec
 
 
-# Stacks worth summarizing, each with its input shape. Kinds not merged yet make their tests skip.
+# Stacks worth summarizing, each with its input shape.
 STACKS = {
     "mlp": ((10, 4), [
         {"kind": "linear", "config": {"in_features": 4, "out_features": 8}},

@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import yaml
 
 from app.config import Settings
 from app.serve import available_cpus
+from tests.live_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,12 +217,6 @@ def test_nginx_conf_parses_when_nginx_is_here(tmp_path):
 
 
 # -- the image's command line, outside Docker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_ready(base: str, server: subprocess.Popen, stderr: Path, timeout_s: float = 120) -> None:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import orjson
 
+from tests.wire import post_json
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -25,6 +27,4 @@ def test_curl_example_works(client):
     curl = bash_blocks("Try it")[0]
     path = re.search(r"http://127\.0\.0\.1:8000(/\S+)", curl).group(1)
     body = orjson.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
-    response = client.post(path, json=body)
-    assert response.status_code == 200, response.text
-    assert response.json()["comparison"]["allclose"] is True
+    assert post_json(client, path, body)["comparison"]["allclose"] is True

@@ -61,7 +61,7 @@ def test_depth_limit():
     deep = [1.0]
     for _ in range(70):
         deep = [deep]
-    with pytest.raises(InvalidInput, match="nested more than"):
+    with pytest.raises(PayloadTooLarge, match="nested more than"):
         decode(deep, max_depth=64)
 
 

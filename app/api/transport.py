@@ -106,6 +106,7 @@ class Incoming:
     def __init__(self, body: bytes, fmt: Format) -> None:
         self._body: bytes | None = body
         self.format = fmt
+        self.size = len(body)
 
     def decode(self) -> Any:
         body, self._body = self._body, None

@@ -17,6 +17,7 @@ it needs only httpx, numpy, orjson and msgpack.
 """
 
 from app.client._base import (
+    API_KEY_ENV,
     BASE_URL_ENV,
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
@@ -32,6 +33,7 @@ from app.client.errors import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    AuthenticationError,
     BadRequestError,
     LayerlabError,
     PayloadTooLargeError,
@@ -41,8 +43,8 @@ from app.client.errors import (
 from app.client.results import Comparison, LayerKind, LayerResult, SequentialResult, ShapesResult
 
 __all__ = [
-    "APIConnectionError", "APIStatusError", "APITimeoutError", "AsyncClient", "BASE_URL_ENV", "BadRequestError",
-    "Client", "Codec", "Comparison", "DEFAULT_BASE_URL", "DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT",
+    "APIConnectionError", "APIStatusError", "APITimeoutError", "API_KEY_ENV", "AsyncClient", "AuthenticationError",
+    "BASE_URL_ENV", "BadRequestError", "Client", "Codec", "Comparison", "DEFAULT_BASE_URL", "DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT",
     "INITIAL_RETRY_DELAY", "JsonCodec", "LAYER_KINDS", "LayerKind", "LayerOptions", "LayerResult", "LayerlabError",
     "MAX_RETRY_DELAY", "MsgpackCodec", "PayloadTooLargeError", "SequentialResult", "ServerError", "ShapesResult", "ValidationError",
     "layer", "random_tensor",

@@ -17,6 +17,7 @@ from app.client.errors import APIConnectionError, APITimeoutError, LayerlabError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 BASE_URL_ENV = "LAYERLAB_URL"
+API_KEY_ENV = "LAYERLAB_API_KEY"
 DEFAULT_TIMEOUT = 60.0
 """Seconds for the whole exchange: a large layer's upload and compute fit in it."""
 DEFAULT_MAX_RETRIES = 2
@@ -52,6 +53,7 @@ class BaseClient:
         self,
         *,
         base_url: str | None,
+        api_key: str | None,
         timeout: float | httpx.Timeout | None,
         max_retries: int,
         codec: Codec | None,
@@ -67,6 +69,9 @@ class BaseClient:
         self.initial_retry_delay = initial_retry_delay
         self.max_retry_delay = max_retry_delay
         self._headers = {"User-Agent": f"layerlab-python/{__version__}", "Accept": self.codec.content_type}
+        api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
+        if api_key:  # sent as a bearer token; never part of repr or errors
+            self._headers["Authorization"] = f"Bearer {api_key}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"

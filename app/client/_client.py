@@ -39,6 +39,7 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         self,
         *,
         base_url: str | None = None,
+        api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.Client | None = None,
@@ -47,8 +48,9 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         initial_retry_delay: float = INITIAL_RETRY_DELAY,
         max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
-        """`http_client` (yours to close) or `transport` replace the network: e.g. the app in-process."""
-        super().__init__(base_url=base_url, timeout=timeout, max_retries=max_retries, codec=codec,
+        """`api_key`: argument, then $LAYERLAB_API_KEY, else none (sent as `Authorization: Bearer`).
+        `http_client` (yours to close) or `transport` replace the network: e.g. the app in-process."""
+        super().__init__(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, codec=codec,
                          initial_retry_delay=initial_retry_delay, max_retry_delay=max_retry_delay)
         if http_client is not None and transport is not None:
             raise ValueError("pass http_client or transport, not both")
@@ -129,6 +131,7 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
         self,
         *,
         base_url: str | None = None,
+        api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
@@ -138,7 +141,7 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
         max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
         """`http_client` (yours to close) or `transport` (e.g. `httpx.ASGITransport(app=app)`) replace the network."""
-        super().__init__(base_url=base_url, timeout=timeout, max_retries=max_retries, codec=codec,
+        super().__init__(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, codec=codec,
                          initial_retry_delay=initial_retry_delay, max_retry_delay=max_retry_delay)
         if http_client is not None and transport is not None:
             raise ValueError("pass http_client or transport, not both")

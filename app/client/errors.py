@@ -5,6 +5,7 @@
     │   └── APITimeoutError         no response in time (retried)
     └── APIStatusError              the server answered with an error status
         ├── BadRequestError         400 not JSON, 404 unknown kind or route, 415 content type, other 4xx
+        │   └── AuthenticationError 401/403 no or wrong API key (see `api_key`)
         ├── PayloadTooLargeError    413 a limit: body bytes, tensor or parameter elements, work; `.limit`
         ├── ValidationError         422 a config, tensor or shape the layer cannot take; `.field`
         └── ServerError             5xx (retried)
@@ -79,6 +80,10 @@ class BadRequestError(APIStatusError):
     """400, 404, 415 and any other 4xx that has no class of its own."""
 
 
+class AuthenticationError(BadRequestError):
+    """401/403: the server wants an API key (`Client(api_key=...)` or $LAYERLAB_API_KEY) or refused this one."""
+
+
 class PayloadTooLargeError(APIStatusError):
     """413: a configured limit was exceeded."""
 
@@ -114,6 +119,8 @@ def status_error(response: httpx.Response) -> APIStatusError:
 
 
 def error_class(status: int) -> type[APIStatusError]:
+    if status in (401, 403):
+        return AuthenticationError
     if status == 413:
         return PayloadTooLargeError
     if status == 422:

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ValidationError
 from app.backends.base import Backend, ForwardResult, State
 from app.backends.reference_backend import ReferenceBackend
 from app.config import Settings
-from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch, validation_error
+from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, ShapeMismatch, validation_error
 from app.layers.base import LayerSpec, Shape
-from app.tensors import check_elements, decode_tensor
+from app.tensors import check_elements, decode_tensor, declared_shape, probable_shape
 
 # torch.testing.assert_close's defaults
 TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
@@ -81,6 +81,14 @@ def check_macs(macs: int, settings: Settings, field: str = "config") -> None:
             field=field, limit="max_macs", value=macs, expected=f"<= {settings.max_macs}")
 
 
+def check_output_and_work(spec: LayerSpec, config: Any, input_shape: Shape, settings: Settings) -> Shape:
+    """The output shape, refused (413) when the output or the estimated work is over its limit."""
+    out_shape = spec.output_shape(config, input_shape)
+    check_elements(out_shape, "output", settings.max_tensor_elements)
+    check_macs(spec.estimated_work(config, input_shape, out_shape), settings)
+    return out_shape
+
+
 def state_shapes(spec: LayerSpec, config: Any) -> dict[str, Shape]:
     return {**spec.parameter_shapes(config), **spec.buffer_shapes(config)}
 
@@ -109,18 +117,26 @@ def resolve_state(
             field=f"{field}.{unknown[0]}", expected=sorted(expected), actual=unknown)
     state: State = {}
     for name, raw in given.items():
+        declared = declared_shape(raw, f"{field}.{name}", settings.max_json_depth)
+        if declared is not None and declared != expected[name]:  # refused before decoding
+            _wrong_state_shape(spec, field, name, declared, expected[name])
         array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
-                              max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"))
+                              max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
+                              # unlabelled values take the input's dtype (counts: float64, exact, checked in _cast)
+                              default_dtype="float64" if name in INTEGER_BUFFERS else str(dtype))
         if array.shape != expected[name]:
-            scalar = " (a scalar: a bare number or {\"data\": n, \"shape\": []})" if expected[name] == () else ""
-            raise ShapeMismatch(
-                f"{field}.{name} has shape {list(array.shape)}; {spec.torch_name} with this config needs "
-                f"{list(expected[name])}{scalar}",
-                field=f"{field}.{name}", expected=list(expected[name]), actual=list(array.shape))
+            _wrong_state_shape(spec, field, name, array.shape, expected[name])
         state[name] = array
     if set(state) != set(expected):
         state = {**initial(), **state}
     return {name: _cast(name, array, dtype, field) for name, array in state.items()}
+
+
+def _wrong_state_shape(spec: LayerSpec, field: str, name: str, shape: Shape, expected: Shape) -> None:
+    scalar = " (a scalar: a bare number or {\"data\": n, \"shape\": []})" if expected == () else ""
+    raise ShapeMismatch(
+        f"{field}.{name} has shape {list(shape)}; {spec.torch_name} with this config needs {list(expected)}{scalar}",
+        field=f"{field}.{name}", expected=list(expected), actual=list(shape))
 
 
 def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:
@@ -184,6 +200,20 @@ class LayerOutcome:
     """Bytes of the decoded input and of the parameters the request gave (for metrics)."""
 
 
+def estimated_size(spec: LayerSpec, request: Any, settings: Settings) -> int:
+    """What a request will touch, from its config and shapes alone (nothing decoded): parameter,
+    input and output elements plus estimated multiply-adds. It sends small requests to the light
+    compute lane; an invalid request counts as small (its error is quick to produce)."""
+    try:
+        config = parse_config(spec, request.config)
+        size = sum(math.prod(s) for s in state_shapes(spec, config).values())
+        shape = probable_shape(request.input, "input", settings.max_json_depth)
+        out_shape = spec.output_shape(config, shape)
+        return size + math.prod(shape) + math.prod(out_shape) + spec.estimated_work(config, shape, out_shape)
+    except LayerlabError:
+        return 0
+
+
 def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome:
     """`request` is a validated `LayerRequestOptions` with a raw `config` dict."""
     device = getattr(request, "device", "cpu")
@@ -191,12 +221,14 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
     config = parse_config(spec, request.config)
     shapes = state_shapes(spec, config)
     check_parameter_count(sum(math.prod(s) for s in shapes.values()), settings)
+    shape = declared_shape(request.input, "input", settings.max_json_depth)
+    if shape is not None:  # random or base64: refuse before drawing or decoding a byte
+        check_elements(shape, "input", settings.max_tensor_elements)
+        check_output_and_work(spec, config, shape, settings)
     x = decode_input(request.input, settings)
-    out_shape = spec.output_shape(config, x.shape)
+    check_output_and_work(spec, config, x.shape, settings)
     if spec.check_mode:
         spec.check_mode(config, x.shape, request.training)
-    check_elements(out_shape, "output", settings.max_tensor_elements)
-    check_macs(spec.estimated_work(config, x.shape, out_shape), settings)
 
     from app.backends.torch_backend import initial_states
 

@@ -61,6 +61,7 @@ class ErrorBody(BaseModel):
     actual: Any = Field(None, description="What it was (small values only, never a whole tensor).")
     limit: str | None = Field(None, description="The limit exceeded (413).")
     value: int | None = Field(None, description="The value that exceeded the limit (413).")
+    retry_after: int | None = Field(None, description="Seconds to wait before retrying (503), as in the Retry-After header.")
     errors: list[ErrorItem] | None = Field(None, description="Every validation error (422).")
     layer: int | None = Field(None, description="In a stack (/v1/shapes, /v1/sequential): the index in `layers` "
                               "of the layer that failed.", examples=[2])

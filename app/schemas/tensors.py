@@ -6,7 +6,7 @@ pydantic never walks the elements. `app.tensors` converts them with NumPy in one
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, WithJsonSchema
 from typing_extensions import TypeAliasType
 
 DType = Literal["float32", "float64"]
@@ -59,8 +59,9 @@ class TensorRandom(BaseModel):
     dtype: DType = Field("float32", description="Element type (passed to torch.randn/rand as dtype).")
 
 
-RawBytes = SkipValidation[bytes]
-"""A msgpack `bin` (named apart: a field called `bytes` would shadow the type inside a model)."""
+RawBytes = Annotated[bytes, SkipValidation, WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})]
+"""A msgpack `bin` (named apart: a field called `bytes` would shadow the type inside a model). Its
+schema is the one JSON Schema gives raw bytes, the same for requests and responses."""
 
 
 class TensorBytes(BaseModel):

@@ -30,7 +30,9 @@ from app.client import (
 from app.client._base import retry_delay
 from app.client._layers import _config
 from app.client.codec import JsonCodec, decode, encode
+from app.config import Settings
 from app.layers.linear import NOTEBOOK_INPUT
+from app.main import create_app
 from tests.client.helpers import AsyncCountingTransport, CountingTransport, FlakyFront
 
 NOTEBOOK_WEIGHT = [[-0.2009, -0.0747, -0.2266, 0.2618]]
@@ -357,11 +359,13 @@ def served_kinds(app):
         return {item.kind: item for item in Client(http_client=test_client).layers()}
 
 
+def test_the_server_computes_every_kind_the_sdk_has(served_kinds):
+    assert sorted(served_kinds) == sorted(LAYER_KINDS)
+
+
 @pytest.mark.parametrize("kind", LAYER_KINDS)
 def test_method_keywords_match_the_server_config(kind, served_kinds):
     """Every config field the server takes is a keyword of the method, with the same default."""
-    if kind not in served_kinds:
-        pytest.skip(f"the server does not compute {kind} yet")
     ours = keywords(getattr(Client, kind))
     fields = list(served_kinds[kind].config_schema.get("properties", {}))
     assert [name for name in ours if name in fields] == fields, "a server config field the SDK cannot set"
@@ -402,10 +406,8 @@ KIND_CASES = {
 
 
 @pytest.mark.parametrize("kind", LAYER_KINDS)
-def test_every_kind_equals_torch_nn(kind, sdk, served_kinds):
+def test_every_kind_equals_torch_nn(kind, sdk):
     """The SDK's call on random data equals the torch.nn module with the same parameters."""
-    if kind not in served_kinds:
-        pytest.skip(f"the server does not compute {kind} yet")
     config, shape = KIND_CASES[kind]
     x = rng.standard_normal(shape).astype(np.float32)
     result = getattr(sdk, kind)(x, **config, compare=True)
@@ -437,10 +439,8 @@ def test_scalar_tensors_keep_their_shape():
 
 
 @pytest.mark.parametrize("kind", ["batchnorm1d", "batchnorm2d"])
-def test_batchnorm_buffers_fed_back_equal_torch_after_steps(kind, sdk, served_kinds):
+def test_batchnorm_buffers_fed_back_equal_torch_after_steps(kind, sdk):
     """Successive training steps: each call's buffers are the next call's parameters."""
-    if kind not in served_kinds:
-        pytest.skip(f"the server does not compute {kind} yet")
     config, shape = KIND_CASES[kind]
     batches = [rng.standard_normal(shape).astype(np.float32) for _ in range(3)]
     with torch.random.fork_rng():
@@ -460,18 +460,7 @@ def test_batchnorm_buffers_fed_back_equal_torch_after_steps(kind, sdk, served_ki
 # -- stacks --------------------------------------------------------------------------------------
 
 
-def skip_unless_route(sdk, path: str) -> None:
-    try:
-        sdk.request("POST", path, json={})
-    except BadRequestError as err:
-        if err.status == 404:
-            pytest.skip(f"the server has no {path} yet")
-    except ValidationError:
-        pass  # the route exists and rightly refuses an empty body
-
-
 def test_shapes_of_the_notebook_conv2d(sdk):
-    skip_unless_route(sdk, "/v1/shapes")
     result = sdk.shapes((100, 3, 120, 160), [layer("conv2d", in_channels=3, out_channels=16, kernel_size=3, stride=2),
                                              layer("maxpool2d", kernel_size=(3, 2))])
     assert result.output_shape == (100, 16, 19, 39)
@@ -480,7 +469,6 @@ def test_shapes_of_the_notebook_conv2d(sdk):
 
 
 def test_sequential_equals_nn_sequential(sdk):
-    skip_unless_route(sdk, "/v1/sequential")
     x = rng.standard_normal((6, 4)).astype(np.float32)
     stack = [layer("linear", in_features=4, out_features=3), layer("relu"), layer("linear", in_features=3, out_features=2)]
     result = sdk.sequential(stack, x, seed=5, return_intermediates=True)
@@ -499,3 +487,20 @@ def test_sequential_equals_nn_sequential(sdk):
     stack[2] = layer("linear", in_features=3, out_features=2, parameters={"weight": weight, "bias": np.zeros(2)})
     again = sdk.sequential(stack, x, seed=5)
     torch.testing.assert_close(torch.from_numpy(again.output), torch.from_numpy(result.intermediates[1][:, :2]))
+
+
+def test_api_key_from_argument_or_environment(in_process, monkeypatch):
+    """With keys set on the server, the SDK authenticates (argument, then $LAYERLAB_API_KEY); else a typed 401."""
+    from app.client import AuthenticationError
+
+    guarded = create_app(Settings(api_key="old-key,new-key"))
+    x = np.ones((2, 4), dtype=np.float32)
+    with pytest.raises(AuthenticationError) as info:
+        in_process(guarded).linear(x, in_features=4, out_features=1)
+    assert info.value.status == 401 and "old-key" not in str(info.value)
+    assert in_process(guarded, api_key="new-key").linear(x, in_features=4, out_features=1).output_shape == (2, 1)
+    monkeypatch.setenv("LAYERLAB_API_KEY", "old-key")
+    assert in_process(guarded).health()["status"] == "ok"
+    assert in_process(guarded).layers()
+    with pytest.raises(AuthenticationError):
+        in_process(guarded, api_key="wrong").layers()

@@ -8,12 +8,13 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app import wire
+from app.api.body import wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.api.transport import Wire
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
-from app.layers.service import LayerOutcome, run_layer
+from app.layers.service import LayerOutcome, estimated_size, run_layer
 from app.observability import access_fields, record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
@@ -41,6 +42,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
               "error": "ShapeMismatch", "status": 422, "field": "input", "expected": ["*", 4], "actual": [10, 5],
               "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
 }
+
+LIGHT_BODY_BYTES = 64 * 1024
+"""Bodies up to this size are parsed on the event loop to tell light requests from heavy ones."""
 
 REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
 """Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
@@ -90,16 +94,20 @@ def _layer_endpoint(spec: LayerSpec):
         logged["kind"] = spec.kind
         exchange = Wire.negotiate(request)
         incoming = await exchange.receive(request, settings)
+        # A small body is decoded here (well under a millisecond) to size the request: light ones
+        # get the light compute lane. A big body is decoded in the worker: waiting, it stays bytes
+        # rather than several-times-larger Python lists, and decoding counts against the pool.
+        options = parse_request(incoming.decode()) if incoming.size <= LIGHT_BODY_BYTES else None
+        light = options is not None and estimated_size(spec, options, settings) <= settings.light_request_size
 
         def work() -> Response:
-            # Decoding and encoding run here too, off the event loop: big bodies take milliseconds.
-            options = parse_request(incoming.decode())
-            logged.update(backend=options.backend, device=options.device, compare=options.compare)
-            outcome = run_layer(spec, options, settings)
+            parsed = options if options is not None else parse_request(incoming.decode())
+            logged.update(backend=parsed.backend, device=parsed.device, compare=parsed.compare)
+            outcome = run_layer(spec, parsed, settings)
             record_compute(outcome)
-            return exchange.respond(present(outcome, exchange.tensor_encoding(options.encoding)))
+            return exchange.respond(present(outcome, exchange.tensor_encoding(parsed.encoding)))
 
-        return await pool.run(work)
+        return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=light)
 
     compute.__name__ = f"layers_{spec.kind}"
     compute.__doc__ = spec.description

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app import wire
+from app.api.body import wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.api.routes.layers import MSGPACK_NOTE
 from app.api.routes.shapes import ERROR_RESPONSES
@@ -152,4 +153,4 @@ async def sequential(request: Request, settings: SettingsDep, pool: ComputeDep) 
         record_compute_times(outcome)
         return exchange.respond(present(outcome, exchange.tensor_encoding(options.encoding)))
 
-    return await pool.run(work)
+    return await pool.run(work, disconnected=lambda: wait_for_disconnect(request))

@@ -8,6 +8,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from app import wire
+from app.api.body import wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
 from app.api.transport import Wire
 from app.errors import validation_error
@@ -140,4 +141,5 @@ async def shapes(request: Request, settings: SettingsDep, pool: ComputeDep) -> R
     def work() -> Response:
         return exchange.respond(present(options, *stacks.shapes(options, settings)))
 
-    return await pool.run(work)
+    # Arithmetic only: the light lane, never queued behind heavy compute.
+    return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=True)

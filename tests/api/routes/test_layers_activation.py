@@ -5,13 +5,7 @@ import pytest
 import torch
 
 from app.backends.reference.activation import flatten, relu
-from tests.stacking import decode
-
-
-def post(client, kind, body, status=200):
-    response = client.post(f"/v1/layers/{kind}", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+from tests.wire import decode, listed_layers, post_layer
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
@@ -19,8 +13,8 @@ def post(client, kind, body, status=200):
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4, 5), (1, 2, 1, 3, 2, 2)])
 def test_relu_matches_torch(client, backend, dtype, shape):
     x = torch.randn(shape, dtype=getattr(torch, dtype), generator=torch.Generator().manual_seed(len(shape)))
-    body = post(client, "relu", {"config": {}, "input": {"data": x.tolist(), "dtype": dtype}, "backend": backend,
-                                  "encoding": "base64", "compare": True})
+    body = post_layer(client, "relu", {"config": {}, "input": {"data": x.tolist(), "dtype": dtype}, "backend": backend,
+                                        "encoding": "base64", "compare": True})
     expected = torch.nn.ReLU()(x)
     out = decode(body["output"])
     assert out.dtype == np.dtype(dtype) and body["output_shape"] == list(shape)
@@ -32,7 +26,7 @@ def test_relu_matches_torch(client, backend, dtype, shape):
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_relu_non_finite_and_inplace(client, backend):
     values = ["NaN", "-Infinity", "Infinity", -0.0, -1e-30, 2.5]
-    body = post(client, "relu", {"config": {"inplace": True}, "input": values, "backend": backend, "compare": True})
+    body = post_layer(client, "relu", {"config": {"inplace": True}, "input": values, "backend": backend, "compare": True})
     assert body["output"]["data"] == ["NaN", 0.0, "Infinity", 0.0, 0.0, 2.5]
     assert body["config"] == {"inplace": True} and body["comparison"]["allclose"] is True
 
@@ -56,24 +50,24 @@ def test_flatten_over_every_start_and_end_dim(client, shape, backend):
             body = {"config": config, "input": {"random": "normal", "shape": list(shape), "seed": 1},
                     "backend": backend, "compare": True}
             if expected is None:
-                error = post(client, "flatten", body, 422)
+                error = post_layer(client, "flatten", body, 422)
                 assert error["field"] in ("config.start_dim", "config.end_dim"), error
                 assert str(list(shape)) in error["detail"]
                 continue
-            out = post(client, "flatten", body)
+            out = post_layer(client, "flatten", body)
             assert out["output_shape"] == list(expected.shape), config
             np.testing.assert_array_equal(decode(out["output"]), expected.numpy())
             assert out["comparison"]["allclose"] is True and len(out["formula"]) == 1
 
 
 def test_flatten_defaults_and_formula(client):
-    body = post(client, "flatten", {"config": {}, "input": {"random": "normal", "shape": [2, 16, 5, 5]}, "encoding": "none"})
+    body = post_layer(client, "flatten", {"config": {}, "input": {"random": "normal", "shape": [2, 16, 5, 5]}, "encoding": "none"})
     assert body["config"] == {"start_dim": 1, "end_dim": -1} and body["output_shape"] == [2, 400]
     assert body["formula"] == ["(2, 16, 5, 5) -> (2, 400): dims 1..3 merged, 16*5*5 = 400"]
 
 
 def test_flatten_unbatched_vector_is_rejected_like_torch(client):
-    error = post(client, "flatten", {"config": {}, "input": [1.0, 2.0]}, 422)
+    error = post_layer(client, "flatten", {"config": {}, "input": [1.0, 2.0]}, 422)
     assert error["field"] == "config.start_dim" and "[-1, 0]" in error["detail"]
 
 
@@ -86,6 +80,6 @@ def test_reference_functions_directly():
 
 
 def test_layers_lists_the_glue_kinds(client):
-    kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
+    kinds = listed_layers(client)
     assert kinds["relu"]["torch"] == "torch.nn.ReLU" and kinds["relu"]["defaults"] == {"inplace": False}
     assert kinds["flatten"]["defaults"] == {"start_dim": 1, "end_dim": -1}

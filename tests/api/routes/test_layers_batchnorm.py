@@ -1,33 +1,17 @@
 """POST /v1/layers/batchnorm{1,2,3}d end to end (in-process ASGI app) against torch.nn.BatchNorm*."""
 
-import base64
-
 import numpy as np
 import pytest
 import torch
 
-from app.layers.batchnorm import SPECS
+from tests.wire import assert_names, decode, listed_layers, post_layer
 
 BACKENDS = ["torch", "reference"]
 MODULES = {"batchnorm1d": torch.nn.BatchNorm1d, "batchnorm2d": torch.nn.BatchNorm2d, "batchnorm3d": torch.nn.BatchNorm3d}
 
 
-def decode(tensor: dict) -> np.ndarray:
-    """A response tensor (list or base64 encoding) -> ndarray."""
-    dtype = np.dtype(tensor["dtype"])
-    if "base64" in tensor:
-        return np.frombuffer(base64.b64decode(tensor["base64"]), dtype=dtype.newbyteorder("<")).reshape(tensor["shape"]).copy()
-    return np.array(tensor["data"], dtype=dtype).reshape(tensor["shape"])
-
-
 def as_torch(tensor: dict) -> torch.Tensor:
     return torch.from_numpy(decode(tensor))
-
-
-def post(client, kind, body, status=200):
-    response = client.post(f"/v1/layers/{kind}", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
 
 
 def randn(*shape, seed=0, dtype=torch.float32) -> torch.Tensor:
@@ -37,9 +21,9 @@ def randn(*shape, seed=0, dtype=torch.float32) -> torch.Tensor:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_notebook_batchnorm1d_equals_the_hand_written_formula(client, backend):
-    body = post(client, "batchnorm1d", {"config": {"num_features": 5, "affine": True},
-                                         "input": {"random": "normal", "shape": [10, 5], "seed": 0},
-                                         "backend": backend, "compare": True})
+    body = post_layer(client, "batchnorm1d", {"config": {"num_features": 5, "affine": True},
+                                               "input": {"random": "normal", "shape": [10, 5], "seed": 0},
+                                               "backend": backend, "compare": True})
     inputs = randn(10, 5)
     batchNorm1 = torch.nn.BatchNorm1d(5, affine=True)
     with torch.no_grad():
@@ -61,8 +45,8 @@ def test_notebook_batchnorm1d_equals_the_hand_written_formula(client, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_notebook_batchnorm2d_equals_the_per_channel_formula(client, backend):
-    body = post(client, "batchnorm2d", {"config": {"num_features": 3}, "input": {"random": "normal", "shape": [2, 3, 2, 2]},
-                                         "backend": backend, "compare": True})
+    body = post_layer(client, "batchnorm2d", {"config": {"num_features": 3}, "input": {"random": "normal", "shape": [2, 3, 2, 2]},
+                                               "backend": backend, "compare": True})
     inputs = randn(2, 3, 2, 2)
     batchNorm2d = torch.nn.BatchNorm2d(3, affine=True)
     with torch.no_grad():
@@ -89,9 +73,9 @@ def test_chained_calls_feed_buffers_back(client, kind, shape, momentum, encoding
     config = {"num_features": 3, "momentum": momentum}
     parameters: dict = {}
     for step in range(4):
-        body = post(client, kind, {"config": config, "parameters": parameters, "encoding": encoding,
-                                   "input": {"random": "normal", "shape": list(shape), "seed": step, "dtype": "float64"},
-                                   "backend": BACKENDS[step % 2], "compare": True})
+        body = post_layer(client, kind, {"config": config, "parameters": parameters, "encoding": encoding,
+                                         "input": {"random": "normal", "shape": list(shape), "seed": step, "dtype": "float64"},
+                                         "backend": BACKENDS[step % 2], "compare": True})
         with torch.no_grad():
             expected = module(randn(*shape, seed=step, dtype=torch.float64))
         torch.testing.assert_close(as_torch(body["output"]), expected)
@@ -112,9 +96,9 @@ def test_evaluation_mode(client, backend, track_running_stats):
     if track_running_stats:
         parameters |= {"running_mean": [0.3, -0.2], "running_var": [2.0, 0.5], "num_batches_tracked": 7}
     module.load_state_dict({k: torch.tensor(v) for k, v in parameters.items()})
-    body = post(client, "batchnorm1d", {"config": {"num_features": 2, "track_running_stats": track_running_stats},
-                                         "input": x.tolist(), "parameters": parameters, "training": False,
-                                         "backend": backend, "compare": True})
+    body = post_layer(client, "batchnorm1d", {"config": {"num_features": 2, "track_running_stats": track_running_stats},
+                                               "input": x.tolist(), "parameters": parameters, "training": False,
+                                               "backend": backend, "compare": True})
     with torch.no_grad():
         expected = module(x)
     torch.testing.assert_close(as_torch(body["output"]), expected)
@@ -131,28 +115,20 @@ def test_evaluation_mode(client, backend, track_running_stats):
 
 def test_statistics_agree_between_backends(client):
     request = {"config": {"num_features": 4, "affine": False}, "input": {"random": "uniform", "shape": [3, 4, 5, 6, 2], "seed": 9}}
-    torch_body = post(client, "batchnorm3d", request)
-    reference_body = post(client, "batchnorm3d", request | {"backend": "reference"})
+    torch_body = post_layer(client, "batchnorm3d", request)
+    reference_body = post_layer(client, "batchnorm3d", request | {"backend": "reference"})
     assert torch_body["parameters"] == {} and torch_body["parameter_count"] == 0
     for name in ("mean", "var"):
         torch.testing.assert_close(as_torch(reference_body["statistics"][name]), as_torch(torch_body["statistics"][name]))
 
 
 def test_one_value_per_channel_is_fine_in_evaluation_with_running_statistics(client):
-    body = post(client, "batchnorm2d", {"config": {"num_features": 2}, "input": [[[[1.0]], [[2.0]]]], "training": False})
+    body = post_layer(client, "batchnorm2d", {"config": {"num_features": 2}, "input": [[[[1.0]], [[2.0]]]], "training": False})
     torch.testing.assert_close(as_torch(body["output"]), torch.tensor([[[[1.0]], [[2.0]]]]) / (1 + 1e-5) ** 0.5)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.kind)
-def test_swagger_examples_run_and_agree(client, spec):
-    assert spec.examples
-    for name, example in spec.examples.items():
-        body = post(client, spec.kind, example["value"])
-        assert body["comparison"]["allclose"], (name, body["comparison"])
-
-
 def test_listed_with_defaults(client):
-    kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
+    kinds = listed_layers(client)
     for kind, torch_name in (("batchnorm1d", "BatchNorm1d"), ("batchnorm2d", "BatchNorm2d"), ("batchnorm3d", "BatchNorm3d")):
         assert kinds[kind]["torch"] == f"torch.nn.{torch_name}"
         assert kinds[kind]["defaults"] == {"eps": 1e-5, "momentum": 0.1, "affine": True, "track_running_stats": True, "bias": True}
@@ -201,25 +177,21 @@ TWO_ROWS = [[1.0, 2.0, 3.0], [4.0, 5.0, 7.0]]
 ])
 def test_bad_input_is_422_naming_the_field(client, kind, body, field, words):
     for backend in BACKENDS:
-        response = client.post(f"/v1/layers/{kind}", json=body | {"backend": backend})
-        assert response.status_code == 422, response.text
-        payload = response.json()
-        assert payload["field"] == field, payload
-        for word in words:
-            assert word in payload["detail"], payload["detail"]
+        payload = post_layer(client, kind, body | {"backend": backend}, 422)
+        assert_names(payload, field, words)
 
 
 def test_evaluation_with_zero_eps_and_running_statistics_is_allowed(client):
     """PyTorch refuses eps = 0 only when batch statistics are used."""
-    body = post(client, "batchnorm1d", {"config": {"num_features": 3, "eps": 0}, "input": TWO_ROWS, "training": False, "compare": True})
+    body = post_layer(client, "batchnorm1d", {"config": {"num_features": 3, "eps": 0}, "input": TWO_ROWS, "training": False, "compare": True})
     torch.testing.assert_close(as_torch(body["output"]), torch.tensor(TWO_ROWS))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("momentum", [0.0, 1.0, 1.5, -0.2])
 def test_any_momentum_torch_accepts_is_accepted(client, backend, momentum):
-    body = post(client, "batchnorm1d", {"config": {"num_features": 3, "momentum": momentum},
-                                        "input": {"random": "normal", "shape": [6, 3], "seed": 4}, "backend": backend})
+    body = post_layer(client, "batchnorm1d", {"config": {"num_features": 3, "momentum": momentum},
+                                              "input": {"random": "normal", "shape": [6, 3], "seed": 4}, "backend": backend})
     module = torch.nn.BatchNorm1d(3, momentum=momentum)
     expected = module(randn(6, 3, seed=4)).detach()
     torch.testing.assert_close(as_torch(body["output"]), expected)
@@ -228,9 +200,9 @@ def test_any_momentum_torch_accepts_is_accepted(client, backend, momentum):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bias_false_keeps_only_the_weight_like_torch(client, backend):
-    body = post(client, "batchnorm2d", {"config": {"num_features": 3, "bias": False},
-                                        "input": {"random": "normal", "shape": [2, 3, 4, 4], "seed": 1},
-                                        "parameters": {"weight": [0.5, 2.0, -1.0]}, "backend": backend})
+    body = post_layer(client, "batchnorm2d", {"config": {"num_features": 3, "bias": False},
+                                              "input": {"random": "normal", "shape": [2, 3, 4, 4], "seed": 1},
+                                              "parameters": {"weight": [0.5, 2.0, -1.0]}, "backend": backend})
     module = torch.nn.BatchNorm2d(3, bias=False)
     with torch.no_grad():
         module.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))

@@ -1,7 +1,5 @@
 """POST /v1/layers/conv1d|conv2d|conv3d end to end (in-process ASGI app) against torch.nn.Conv1d/2d/3d."""
 
-import base64
-
 import numpy as np
 import pytest
 import torch
@@ -9,41 +7,16 @@ import torchinfo
 
 from app.layers.registry import LAYERS
 from app.layers.service import parse_config
+from tests.wire import as_base64, assert_names, decode, listed_layers, post_layer, random_input
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: torch's thread pool only adds synchronization on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def decode(tensor: dict) -> np.ndarray:
-    """A response tensor (list or base64 encoding) -> ndarray."""
-    dtype = np.dtype(tensor["dtype"])
-    if "base64" in tensor:
-        return np.frombuffer(base64.b64decode(tensor["base64"]), dtype=dtype.newbyteorder("<")).reshape(tensor["shape"])
-    return np.array(tensor["data"], dtype=dtype).reshape(tensor["shape"])
-
-
-def as_base64(array: np.ndarray) -> dict:
-    return {"base64": base64.b64encode(array.tobytes()).decode(), "shape": list(array.shape), "dtype": str(array.dtype)}
-
-
-def post(client, kind: str, body: dict, status: int = 200) -> dict:
-    response = client.post(f"/v1/layers/{kind}", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")]
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_notebook_conv2d_cell(client, backend):
     """conv2d = nn.Conv2d(3, 16, 3, stride=2); conv2d(torch.rand(100, 3, 120, 160)).shape == (100, 16, 59, 79)."""
-    body = post(client, "conv2d", {
+    body = post_layer(client, "conv2d", {
         "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
         "input": {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0},
         "backend": backend, "compare": True, "encoding": "none"})
@@ -69,8 +42,8 @@ def test_notebook_conv2d_cell(client, backend):
 
 def test_seeded_parameters_equal_torch_manual_seed(client):
     x = torch.randn(2, 4, 5, 6)
-    body = post(client, "conv2d", {"config": {"in_channels": 4, "out_channels": 6, "kernel_size": [3, 2], "groups": 2},
-                                   "input": x.tolist(), "seed": 7})
+    body = post_layer(client, "conv2d", {"config": {"in_channels": 4, "out_channels": 6, "kernel_size": [3, 2], "groups": 2},
+                                         "input": x.tolist(), "seed": 7})
     torch.manual_seed(7)
     module = torch.nn.Conv2d(4, 6, (3, 2), groups=2)
     np.testing.assert_array_equal(decode(body["parameters"]["weight"]), module.weight.detach().numpy())
@@ -100,23 +73,13 @@ def test_both_backends_equal_torch(client, kind, config, shape, dtype, backend, 
         x = torch.randn(shape, generator=gen, dtype=torch_dtype)
         expected = module(x)
     parameters = {name: as_base64(value.numpy()) for name, value in module.state_dict().items()}
-    body = post(client, kind, {"config": config, "input": as_base64(x.numpy()), "parameters": parameters,
-                               "backend": backend, "compare": True, "encoding": encoding})
+    body = post_layer(client, kind, {"config": config, "input": as_base64(x.numpy()), "parameters": parameters,
+                                     "backend": backend, "compare": True, "encoding": encoding})
     assert body["output_shape"] == list(expected.shape) and body["output"]["dtype"] == dtype
-    torch.testing.assert_close(torch.from_numpy(decode(body["output"]).copy()), expected)
+    torch.testing.assert_close(torch.from_numpy(decode(body["output"])), expected)
     assert body["comparison"]["backend"] == ("reference" if backend == "torch" else "torch")
     assert body["comparison"]["allclose"] is True, body["comparison"]
     assert len(body["formula"]) == int(kind[-2])
-
-
-def error(client, kind: str, config: dict, input_value, status: int = 422) -> dict:
-    body = post(client, kind, {"config": config, "input": input_value}, status=status)
-    assert body["status"] == status
-    return body
-
-
-def random_input(*shape: int) -> dict:
-    return {"random": "normal", "shape": list(shape)}
 
 
 ERRORS = [  # (kind, config, input, field, words in detail)
@@ -159,23 +122,22 @@ ERRORS = [  # (kind, config, input, field, words in detail)
 
 @pytest.mark.parametrize("kind, config, input_value, field, words", ERRORS, ids=[f"{e[0]}-{e[3]}-{i}" for i, e in enumerate(ERRORS)])
 def test_invalid_configs_and_inputs_are_422_saying_why(client, kind, config, input_value, field, words):
-    body = error(client, kind, config, input_value)
-    assert body["field"] == field, body
-    assert words in body["detail"], body["detail"]
+    body = post_layer(client, kind, {"config": config, "input": input_value}, status=422)
+    assert_names(body, field, words)
 
 
 def test_parameters_of_the_wrong_shape_are_422(client):
-    body = post(client, "conv2d", {"config": {"in_channels": 4, "out_channels": 2, "kernel_size": 3, "groups": 2},
-                                   "input": random_input(4, 5, 5), "parameters": {"weight": np.zeros((2, 4, 3, 3)).tolist()}},
-                status=422)
+    body = post_layer(client, "conv2d", {"config": {"in_channels": 4, "out_channels": 2, "kernel_size": 3, "groups": 2},
+                                         "input": random_input(4, 5, 5), "parameters": {"weight": np.zeros((2, 4, 3, 3)).tolist()}},
+                      status=422)
     assert body["field"] == "parameters.weight" and body["expected"] == [2, 2, 3, 3]
 
 
 def test_mac_limit_counts_torchinfo_macs(make_client):
     """Conv2d(3, 16, 3, stride=2) on (1, 3, 9, 9): (16*27 + 16) x 16 output positions = 7168 MACs."""
     request = {"config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}, "input": random_input(1, 3, 9, 9)}
-    assert post(make_client(max_macs=7168), "conv2d", request)["output_shape"] == [1, 16, 4, 4]
-    body = post(make_client(max_macs=7167), "conv2d", request, status=413)
+    assert post_layer(make_client(max_macs=7168), "conv2d", request)["output_shape"] == [1, 16, 4, 4]
+    body = post_layer(make_client(max_macs=7167), "conv2d", request, status=413)
     assert body["limit"] == "max_macs" and body["value"] == 7168
 
 
@@ -197,16 +159,8 @@ def test_macs_equal_torchinfo(kind, config, shape):
     assert spec.macs(parsed, shape[1:], spec.output_shape(parsed, shape[1:])) == summary.total_mult_adds // shape[0]
 
 
-@pytest.mark.parametrize("kind", ["conv1d", "conv2d", "conv3d"])
-def test_swagger_examples_run(client, kind):
-    for name, example in LAYERS[kind].examples.items():
-        body = post(client, kind, example["value"])
-        if example["value"].get("compare"):
-            assert body["comparison"]["allclose"] is True, name
-
-
 def test_listed_with_defaults(client):
-    listed = {entry["kind"]: entry for entry in client.get("/v1/layers").json()}
+    listed = listed_layers(client)
     assert listed["conv2d"]["torch"] == "torch.nn.Conv2d"
     assert listed["conv3d"]["defaults"] == {"stride": 1, "padding": 0, "dilation": 1, "groups": 1, "bias": True,
                                             "padding_mode": "zeros"}

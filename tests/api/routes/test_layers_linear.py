@@ -1,43 +1,20 @@
 """POST /v1/layers/linear end to end (in-process ASGI app) against torch.nn.Linear."""
 
-import base64
-
 import numpy as np
 import pytest
 import torch
 
 from app.layers.linear import NOTEBOOK_INPUT
+from tests.wire import as_base64, decode, listed_layers, post_layer
 
 NOTEBOOK_WEIGHT = [[-0.2009, -0.0747, -0.2266, 0.2618]]
 NOTEBOOK_BIAS = [-0.4708]
 
 
-def decode(tensor: dict) -> np.ndarray:
-    """A response tensor -> ndarray, for list and base64 encodings."""
-    dtype = np.dtype(tensor["dtype"])
-    if "base64" in tensor:
-        return np.frombuffer(base64.b64decode(tensor["base64"]), dtype=dtype.newbyteorder("<")).reshape(tensor["shape"]).copy()
-    special = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
-    data = tensor["data"]
-    if isinstance(data, list):
-        data = np.vectorize(lambda v: special.get(v, v) if isinstance(v, str) else v, otypes=[np.float64])(np.array(data, dtype=object)) if _has_str(data) else data
-    return np.array(data, dtype=dtype).reshape(tensor["shape"])
-
-
-def _has_str(data) -> bool:
-    return isinstance(data, str) or (isinstance(data, list) and any(_has_str(v) for v in data))
-
-
-def post(client, body, status=200):
-    response = client.post("/v1/layers/linear", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
-
-
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_notebook_cell_equals_mm_add(client, backend):
-    body = post(client, {"config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_INPUT,
-                         "parameters": {"weight": NOTEBOOK_WEIGHT, "bias": NOTEBOOK_BIAS}, "backend": backend})
+    body = post_layer(client, "linear", {"config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_INPUT,
+                                         "parameters": {"weight": NOTEBOOK_WEIGHT, "bias": NOTEBOOK_BIAS}, "backend": backend})
     inputs = torch.tensor(NOTEBOOK_INPUT)
     expected = torch.mm(inputs, torch.tensor(NOTEBOOK_WEIGHT).T).add(torch.tensor(NOTEBOOK_BIAS))
     assert body["output_shape"] == [10, 1] and body["input_shape"] == [10, 4]
@@ -48,7 +25,7 @@ def test_notebook_cell_equals_mm_add(client, backend):
 
 
 def test_notebook_bias_false_uses_seeded_weight(client):
-    body = post(client, {"config": {"in_features": 4, "out_features": 1, "bias": False}, "input": NOTEBOOK_INPUT, "seed": 3})
+    body = post_layer(client, "linear", {"config": {"in_features": 4, "out_features": 1, "bias": False}, "input": NOTEBOOK_INPUT, "seed": 3})
     torch.manual_seed(3)
     fc1 = torch.nn.Linear(4, 1, bias=False)
     expected = torch.mm(torch.tensor(NOTEBOOK_INPUT), fc1.weight.T).detach()
@@ -66,7 +43,7 @@ def _input_form(form: str, x: np.ndarray, seed: int):
     if form == "flat":
         return {"data": x.ravel().tolist(), "shape": list(x.shape), "dtype": dtype}
     if form == "base64":
-        return {"base64": base64.b64encode(x.astype(x.dtype.newbyteorder("<")).tobytes()).decode(), "shape": list(x.shape), "dtype": dtype}
+        return as_base64(x)
     return {"random": "normal", "shape": list(x.shape), "seed": seed, "dtype": dtype}
 
 
@@ -92,9 +69,9 @@ def test_random_configs_match_torch(client, lead, n_in, n_out, bias, dtype, form
         x = torch.randn(*shape, dtype=torch_dtype)
     else:
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch_dtype)
-    body = post(client, {"config": {"in_features": n_in, "out_features": n_out, "bias": bias},
-                         "input": _input_form(form, x.numpy(), seed), "seed": seed,
-                         "backend": backend, "encoding": encoding, "compare": True})
+    body = post_layer(client, "linear", {"config": {"in_features": n_in, "out_features": n_out, "bias": bias},
+                                         "input": _input_form(form, x.numpy(), seed), "seed": seed,
+                                         "backend": backend, "encoding": encoding, "compare": True})
     torch.manual_seed(seed)
     module = torch.nn.Linear(n_in, n_out, bias=bias).to(torch_dtype)
     expected = module(x).detach()
@@ -120,22 +97,22 @@ def test_torch_output_round_trips_bit_exact_in_both_encodings(client):
     x32 = torch.tensor(x.tolist(), dtype=torch.float32)  # the same float32 values the service decoded
     expected = module(x32).detach().numpy()
     for encoding in ("list", "base64"):
-        out = decode(post(client, {**request, "encoding": encoding})["output"])
+        out = decode(post_layer(client, "linear", {**request, "encoding": encoding})["output"])
         np.testing.assert_array_equal(out, expected)  # bit-exact, not merely close
 
 
 def test_random_input_equals_torch_randn_and_rand(client):
     for distribution, draw in (("normal", torch.randn), ("uniform", torch.rand)):
-        body = post(client, {"config": {"in_features": 3, "out_features": 3},
-                             "input": {"random": distribution, "shape": [4, 3], "seed": 42},
-                             "parameters": {"weight": np.eye(3).tolist(), "bias": [0, 0, 0]}})
+        body = post_layer(client, "linear", {"config": {"in_features": 3, "out_features": 3},
+                                             "input": {"random": distribution, "shape": [4, 3], "seed": 42},
+                                             "parameters": {"weight": np.eye(3).tolist(), "bias": [0, 0, 0]}})
         torch.manual_seed(42)
         np.testing.assert_array_equal(decode(body["output"]), draw(4, 3).numpy())
 
 
 def test_seeded_parameters_equal_manual_seed_then_build(client):
     for seed in (0, 1, 12345):
-        body = post(client, {"config": {"in_features": 4, "out_features": 2}, "input": [[0, 0, 0, 0]], "seed": seed})
+        body = post_layer(client, "linear", {"config": {"in_features": 4, "out_features": 2}, "input": [[0, 0, 0, 0]], "seed": seed})
         torch.manual_seed(seed)
         fc = torch.nn.Linear(4, 2)
         np.testing.assert_array_equal(decode(body["parameters"]["weight"]), fc.weight.detach().numpy())
@@ -144,13 +121,13 @@ def test_seeded_parameters_equal_manual_seed_then_build(client):
 
 def test_service_leaves_torch_global_rng_alone(client):
     state = torch.random.get_rng_state()
-    post(client, {"config": {"in_features": 4, "out_features": 2}, "input": {"random": "normal", "shape": [2, 4]}, "seed": 5})
+    post_layer(client, "linear", {"config": {"in_features": 4, "out_features": 2}, "input": {"random": "normal", "shape": [2, 4]}, "seed": 5})
     assert torch.equal(state, torch.random.get_rng_state())
 
 
 def test_float64_parameters_are_cast_like_module_double(client):
     x = np.random.default_rng(0).standard_normal((3, 4))
-    body = post(client, {"config": {"in_features": 4, "out_features": 2}, "input": {"data": x.tolist(), "dtype": "float64"}, "seed": 2})
+    body = post_layer(client, "linear", {"config": {"in_features": 4, "out_features": 2}, "input": {"data": x.tolist(), "dtype": "float64"}, "seed": 2})
     torch.manual_seed(2)
     module = torch.nn.Linear(4, 2).double()
     assert body["output"]["dtype"] == "float64"
@@ -158,19 +135,19 @@ def test_float64_parameters_are_cast_like_module_double(client):
 
 
 def test_non_finite_values_in_and_out(client):
-    body = post(client, {"config": {"in_features": 2, "out_features": 1, "bias": False},
-                         "input": [["NaN", 1.0], ["Infinity", 0.0], [1.0, 2.0]],
-                         "parameters": {"weight": [[1.0, 1.0]]}})
+    body = post_layer(client, "linear", {"config": {"in_features": 2, "out_features": 1, "bias": False},
+                                         "input": [["NaN", 1.0], ["Infinity", 0.0], [1.0, 2.0]],
+                                         "parameters": {"weight": [[1.0, 1.0]]}})
     assert body["output"]["data"] == [["NaN"], ["Infinity"], [3.0]]
-    body = post(client, {"config": {"in_features": 1, "out_features": 1, "bias": False}, "input": [["-Infinity"]],
-                         "parameters": {"weight": [[2.0]]}, "encoding": "none", "compare": True})
+    body = post_layer(client, "linear", {"config": {"in_features": 1, "out_features": 1, "bias": False}, "input": [["-Infinity"]],
+                                         "parameters": {"weight": [[2.0]]}, "encoding": "none", "compare": True})
     assert body["output"]["summary"]["min"] == "-Infinity"
     assert body["comparison"]["allclose"] is True
 
 
 def test_compare_reports_differences_with_torch_tolerances(client):
-    body = post(client, {"config": {"in_features": 4, "out_features": 3}, "input": NOTEBOOK_INPUT, "compare": True,
-                         "backend": "reference"})
+    body = post_layer(client, "linear", {"config": {"in_features": 4, "out_features": 3}, "input": NOTEBOOK_INPUT, "compare": True,
+                                         "backend": "reference"})
     comparison = body["comparison"]
     assert comparison["backend"] == "torch"
     assert comparison["rtol"] == 1.3e-6 and comparison["atol"] == 1e-5
@@ -178,8 +155,18 @@ def test_compare_reports_differences_with_torch_tolerances(client):
 
 
 def test_layers_lists_linear_with_schema_and_defaults(client):
-    kinds = {k["kind"]: k for k in client.get("/v1/layers").json()}
+    kinds = listed_layers(client)
     linear = kinds["linear"]
     assert linear["defaults"] == {"bias": True}
     assert linear["torch"] == "torch.nn.Linear" and linear["path"] == "/v1/layers/linear"
     assert set(linear["config_schema"]["properties"]) == {"in_features", "out_features", "bias"}
+
+
+def test_bare_list_parameters_take_the_input_dtype(client):
+    """float64 parameters sent as bare lists keep their precision (and their range) with a float64 input."""
+    weight = [[1.0000000001, 1e300]]
+    body = post_layer(client, "linear", {"config": {"in_features": 2, "out_features": 1, "bias": False},
+                         "input": {"data": [[1.0, 1e-300]], "dtype": "float64"}, "parameters": {"weight": weight}})
+    assert body["parameters"]["weight"]["dtype"] == "float64"
+    assert decode(body["parameters"]["weight"]).tolist() == weight
+    assert decode(body["output"])[0, 0] == 1.0000000001 + 1.0

@@ -1,47 +1,21 @@
 """POST /v1/layers/{max,avg}pool{1,2,3}d end to end (in-process ASGI app) against torch.nn pooling modules."""
 
-import base64
-
 import numpy as np
 import pytest
 import torch
 
 from app.layers.registry import LAYERS
+from tests.wire import as_base64, assert_names, decode, listed_layers, post_layer, random_input
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors: torch's thread pool only adds synchronization on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def decode(tensor: dict) -> np.ndarray:
-    """A response tensor (list or base64 encoding) -> ndarray."""
-    dtype = np.dtype(tensor["dtype"])
-    if "base64" in tensor:
-        return np.frombuffer(base64.b64decode(tensor["base64"]), dtype=dtype.newbyteorder("<")).reshape(tensor["shape"])
-    return np.array(tensor["data"], dtype=dtype).reshape(tensor["shape"])
-
-
-def as_base64(array: np.ndarray) -> dict:
-    return {"base64": base64.b64encode(array.tobytes()).decode(), "shape": list(array.shape), "dtype": str(array.dtype)}
-
-
-def post(client, kind: str, body: dict, status: int = 200) -> dict:
-    response = client.post(f"/v1/layers/{kind}", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_notebook_maxpool2d_cell(client, backend):
     """maxpool = nn.MaxPool2d(kernel_size=(3, 2), padding=0, dilation=1); (100, 3, 120, 160) -> (100, 3, 40, 80)."""
-    body = post(client, "maxpool2d", {"config": {"kernel_size": [3, 2], "padding": 0, "dilation": 1},
-                                      "input": {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0},
-                                      "backend": backend, "compare": True, "encoding": "none"})
+    body = post_layer(client, "maxpool2d", {"config": {"kernel_size": [3, 2], "padding": 0, "dilation": 1},
+                                            "input": {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0},
+                                            "backend": backend, "compare": True, "encoding": "none"})
     assert body["output_shape"] == [100, 3, 40, 80]
     assert body["formula"] == ["H_out = floor((120 + 2*0 - 1*(3-1) - 1) / 3) + 1 = 40",
                                "W_out = floor((160 + 2*0 - 1*(2-1) - 1) / 2) + 1 = 80"]
@@ -58,8 +32,8 @@ def test_notebook_maxpool2d_cell(client, backend):
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_return_indices_as_torch_numbers_them(client, backend):
     x = torch.tensor([[[[1.0, -2.0, 3.0, 0.5], [-4.0, 5.0, -6.0, 2.0], [7.0, -8.0, 9.0, 1.0]]]])
-    body = post(client, "maxpool2d", {"config": {"kernel_size": 2, "stride": 1, "padding": 1, "return_indices": True},
-                                      "input": x.tolist(), "backend": backend, "compare": True})
+    body = post_layer(client, "maxpool2d", {"config": {"kernel_size": 2, "stride": 1, "padding": 1, "return_indices": True},
+                                            "input": x.tolist(), "backend": backend, "compare": True})
     output, indices = torch.nn.MaxPool2d(2, stride=1, padding=1, return_indices=True)(x)
     assert body["indices"]["dtype"] == "int64" and body["indices"]["shape"] == [1, 1, 4, 5]
     np.testing.assert_array_equal(decode(body["indices"]), indices.numpy())
@@ -86,18 +60,14 @@ def test_both_backends_equal_torch(client, kind, config, shape, dtype, backend, 
     x = torch.randn(shape, generator=gen, dtype=getattr(torch, dtype)) - 0.5
     expected = getattr(torch.nn, LAYERS[kind].torch_name)(**config)(x)
     expected, indices = expected if isinstance(expected, tuple) else (expected, None)
-    body = post(client, kind, {"config": config, "input": as_base64(x.numpy()), "backend": backend,
-                               "compare": True, "encoding": encoding})
+    body = post_layer(client, kind, {"config": config, "input": as_base64(x.numpy()), "backend": backend,
+                                     "compare": True, "encoding": encoding})
     assert body["output_shape"] == list(expected.shape) and body["output"]["dtype"] == dtype
-    torch.testing.assert_close(torch.from_numpy(decode(body["output"]).copy()), expected)
+    torch.testing.assert_close(torch.from_numpy(decode(body["output"])), expected)
     if indices is not None:
         np.testing.assert_array_equal(decode(body["indices"]), indices.numpy())
         assert body["comparison"]["indices_equal"] is True
     assert body["comparison"]["allclose"] is True, body["comparison"]
-
-
-def random_input(*shape: int) -> dict:
-    return {"random": "normal", "shape": list(shape)}
 
 
 ERRORS = [  # (kind, config, input, field, words in detail)
@@ -126,22 +96,21 @@ ERRORS = [  # (kind, config, input, field, words in detail)
 
 @pytest.mark.parametrize("kind, config, input_value, field, words", ERRORS, ids=[f"{e[0]}-{e[3]}-{i}" for i, e in enumerate(ERRORS)])
 def test_invalid_configs_and_inputs_are_422_saying_why(client, kind, config, input_value, field, words):
-    body = post(client, kind, {"config": config, "input": input_value}, status=422)
-    assert body["field"] == field, body
-    assert words in body["detail"], body["detail"]
+    body = post_layer(client, kind, {"config": config, "input": input_value}, status=422)
+    assert_names(body, field, words)
 
 
 def test_pools_take_no_parameters(client):
-    body = post(client, "maxpool2d", {"config": {"kernel_size": 2}, "input": random_input(1, 4, 4),
-                                      "parameters": {"weight": [1.0]}}, status=422)
+    body = post_layer(client, "maxpool2d", {"config": {"kernel_size": 2}, "input": random_input(1, 4, 4),
+                                            "parameters": {"weight": [1.0]}}, status=422)
     assert body["field"] == "parameters.weight"
 
 
 def test_work_limit_counts_every_window_element(make_client):
     """torchinfo counts 0 MACs for pooling; the limit counts output elements x kernel elements: 2*4*4 x 4 = 128."""
     request = {"config": {"kernel_size": 2}, "input": random_input(2, 8, 8)}
-    assert post(make_client(max_macs=128), "maxpool2d", request)["output_shape"] == [2, 4, 4]
-    body = post(make_client(max_macs=127), "avgpool2d", request, status=413)
+    assert post_layer(make_client(max_macs=128), "maxpool2d", request)["output_shape"] == [2, 4, 4]
+    body = post_layer(make_client(max_macs=127), "avgpool2d", request, status=413)
     assert body["limit"] == "max_macs" and body["value"] == 128
 
 
@@ -156,16 +125,8 @@ def test_pool_macs_are_zero_like_torchinfo():
         assert spec.estimated_work(config, (4, 3, 12, 16), out_shape) > 0
 
 
-@pytest.mark.parametrize("kind", ["maxpool1d", "maxpool2d", "maxpool3d", "avgpool1d", "avgpool2d", "avgpool3d"])
-def test_swagger_examples_run(client, kind):
-    for name, example in LAYERS[kind].examples.items():
-        body = post(client, kind, example["value"])
-        if example["value"].get("compare"):
-            assert body["comparison"]["allclose"] is True, name
-
-
 def test_listed_with_pytorch_defaults(client):
-    listed = {entry["kind"]: entry for entry in client.get("/v1/layers").json()}
+    listed = listed_layers(client)
     assert listed["maxpool2d"]["defaults"] == {"stride": None, "padding": 0, "dilation": 1, "return_indices": False,
                                                "ceil_mode": False}
     assert listed["avgpool3d"]["defaults"] == {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,

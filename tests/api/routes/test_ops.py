@@ -1,6 +1,5 @@
 """Operations routes (/healthz, /readyz, /v1/info, /metrics), request ids, access lines, devices, CORS."""
 
-import base64
 import logging
 import re
 
@@ -15,6 +14,7 @@ from app import __version__
 from app.config import Settings
 from app.layers.registry import LAYERS
 from app.main import create_app
+from tests.wire import as_base64, post_layer
 
 LINEAR = "/v1/layers/linear"
 
@@ -92,11 +92,10 @@ def test_info_versions_devices_and_limits(make_client):
 def test_metrics_count_a_layer_request(client):
     weight = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
     body = {"config": {"in_features": 4, "out_features": 2},
-            "input": {"base64": base64.b64encode(np.ones((5, 4), np.float32).tobytes()).decode(), "shape": [5, 4]},
+            "input": as_base64(np.ones((5, 4), np.float32)),
             "parameters": {"weight": weight.tolist()}, "compare": True}
     before = samples(client)
-    response = client.post(LINEAR, json=body)
-    assert response.status_code == 200, response.text
+    post_layer(client, "linear", body)
     after = samples(client)
 
     def delta(name, **labels):
@@ -201,38 +200,33 @@ def test_an_unexpected_error_is_counted_logged_and_keeps_its_request_id(caplog):
 
 
 def test_cpu_is_the_default_device_and_is_reported(client):
-    default = client.post(LINEAR, json=linear_body()).json()
-    explicit = client.post(LINEAR, json=linear_body(device="cpu")).json()
+    default = post_layer(client, "linear", linear_body())
+    explicit = post_layer(client, "linear", linear_body(device="cpu"))
     assert default["device"] == explicit["device"] == "cpu"
     assert default["output"] == explicit["output"]
 
 
 @pytest.mark.parametrize("device", ["cuda:99", *([] if torch.cuda.is_available() else ["cuda", "cuda:0"])])
 def test_an_unavailable_device_is_a_clear_422(client, device):
-    response = client.post(LINEAR, json=linear_body(device=device))
-    assert response.status_code == 422
-    body = response.json()
+    body = post_layer(client, "linear", linear_body(device=device), 422)
     assert body["field"] == "device" and body["actual"] == device
     assert "cpu" in body["expected"] and "not available" in body["detail"]
 
 
 def test_a_device_that_is_not_one_is_a_422(client):
-    response = client.post(LINEAR, json=linear_body(device="tpu"))
-    assert response.status_code == 422 and response.json()["field"] == "device"
+    assert post_layer(client, "linear", linear_body(device="tpu"), 422)["field"] == "device"
 
 
 def test_the_reference_backend_alone_takes_no_gpu(client):
-    response = client.post(LINEAR, json=linear_body(device="cuda", backend="reference"))
-    assert response.status_code == 422
-    body = response.json()
+    body = post_layer(client, "linear", linear_body(device="cuda", backend="reference"), 422)
     assert body["field"] == "device" and body["expected"] == "cpu" and "NumPy on the CPU" in body["detail"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
 def test_torch_on_the_gpu_matches_torch_on_the_cpu(client, device):
-    gpu = client.post(LINEAR, json=linear_body(rows=7, device=device, compare=True)).json()
-    cpu = client.post(LINEAR, json=linear_body(rows=7)).json()
+    gpu = post_layer(client, "linear", linear_body(rows=7, device=device, compare=True))
+    cpu = post_layer(client, "linear", linear_body(rows=7))
     assert gpu["device"] == device and gpu["comparison"]["allclose"]
     torch.testing.assert_close(torch.tensor(gpu["output"]["data"]), torch.tensor(cpu["output"]["data"]))
 
@@ -242,8 +236,8 @@ def test_torch_on_the_gpu_matches_torch_on_the_cpu(client, device):
 def test_batchnorm_statistics_come_back_from_the_gpu(client, training):
     body = {"config": {"num_features": 3}, "input": {"random": "normal", "shape": [4, 3, 5, 5], "seed": 2},
             "training": training}
-    gpu = client.post("/v1/layers/batchnorm2d", json={**body, "device": "cuda"}).json()
-    cpu = client.post("/v1/layers/batchnorm2d", json=body).json()
+    gpu = post_layer(client, "batchnorm2d", {**body, "device": "cuda"})
+    cpu = post_layer(client, "batchnorm2d", body)
     for part in ("output", "statistics", "buffers"):
         assert gpu[part] is not None
     torch.testing.assert_close(torch.tensor(gpu["output"]["data"]), torch.tensor(cpu["output"]["data"]))
@@ -290,9 +284,9 @@ def test_list_settings_from_the_environment(monkeypatch):
     assert Settings().cors_origins == []
 
 
-def test_an_api_key_is_not_silently_ignored(caplog):
-    caplog.set_level(logging.WARNING, logger="layerlab")
-    create_app(Settings(api_key=["secret-key-1"]))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "layerlab"]
-    assert any("LAYERLAB_API_KEY is set but not enforced" in w for w in warnings)
-    assert not any("secret-key-1" in w for w in warnings)
+def test_an_api_key_is_not_silently_ignored():
+    """LAYERLAB_API_KEY is enforced (app.api.security; tests/test_security.py has the details)."""
+    with TestClient(create_app(Settings(api_key=["secret-key-1"]))) as client:
+        assert client.get("/v1/layers").status_code == 401
+        assert client.get("/v1/layers", headers={"X-API-Key": "secret-key-1"}).status_code == 200
+        assert client.get("/healthz").status_code == 200

@@ -5,16 +5,15 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from app.api.routes.sequential import ALL_EXAMPLES, EXAMPLES
-from tests.stacking import STACKS, decode, kinds_of, need, torch_sequential
+from app.api.routes.sequential import ALL_EXAMPLES
+from tests.stacking import STACKS, documented_stack_route, torch_sequential
+from tests.wire import assert_names, decode, post_json
 
 MLP = STACKS["mlp"][1]
 
 
 def run(client, body, status=200):
-    response = client.post("/v1/sequential", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+    return post_json(client, "/v1/sequential", body, status)
 
 
 def small(name):
@@ -45,7 +44,6 @@ CASES = [  # (stack, backend, training, dtype, encoding)
 @pytest.mark.parametrize("name,backend,training,dtype,encoding", CASES)
 def test_stack_equals_nn_sequential(client, name, backend, training, dtype, encoding):
     input_shape, layers = small(name)
-    need(*kinds_of(layers))
     seed, input_seed = 7, 3
     body = run(client, {"layers": layers, "input": {"random": "normal", "shape": list(input_shape), "seed": input_seed,
                                                     "dtype": dtype},
@@ -116,7 +114,6 @@ def test_relu_flatten_linear_on_non_finite_values(client):
 
 
 def test_maxpool_indices_are_reported_and_its_output_passed_on(client):
-    need("maxpool2d")
     layers = [{"kind": "maxpool2d", "config": {"kernel_size": 2, "return_indices": True}}, {"kind": "flatten"}]
     x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     body = run(client, {"layers": layers, "input": x.tolist(), "backend": "reference", "compare": True})
@@ -129,7 +126,6 @@ def test_maxpool_indices_are_reported_and_its_output_passed_on(client):
 @pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_swagger_examples_answer(client, name):
     value = ALL_EXAMPLES[name]["value"]
-    need(*kinds_of(value["layers"]))
     body = run(client, value)
     assert body.get("comparison", {"all_layers_allclose": True})["all_layers_allclose"] is True
 
@@ -150,13 +146,10 @@ def test_service_leaves_torch_global_rng_alone(client):
 ])
 def test_broken_stacks_are_422_naming_the_layer(client, layers, field, words):
     body = run(client, {"layers": layers, "input": [[1.0, 2.0, 3.0, 4.0]]}, 422)
-    assert body["field"] == field, body
-    for word in words:
-        assert word in body["detail"], body["detail"]
+    assert_names(body, field, words)
 
 
 def test_batchnorm_training_batch_of_one_names_the_layer(client):
-    need("batchnorm1d")
     layers = [MLP[0], {"kind": "batchnorm1d", "config": {"num_features": 8}}]
     body = run(client, {"layers": layers, "input": [[1.0, 2.0, 3.0, 4.0]]}, 422)
     assert body["field"].startswith("layers[1]") and "1 value per channel" in body["detail"]
@@ -192,7 +185,6 @@ def test_intermediates_count_together_against_the_tensor_limit(make_client):
 
 
 def test_maxpool_indices_count_against_the_tensor_limit(make_client):
-    need("maxpool2d")
     small_app = make_client(max_tensor_elements=40)
     pool = {"kind": "maxpool2d", "config": {"kernel_size": 1, "return_indices": True}}
     body = {"layers": [pool] * 2, "input": {"random": "normal", "shape": [1, 1, 4, 4]}}
@@ -209,13 +201,7 @@ def test_unknown_fields_and_missing_input(client):
 
 
 def test_openapi_documents_sequential(client):
-    spec = client.get("/openapi.json").json()
-    operation = spec["paths"]["/v1/sequential"]["post"]
-    assert operation["operationId"] == "sequential"
-    assert set(operation["responses"]) >= {"200", "413", "422"}
-    content = operation["requestBody"]["content"]["application/json"]
-    assert content["schema"] == {"$ref": "#/components/schemas/SequentialRequest"}
-    assert set(content["examples"]) == set(EXAMPLES)
+    spec = documented_stack_route(client, "/v1/sequential", "SequentialRequest", ALL_EXAMPLES)
     layer = spec["components"]["schemas"]["LinearSequentialLayer"]
     assert {"kind", "config", "parameters"} <= set(layer["properties"])
 

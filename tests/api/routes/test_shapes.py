@@ -7,16 +7,15 @@ import orjson
 import pytest
 import torch
 
-from app.api.routes.shapes import ALL_EXAMPLES, EXAMPLES
-from tests.stacking import STACKS, kinds_of, need, torch_sequential
+from app.api.routes.shapes import ALL_EXAMPLES
+from tests.stacking import STACKS, documented_stack_route, torch_sequential
+from tests.wire import assert_names, post_json, post_layer
 
 MLP = STACKS["mlp"][1]
 
 
 def shapes(client, body, status=200):
-    response = client.post("/v1/shapes", json=body)
-    assert response.status_code == status, response.text
-    return response.json()
+    return post_json(client, "/v1/shapes", body, status)
 
 
 def test_mlp_rows_and_totals(client):
@@ -46,7 +45,6 @@ def test_float64_doubles_the_bytes(client):
 
 
 def test_notebook_cells(client):
-    need("conv2d", "maxpool2d")
     body = shapes(client, ALL_EXAMPLES["notebook"]["value"])
     conv, pool = body["layers"]
     assert conv["output_shape"] == [100, 16, 59, 79] and conv["parameters"]["weight"] == [16, 3, 3, 3]
@@ -61,14 +59,11 @@ def test_notebook_cells(client):
 def test_formula_lines_equal_the_single_layer_routes(client, name):
     """The same text a POST /v1/layers/{kind} response carries, for every layer of every stack."""
     input_shape, layers = STACKS[name]
-    need(*kinds_of(layers))
     input_shape = [2, *input_shape[1:]]  # formulas do not depend on the batch (flatten's shows it: same batch)
     rows = shapes(client, {"input_shape": input_shape, "layers": layers})["layers"]
     for row, layer in zip(rows, layers):
-        response = client.post(f"/v1/layers/{layer['kind']}", json={
+        single = post_layer(client, layer["kind"], {
             "config": layer.get("config", {}), "input": {"random": "normal", "shape": row["input_shape"]}, "encoding": "none"})
-        assert response.status_code == 200, response.text
-        single = response.json()
         assert single.get("formula", []) == row["formula"]
         assert single["output_shape"] == row["output_shape"] and single["parameter_count"] == row["parameter_count"]
 
@@ -76,7 +71,6 @@ def test_formula_lines_equal_the_single_layer_routes(client, name):
 @pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
 def test_swagger_examples_answer(client, name):
     value = ALL_EXAMPLES[name]["value"]
-    need(*kinds_of(value["layers"]))
     body = shapes(client, value)
     model = torch_sequential(value["layers"])
     with torch.no_grad():
@@ -108,9 +102,7 @@ LINEAR = {"kind": "linear", "config": {"in_features": 4, "out_features": 8}}
 ])
 def test_broken_stacks_are_422_naming_the_layer(client, layers, input_shape, field, words):
     body = shapes(client, {"input_shape": input_shape, "layers": layers}, 422)
-    assert body["field"] == field, body
-    for word in words:
-        assert word in body["detail"], body["detail"]
+    assert_names(body, field, words)
 
 
 def test_shape_error_carries_layer_and_kind(client):
@@ -120,7 +112,6 @@ def test_shape_error_carries_layer_and_kind(client):
 
 
 def test_conv_channel_mismatch_names_the_layer(client):
-    need("conv2d", "maxpool2d")
     layers = STACKS["lenet"][1][:3] + [{"kind": "conv2d", "config": {"in_channels": 7, "out_channels": 16, "kernel_size": 5}}]
     body = shapes(client, {"input_shape": [1, 1, 32, 32], "layers": layers}, 422)
     assert body["field"].startswith("layers[3]") and body["layer"] == 3
@@ -128,7 +119,6 @@ def test_conv_channel_mismatch_names_the_layer(client):
 
 
 def test_output_below_one_names_the_layer_dimension_and_formula(client):
-    need("conv2d", "maxpool2d")
     layers = STACKS["lenet"][1][:6] + [{"kind": "conv2d", "config": {"in_channels": 16, "out_channels": 4, "kernel_size": 7}}]
     body = shapes(client, {"input_shape": [1, 1, 32, 32], "layers": layers}, 422)
     assert body["field"].startswith("layers[6]") and body["layer"] == 6
@@ -161,13 +151,7 @@ def test_too_many_layers_is_422(client):
 
 
 def test_openapi_documents_shapes(client):
-    spec = client.get("/openapi.json").json()
-    operation = spec["paths"]["/v1/shapes"]["post"]
-    assert operation["operationId"] == "shapes"
-    assert set(operation["responses"]) >= {"200", "413", "422"}
-    content = operation["requestBody"]["content"]["application/json"]
-    assert content["schema"] == {"$ref": "#/components/schemas/ShapesRequest"}
-    assert set(content["examples"]) == set(EXAMPLES)
+    spec = documented_stack_route(client, "/v1/shapes", "ShapesRequest", ALL_EXAMPLES)
     request = spec["components"]["schemas"]["ShapesRequest"]
     variants = request["properties"]["layers"]["items"]["discriminator"]["mapping"]
     assert {"linear", "relu", "flatten"} <= set(variants)
@@ -181,6 +165,5 @@ def test_readme_curl_example_works(client):
     section = readme.split("## Stacks", 1)[1].split("\n## ", 1)[0]
     curl = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     body = orjson.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
-    need(*kinds_of(body["layers"]))
     assert re.search(r"http://127\.0\.0\.1:8000(/\S+)", curl).group(1) == "/v1/shapes"
     assert shapes(client, body)["output_shape"] == [100, 16, 19, 39]

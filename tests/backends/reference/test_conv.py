@@ -17,18 +17,10 @@ from app.backends.reference_backend import ReferenceBackend
 from app.layers.registry import LAYERS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool only adds synchronization (20 ms a call on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")]
 
 
 def check_against_torch(dims: int, config: dict, input_shape: tuple[int, ...], dtype: str, seed: int) -> None:

@@ -17,14 +17,7 @@ from app.layers.registry import LAYERS
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool only adds synchronization (20 ms a call on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def check_against_torch(kind: str, config: dict, x: torch.Tensor) -> None:

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
         description="A request is light when its parameter, input and output elements plus its "
         "estimated multiply-adds, known from the config and shapes alone, are at most this.",
     )
+    inline_request_size: int = Field(
+        20_000, ge=0,
+        description="Requests this small (same measure as light_request_size) compute on the event "
+        "loop itself: ~0.1 ms there costs less than the hand-off to a worker thread. 0: never.",
+    )
     compute_queue_timeout_s: float = Field(
         10.0, gt=0, description="How long a request waits for a free compute worker before a 503."
     )

@@ -219,7 +219,8 @@ def test_health_never_queues_behind_compute():
 
 def test_a_disconnected_client_leaves_no_work_behind():
     """B (heavy too) waits behind A, then its client hangs up: B's work is dropped and never runs."""
-    with ServerThread(compute_workers=1, compute_queue_timeout_s=30) as server:
+    # inline_request_size=0: the last small request goes through the pool too (it is counted below).
+    with ServerThread(compute_workers=1, compute_queue_timeout_s=30, inline_request_size=0) as server:
         pool = server.app.state.compute
         heavy, results = post_in_background(server.url, HEAVY)
         wait_until(lambda: pool.busy == 1)
@@ -257,10 +258,24 @@ def test_small_requests_take_the_light_lane_while_heavy_ones_queue():
 
 
 def test_without_a_light_lane_small_requests_queue_too():
-    with ServerThread(compute_workers=1, compute_light_workers=0, compute_queue_timeout_s=0.05) as server:
+    # inline_request_size=0: otherwise a request this small computes on the event loop, never queued.
+    with ServerThread(compute_workers=1, compute_light_workers=0, compute_queue_timeout_s=0.05,
+                      inline_request_size=0) as server:
         pool = server.app.state.compute
         heavy, _ = post_in_background(server.url, HEAVY)
         wait_until(lambda: pool.busy == 1)
         refused = httpx.post(f"{server.url}/v1/layers/linear", json=SMALL, timeout=10)
         heavy.join()
     assert refused.status_code == 503
+
+
+def test_tiny_requests_compute_inline_even_when_the_pool_is_full():
+    """A request estimated at most LAYERLAB_INLINE_REQUEST_SIZE skips the pool: no queue, no 503."""
+    with ServerThread(compute_workers=1, compute_light_workers=0, compute_queue_timeout_s=0.05) as server:
+        pool = server.app.state.compute
+        heavy, _ = post_in_background(server.url, HEAVY)
+        wait_until(lambda: pool.busy == 1)
+        response = httpx.post(f"{server.url}/v1/layers/linear", json=SMALL, timeout=10)
+        assert pool.busy == 1, "the heavy request finished first; the check proved nothing"
+        heavy.join()
+    assert response.status_code == 200 and pool.counters.started == 1

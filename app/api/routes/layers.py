@@ -98,7 +98,8 @@ def _layer_endpoint(spec: LayerSpec):
         # get the light compute lane. A big body is decoded in the worker: waiting, it stays bytes
         # rather than several-times-larger Python lists, and decoding counts against the pool.
         options = parse_request(incoming.decode()) if incoming.size <= LIGHT_BODY_BYTES else None
-        light = options is not None and estimated_size(spec, options, settings) <= settings.light_request_size
+        size = estimated_size(spec, options, settings) if options is not None else None
+        light = size is not None and size <= settings.light_request_size
 
         def work() -> Response:
             parsed = options if options is not None else parse_request(incoming.decode())
@@ -107,6 +108,8 @@ def _layer_endpoint(spec: LayerSpec):
             record_compute(outcome)
             return exchange.respond(present(outcome, exchange.tensor_encoding(parsed.encoding)))
 
+        if size is not None and size <= settings.inline_request_size:
+            return work()  # tiny (the notebook's Linear: ~100 us): no thread hand-off, no queue
         return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=light)
 
     compute.__name__ = f"layers_{spec.kind}"

@@ -399,7 +399,8 @@ def in_process_json(workload: Workload, body: bytes) -> None:
                   "parameters": {k: v.numpy() for k, v in params.items()}}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def ratio_2_and_3_json(url: str, workload: Workload, repeats: int, naive_url: str | None, results: Results) -> None:
+def ratio_2_and_3_json(url: str, workload: Workload, repeats: int, naive_url: str | None, results: Results,
+                       naive_repeats: int = 3) -> None:
     body = json_lists_body(workload)
     client = httpx.Client(base_url=url, timeout=600)
     response_bytes: list[int] = []
@@ -418,7 +419,6 @@ def ratio_2_and_3_json(url: str, workload: Workload, repeats: int, naive_url: st
                 f"{len(body) / 1e6:.0f} MB up, {median(response_bytes) / 1e6:.0f} MB down")
     if naive_url is None:
         return
-    naive_repeats = max(1, repeats // 3)
     times = interleaved({"naive": post(naive_url), "ours": post(url)}, naive_repeats, warmup=0)
     naive, ours = median(times["naive"]), median(times["ours"])
     results.add(3, "naive FastAPI+pydantic / ours (JSON lists)", naive / ours,
@@ -574,7 +574,8 @@ def main() -> None:
             ratio_2_and_3_json(url, workload, max(3, repeats // 3), None, results)
         else:
             with naive_server(uvicorn_args) as naive_url:
-                ratio_2_and_3_json(url, workload, max(3, repeats // 3), naive_url, results)
+                ratio_2_and_3_json(url, workload, max(3, repeats // 3), naive_url, results,
+                                   naive_repeats=1 if args.quick else 3)
         ratio_4_small_requests(url, args.connections, seconds, rounds, results)
     print("\n[reference vs torch] in-process, tests/benchmarks/reference_vs_torch.py's method")
     ratio_6_reference(repeats, results)

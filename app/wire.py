@@ -5,8 +5,9 @@ C-order bytes in a msgpack `bin`. Everything else is the same as the JSON body.
 
 `pack` writes each large array's own buffer after a 5-byte `bin` header instead of copying it
 into msgpack's growing output buffer (`msgpack.packb` would copy a 30 MB output twice); the
-result is a list of chunks to send or join. Imports neither fastapi nor torch, so the SDK can
-use it too.
+result is a list of chunks to send or join. The server reads bodies with `unpackb` (msgpack's own
+parser, one copy of each `bin`); the SDK reads responses with `unpack_views`, whose `bin`s are
+views of the received buffer. Imports neither fastapi nor torch, so the SDK can use it too.
 """
 
 import struct

@@ -63,7 +63,7 @@ LENET = [
     {"kind": "linear", "config": {"in_features": 84, "out_features": 10}},
 ]
 
-ALL_EXAMPLES = {
+EXAMPLES = {
     "notebook": {
         "summary": "The notebook's Conv2d(3, 16, 3, stride=2) then MaxPool2d((3, 2)) on (100, 3, 120, 160)",
         "value": {"input_shape": [100, 3, 120, 160], "layers": [
@@ -84,9 +84,6 @@ ALL_EXAMPLES = {
         ]},
     },
 }
-EXAMPLES = {name: example for name, example in ALL_EXAMPLES.items()
-            if all(layer["kind"] in LAYERS for layer in example["value"]["layers"])}
-"""The examples whose kinds this build has (every one, once conv, pool and BatchNorm are in)."""
 
 
 def present(request: ShapesOptions, planned: list[stacks.PlannedLayer], totals: dict[str, int]) -> dict[str, Any]:

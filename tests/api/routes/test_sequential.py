@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from app.api.routes.sequential import ALL_EXAMPLES
+from app.api.routes.sequential import EXAMPLES
 from tests.stacking import STACKS, documented_stack_route, torch_sequential
 from tests.wire import assert_names, decode, post_json
 
@@ -123,9 +123,9 @@ def test_maxpool_indices_are_reported_and_its_output_passed_on(client):
     assert body["comparison"]["all_layers_allclose"] is True
 
 
-@pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_swagger_examples_answer(client, name):
-    value = ALL_EXAMPLES[name]["value"]
+    value = EXAMPLES[name]["value"]
     body = run(client, value)
     assert body.get("comparison", {"all_layers_allclose": True})["all_layers_allclose"] is True
 
@@ -201,7 +201,7 @@ def test_unknown_fields_and_missing_input(client):
 
 
 def test_openapi_documents_sequential(client):
-    spec = documented_stack_route(client, "/v1/sequential", "SequentialRequest", ALL_EXAMPLES)
+    spec = documented_stack_route(client, "/v1/sequential", "SequentialRequest", EXAMPLES)
     layer = spec["components"]["schemas"]["LinearSequentialLayer"]
     assert {"kind", "config", "parameters"} <= set(layer["properties"])
 

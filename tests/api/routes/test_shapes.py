@@ -7,7 +7,7 @@ import orjson
 import pytest
 import torch
 
-from app.api.routes.shapes import ALL_EXAMPLES
+from app.api.routes.shapes import EXAMPLES
 from tests.stacking import STACKS, documented_stack_route, torch_sequential
 from tests.wire import assert_names, post_json, post_layer
 
@@ -45,7 +45,7 @@ def test_float64_doubles_the_bytes(client):
 
 
 def test_notebook_cells(client):
-    body = shapes(client, ALL_EXAMPLES["notebook"]["value"])
+    body = shapes(client, EXAMPLES["notebook"]["value"])
     conv, pool = body["layers"]
     assert conv["output_shape"] == [100, 16, 59, 79] and conv["parameters"]["weight"] == [16, 3, 3, 3]
     assert len(conv["formula"]) == 2 and conv["formula"][0].endswith("= 59") and conv["formula"][1].endswith("= 79")
@@ -68,9 +68,9 @@ def test_formula_lines_equal_the_single_layer_routes(client, name):
         assert single["output_shape"] == row["output_shape"] and single["parameter_count"] == row["parameter_count"]
 
 
-@pytest.mark.parametrize("name", sorted(ALL_EXAMPLES))
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_swagger_examples_answer(client, name):
-    value = ALL_EXAMPLES[name]["value"]
+    value = EXAMPLES[name]["value"]
     body = shapes(client, value)
     model = torch_sequential(value["layers"])
     with torch.no_grad():
@@ -151,7 +151,7 @@ def test_too_many_layers_is_422(client):
 
 
 def test_openapi_documents_shapes(client):
-    spec = documented_stack_route(client, "/v1/shapes", "ShapesRequest", ALL_EXAMPLES)
+    spec = documented_stack_route(client, "/v1/shapes", "ShapesRequest", EXAMPLES)
     request = spec["components"]["schemas"]["ShapesRequest"]
     variants = request["properties"]["layers"]["items"]["discriminator"]["mapping"]
     assert {"linear", "relu", "flatten"} <= set(variants)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,37 +28,17 @@ def free_port() -> int:
 def live_server(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0,
                 app: str = "app.main:app") -> Iterator[str]:
     """Yields the base URL once /healthz answers; stops the server afterwards."""
-    port = free_port()
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), *args]
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{process.stdout.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not become healthy in time")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with ServerProcess(*args, env=env, app=app, timeout_s=timeout) as server:
+        yield server.url
 
 
-def wait_healthy(url: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None) -> None:
+def wait_healthy(url: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None,
+                 log_path: Path | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
+            said = log_path.read_text(errors="replace")[-3000:] if log_path else ""
+            raise RuntimeError(f"server exited with {process.returncode}:\n{said}")
         try:
             if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
                 return
@@ -68,25 +49,26 @@ def wait_healthy(url: str, timeout_s: float = 60.0, process: subprocess.Popen | 
 
 
 class ServerProcess:
-    """`python -m uvicorn app.main:app` with LAYERLAB_* settings from `env`; stdout and stderr are
-    kept (in a file) so tests can check what the server logged."""
+    """`python -m uvicorn <app> <args>` with LAYERLAB_* settings from `env`. Its output goes to a
+    file (`log_path`, else a temporary one), never to a pipe nobody reads, which would stall the
+    server once full; tests read what it logged, and a failed start shows it."""
 
-    def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, log_path: Path | None = None,
+                 app: str = "app.main:app", timeout_s: float = 60.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(self.port), *args]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.log_path = log_path
+        self.own_log = log_path is None
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="layerlab-server-", suffix=".log")[1])
+        self.timeout_s = timeout_s
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "ServerProcess":
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        if self.log_path:
-            log.close()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_healthy(self.url, process=self.process)
+            wait_healthy(self.url, self.timeout_s, self.process, self.log_path)
         except Exception:
             self.__exit__()
             raise
@@ -100,6 +82,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.own_log:
+            self.log_path.unlink(missing_ok=True)
 
     @property
     def pid(self) -> int:

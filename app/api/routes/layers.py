@@ -57,6 +57,19 @@ def parse_request(body: Any) -> LayerRequestOptions:
         raise validation_error(exc) from None
 
 
+def present_extras(buffers: dict[str, Any], extras: dict[str, Any], encoding: str) -> dict[str, Any]:
+    """`buffers` (BatchNorm after the pass), `indices` (max-pool) and `statistics`, where a layer has them."""
+    body: dict[str, Any] = {}
+    if buffers:
+        body["buffers"] = {k: encode_tensor(v, encoding) for k, v in buffers.items()}
+    if "indices" in extras:
+        body["indices"] = encode_tensor(extras["indices"], encoding)
+    statistics = {k: encode_tensor(v, encoding) for k, v in extras.items() if k != "indices"}
+    if statistics:
+        body["statistics"] = statistics
+    return body
+
+
 def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
     """The response body; tensors in the requested encoding."""
     spec, result = outcome.spec, outcome.result
@@ -72,13 +85,7 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
         "parameters": {k: encode_tensor(outcome.state[k], encoding) for k in trainable},
         "parameter_count": sum(math.prod(s) for s in trainable.values()),
     }
-    if result.buffers:
-        body["buffers"] = {k: encode_tensor(v, encoding) for k, v in result.buffers.items()}
-    if "indices" in result.extras:
-        body["indices"] = encode_tensor(result.extras["indices"], encoding)
-    statistics = {k: encode_tensor(v, encoding) for k, v in result.extras.items() if k != "indices"}
-    if statistics:
-        body["statistics"] = statistics
+    body.update(present_extras(result.buffers, result.extras, encoding))
     formula = spec.formulas(outcome.config, outcome.input_shape)
     if formula:
         body["formula"] = formula

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from app import wire
 from app.api.body import wait_for_disconnect
 from app.api.deps import ComputeDep, SettingsDep
-from app.api.routes.layers import MSGPACK_NOTE
+from app.api.routes.layers import MSGPACK_NOTE, present_extras
 from app.api.routes.shapes import ERROR_RESPONSES
 from app.api.transport import Wire
 from app.errors import validation_error
@@ -83,13 +83,7 @@ def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
             "parameters": {k: encode_tensor(run.state[k], encoding) for k in planned.parameter_shapes},
             "parameter_count": planned.parameter_count,
         }
-        if run.buffers:
-            row["buffers"] = {k: encode_tensor(v, encoding) for k, v in run.buffers.items()}
-        if "indices" in run.extras:
-            row["indices"] = encode_tensor(run.extras["indices"], encoding)
-        statistics = {k: encode_tensor(v, encoding) for k, v in run.extras.items() if k != "indices"}
-        if statistics:
-            row["statistics"] = statistics
+        row.update(present_extras(run.buffers, run.extras, encoding))
         if planned.formula:
             row["formula"] = planned.formula
         if run.output is not None:

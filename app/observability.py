@@ -97,16 +97,28 @@ def render_metrics(accept: str | None) -> tuple[bytes, str]:
     return encoder(registry), content_type
 
 
+def _child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, kept (see above); layer kinds and backends are bounded too."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
 def record_compute(outcome: "LayerOutcome") -> None:
     """Compute time per backend and tensor bytes of one layer request."""
     kind = outcome.spec.kind
-    COMPUTE.labels(kind, outcome.backend).observe(outcome.elapsed_ms / 1000)
+    _child(COMPUTE, kind, outcome.backend).observe(outcome.elapsed_ms / 1000)
     if outcome.comparison is not None:
-        COMPUTE.labels(kind, outcome.comparison["backend"]).observe(outcome.comparison["elapsed_ms"] / 1000)
+        _child(COMPUTE, kind, outcome.comparison["backend"]).observe(outcome.comparison["elapsed_ms"] / 1000)
     result = outcome.result
     returned = [result.output, *outcome.state.values(), *result.buffers.values(), *result.extras.values()]
-    TENSOR_BYTES.labels(kind, "in").inc(outcome.input_nbytes)
-    TENSOR_BYTES.labels(kind, "out").inc(sum(array.nbytes for array in returned))
+    _child(TENSOR_BYTES, kind, "in").inc(outcome.input_nbytes)
+    _child(TENSOR_BYTES, kind, "out").inc(sum(array.nbytes for array in returned))
 
 
 def access_fields(request: Request) -> dict[str, Any]:

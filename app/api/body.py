@@ -239,9 +239,18 @@ def _refuse_duplicate_keys(body: bytes, value: Any) -> None:
             field="body", limit="max_json_depth") from None
 
 
+_STRING_AND_COLON = re.compile(rb'"(?:[^"\\]|\\.)*"([ \t\r\n]*:)?')
+"""A JSON string, and the colon after it when it is a key. Every string is matched whole, so the
+search never starts inside one."""
+
+
 def _count_key_tokens(body: bytes) -> int:
-    """Strings followed by a colon, in a valid JSON text. `bytes.find` jumps from quote to quote
-    at memchr speed (numbers and base64 are never walked in Python): 8 ms for 60 MB of lists."""
+    """Strings followed by a colon, in a valid JSON text. A small body is one regex pass (~2 us for
+    the notebook's Linear). On a big one `bytes.find` jumps from quote to quote at memchr speed
+    (numbers and base64 are never walked in Python; a regex would step through every byte):
+    8 ms for 60 MB of lists."""
+    if len(body) < 16384:
+        return sum(1 for colon in _STRING_AND_COLON.findall(body) if colon)
     count, pos, size, find = 0, 0, len(body), body.find
     while (start := find(b'"', pos)) != -1:
         end = find(b'"', start + 1)

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from app.backends.base import ForwardResult, State
@@ -27,11 +29,22 @@ TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _GLOBAL_RNG_LOCK = threading.Lock()
 
 
-def as_tensor(array: np.ndarray) -> torch.Tensor:
-    """Zero-copy view of an array (read-only buffers too: torch never writes to an input)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(np.ascontiguousarray(array))
+# Inputs decoded from a msgpack body are views of its (read-only) bytes; torch warns about those
+# once, but this backend never writes to an input. A filter set once: catch_warnings() around
+# every call cost ~5 us and invalidates Python's warning caches.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+
+
+def as_tensor(array: np.ndarray, copy: bool = False) -> torch.Tensor:
+    """A view of an array (read-only ones too: torch never writes to an input or a weight), or a
+    copy for what the layer updates in place (BatchNorm's running statistics)."""
+    return torch.from_numpy(np.array(array, order="C", copy=copy or None))  # not ascontiguousarray: it makes 0-d arrays 1-d
+
+
+def config_key(config: BaseModel) -> bytes:
+    """A config's values as a hashable key (pydantic's repr costs ~10 us; this ~1 us). Configs hold
+    JSON values only, and 1 and 1.0 stay apart as they do in repr."""
+    return orjson.dumps(config.__dict__)
 
 
 def build_module(spec: "LayerSpec", config: Any, **factory: Any) -> nn.Module:
@@ -48,7 +61,7 @@ def initial_states(layers: Sequence[tuple["LayerSpec", Any]], seed: int) -> list
     The result depends only on the configs and the seed, so small ones are remembered (read-only
     arrays): building and initializing a module costs far more than a small layer's forward pass.
     """
-    key = (tuple((spec.kind, repr(config)) for spec, config in layers), seed)
+    key = (tuple((spec.kind, config_key(config)) for spec, config in layers), seed)
     with _INITIAL_STATES_LOCK:
         if (states := _initial_states.get(key)) is not None:
             _initial_states.move_to_end(key)
@@ -83,8 +96,49 @@ _MODULES_PER_THREAD = 32
 _thread_modules = threading.local()
 
 
-def reusable_module(spec: "LayerSpec", config: Any) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The module for `config`, built once per thread on the meta device, with its meta tensors.
+class ReusableModule:
+    """A module built on the meta device (it holds no data) that adopts a request's tensors for one
+    call, then gets its meta tensors back so that it keeps nothing alive.
+
+    Loading is load_state_dict(strict=True, assign=True) without its generic machinery (hooks,
+    prefixes, submodule lookups): the registries are found once, when the module is built;
+    Module.__setattr__ would cost ~10 us a tensor, more than a small layer's forward pass. Plain
+    tensors go into the parameter registry: the forward pass reads them the same way, and a
+    Parameter wrapper (~3 us) only matters to training code, which this is not.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.meta = dict(module.state_dict(keep_vars=True))
+        self._slots = []
+        for name, tensor in self.meta.items():
+            owner, _, leaf = name.rpartition(".")
+            target = module.get_submodule(owner) if owner else module
+            is_parameter = isinstance(tensor, nn.Parameter)
+            self._slots.append((name, target._parameters if is_parameter else target._buffers, leaf, is_parameter))
+        self.buffer_names = frozenset(name for name, *_, is_parameter in self._slots if not is_parameter)
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        if tensors.keys() != self.meta.keys():
+            raise RuntimeError(f"state {sorted(tensors)} does not match "
+                               f"{type(self.module).__name__}'s {sorted(self.meta)}")
+        for name, registry, leaf, _ in self._slots:
+            registry[leaf] = tensors[name]
+
+    def unload(self) -> None:
+        self.load(self.meta)
+
+    def buffers(self) -> dict[str, torch.Tensor]:
+        """The loaded buffers by state_dict name (BatchNorm's, updated in place by the pass)."""
+        return {name: registry[leaf] for name, registry, leaf, is_parameter in self._slots if not is_parameter}
+
+    def train(self, training: bool) -> None:
+        if self.module.training != training:  # Module.train walks every submodule
+            self.module.train(training)
+
+
+def reusable_module(spec: "LayerSpec", config: Any) -> ReusableModule:
+    """The module for `config`, built once per thread on the meta device.
 
     Building is the dear part of a small request (PyTorch runs the initializers even on meta:
     ~230 us for a Linear(4, 1), against ~20 us for its forward pass). A thread reuses its own
@@ -93,29 +147,14 @@ def reusable_module(spec: "LayerSpec", config: Any) -> tuple[nn.Module, dict[str
     cache = getattr(_thread_modules, "cache", None)
     if cache is None:
         cache = _thread_modules.cache = OrderedDict()
-    key = (spec.kind, repr(config))
+    key = (spec.kind, config_key(config))
     if (entry := cache.get(key)) is not None:
         cache.move_to_end(key)
         return entry
-    module = build_module(spec, config, device="meta")
-    entry = cache[key] = (module, dict(module.state_dict(keep_vars=True)))
+    entry = cache[key] = ReusableModule(build_module(spec, config, device="meta"))
     if len(cache) > _MODULES_PER_THREAD:
         cache.popitem(last=False)
     return entry
-
-
-def assign_state(module: nn.Module, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    """load_state_dict(strict=True, assign=True) without its generic machinery (hooks, prefixes)."""
-    if tensors.keys() != expected.keys():
-        raise RuntimeError(f"state {sorted(tensors)} does not match {type(module).__name__}'s {sorted(expected)}")
-    for name, tensor in tensors.items():
-        owner, _, leaf = name.rpartition(".")
-        target = module.get_submodule(owner) if owner else module
-        # The registries themselves: Module.__setattr__ costs ~10 us a tensor, more than a small forward.
-        if isinstance(expected[name], nn.Parameter):
-            target._parameters[leaf] = tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor, requires_grad=False)
-        else:
-            target._buffers[leaf] = tensor
 
 
 def available_devices() -> list[str]:
@@ -153,23 +192,27 @@ class TorchBackend:
 
     def __init__(self, device: str = "cpu") -> None:
         self.device = torch.device(device)
+        self.on_cpu = self.device.type == "cpu"
+
+    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.on_cpu else tensor.to(self.device)
 
     def forward(self, spec: "LayerSpec", config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
-        # A meta-device module (it holds no data) adopts our tensors for this call, then gets its
-        # meta tensors back so that it keeps nothing alive. Copied: BatchNorm updates its buffers in place.
-        module, meta = reusable_module(spec, config)
-        assign_state(module, {k: torch.from_numpy(np.array(v)).to(self.device) for k, v in state.items()}, meta)
+        reusable = reusable_module(spec, config)
+        module = reusable.module
+        reusable.load({k: self._on_device(as_tensor(v, copy=k in reusable.buffer_names)) for k, v in state.items()})
         try:
-            module.train(training)
-            inputs = as_tensor(x).to(self.device)  # no copy on the CPU
-            with torch.no_grad():
-                out = module(inputs)
-                extras = spec.torch_extras(module, inputs, training) if spec.torch_extras else {}
+            reusable.train(training)
+            inputs = self._on_device(as_tensor(x))
+            # No tensor here requires grad, so autograd records nothing (no need for no_grad's ~2 us);
+            # forward(), not __call__: no hooks are registered on these modules.
+            out = module.forward(inputs)
+            extras = spec.torch_extras(module, inputs, training) if spec.torch_extras else {}
             output, indices = (out if isinstance(out, tuple) else (out, None))
             if indices is not None:
                 extras["indices"] = indices
             extras = {k: to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in extras.items()}
-            buffers = {k: to_numpy(v) for k, v in module.named_buffers()}
+            buffers = {k: to_numpy(v) for k, v in reusable.buffers().items()}
         finally:
-            assign_state(module, meta, meta)
+            reusable.unload()
         return ForwardResult(output=to_numpy(output), buffers=buffers, extras=extras)

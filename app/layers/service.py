@@ -4,6 +4,7 @@ Order matters: everything that can be known from the config (parameter counts, o
 multiply-adds) is checked before a tensor is allocated.
 """
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -18,13 +19,14 @@ from app.backends.reference_backend import ReferenceBackend
 from app.config import Settings
 from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, ShapeMismatch, validation_error
 from app.layers.base import LayerSpec, Shape
-from app.tensors import check_elements, decode_tensor, declared_shape, probable_shape
+from app.tensors import check_elements, decode_tensor, declared_shape, dtype_name, probable_shape
 
 # torch.testing.assert_close's defaults
 TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
 INTEGER_BUFFERS = {"num_batches_tracked"}
 
 
+@functools.lru_cache(maxsize=16)  # backends hold nothing but their device
 def get_backend(name: str, device: str = "cpu") -> Backend:
     """`device` is where torch computes; the reference backend is NumPy on the CPU."""
     if name == "reference":
@@ -123,7 +125,7 @@ def resolve_state(
         array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
                               max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
                               # unlabelled values take the input's dtype (counts: float64, exact, checked in _cast)
-                              default_dtype="float64" if name in INTEGER_BUFFERS else str(dtype))
+                              default_dtype="float64" if name in INTEGER_BUFFERS else dtype_name(dtype))
         if array.shape != expected[name]:
             _wrong_state_shape(spec, field, name, array.shape, expected[name])
         state[name] = array
@@ -242,7 +244,7 @@ def run_layer(spec: LayerSpec, request: Any, settings: Settings) -> LayerOutcome
         other_name = other_backend(request.backend)
         started = time.perf_counter()
         other = get_backend(other_name, device).forward(spec, config, x, state, request.training)
-        comparison = compare_results(result, other, other_name, str(x.dtype))
+        comparison = compare_results(result, other, other_name, dtype_name(x.dtype))
         comparison["elapsed_ms"] = (time.perf_counter() - started) * 1000
     input_nbytes = x.nbytes + sum(state[name].nbytes for name in request.parameters)
     return LayerOutcome(spec, config, request.backend, x.shape, tuple(result.output.shape), state, result,

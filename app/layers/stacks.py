@@ -40,7 +40,7 @@ from app.layers.service import (
     parse_config,
     resolve_state,
 )
-from app.tensors import DTYPES, check_elements
+from app.tensors import DTYPES, check_elements, dtype_name
 
 INTEGER_BUFFER_BYTES = 8  # num_batches_tracked is int64 whatever the dtype
 
@@ -243,7 +243,7 @@ def run_stack(request: Any, settings: Settings) -> StackOutcome:
             other_result = forward(other, layer, y_other, state, request.training)
             elapsed = (time.perf_counter() - started) * 1000
             other_ms += elapsed
-            run.comparison = {**compare_results(result, other_result, other_name, str(x.dtype)), "elapsed_ms": elapsed}
+            run.comparison = {**compare_results(result, other_result, other_name, dtype_name(x.dtype)), "elapsed_ms": elapsed}
             y_other = other_result.output
         runs.append(run)
         y = result.output

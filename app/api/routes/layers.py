@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app import wire
 from app.api.body import wait_for_disconnect
-from app.api.deps import ComputeDep, SettingsDep
+from app.api.raw_route import RawRoute, app_settings, compute_pool
 from app.api.transport import Wire
 from app.errors import UnknownKind, validation_error
 from app.layers.base import LayerSpec
@@ -96,7 +96,8 @@ def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
 
 
 def _layer_endpoint(spec: LayerSpec):
-    async def compute(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+    async def compute(request: Request) -> Response:
+        settings, pool = app_settings(request), compute_pool(request)
         logged = access_fields(request)
         logged["kind"] = spec.kind
         exchange = Wire.negotiate(request)
@@ -160,6 +161,7 @@ for _spec in LAYERS.values():
         response_model=None,
         responses=_openapi_responses(_spec),
         openapi_extra=_openapi_body(_spec),
+        route_class_override=RawRoute,
     )
 
 

@@ -10,7 +10,7 @@ from tests.wire import decode, listed_layers, post_layer
 
 @pytest.mark.parametrize("backend", ["torch", "reference"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4, 5), (1, 2, 1, 3, 2, 2)])
+@pytest.mark.parametrize("shape", [(), (7,), (3, 5), (2, 3, 4, 5), (1, 2, 1, 3, 2, 2)])  # (): a 0-d tensor stays 0-d
 def test_relu_matches_torch(client, backend, dtype, shape):
     x = torch.randn(shape, dtype=getattr(torch, dtype), generator=torch.Generator().manual_seed(len(shape)))
     body = post_layer(client, "relu", {"config": {}, "input": {"data": x.tolist(), "dtype": dtype}, "backend": backend,

@@ -181,9 +181,12 @@ def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] |
                                 field=f"{field}.shape", expected=list(raw.shape), actual=list(shape))
     if raw.size == 0:
         check_elements(raw.shape, field, max_elements)
-    with np.errstate(over="ignore"):
-        # asarray(order="C"), not ascontiguousarray: that one turns a 0-d array into shape (1,).
-        return np.asarray(raw, dtype=DTYPES[dtype].newbyteorder("="), order="C")
+    target = DTYPES[dtype].newbyteorder("=")
+    # asarray(order="C"), not ascontiguousarray: that one turns a 0-d array into shape (1,).
+    if raw.dtype == target:
+        return np.asarray(raw, order="C")
+    with np.errstate(over="ignore"):  # float64 values beyond float32's range become +-inf, as in torch.tensor
+        return np.asarray(raw, dtype=target, order="C")
 
 
 def _numbers_only(raw: np.ndarray, data: list, field: str) -> np.ndarray:

@@ -177,7 +177,9 @@ def device_details() -> list[dict[str, Any]]:
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy()  # .cpu() is a no-op for CPU tensors
+    if tensor.device.type == "cpu" and not tensor.requires_grad:
+        return tensor.numpy()  # a view; detach() and cpu() would each make a new tensor object
+    return tensor.detach().cpu().numpy()
 
 
 def draw_random(distribution: str, shape: tuple[int, ...], seed: int, dtype: str) -> np.ndarray:

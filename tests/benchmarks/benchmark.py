@@ -426,8 +426,20 @@ def ratio_2_and_3_json(url: str, workload: Workload, repeats: int, naive_url: st
     client.close()
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far (/proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def ratio_4_small_requests(url: str, connections: int, seconds: float, rounds: int, results: Results) -> None:
     port = int(url.rsplit(":", 1)[1])
+    pids = listening_pids(port)
     linear = http_request("POST", "/v1/layers/linear", orjson.dumps({
         "config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_LINEAR_INPUT,
         "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]}}))
@@ -435,13 +447,20 @@ def ratio_4_small_requests(url: str, connections: int, seconds: float, rounds: i
     requests_per_second(port, linear, connections, min(1.0, seconds))  # warm up both paths
     requests_per_second(port, health, connections, min(1.0, seconds))
     rates: dict[str, list[float]] = {"linear": [], "healthz": []}
+    cpu_us: dict[str, list[float]] = {"linear": [], "healthz": []}
     for _ in range(rounds):
-        rates["healthz"].append(requests_per_second(port, health, connections, seconds))
-        rates["linear"].append(requests_per_second(port, linear, connections, seconds))
+        for name, request in (("healthz", health), ("linear", linear)):
+            cpu_before = cpu_seconds(pids) if pids else 0.0
+            rate = requests_per_second(port, request, connections, seconds)
+            rates[name].append(rate)
+            if pids:  # the server's CPU time per request: where the difference comes from
+                cpu_us[name].append((cpu_seconds(pids) - cpu_before) / (rate * seconds) * 1e6)
     lin, hz = median(rates["linear"]), median(rates["healthz"])
+    cpu = (f"; server CPU per request: Linear {median(cpu_us['linear']):.0f} us, healthz {median(cpu_us['healthz']):.0f} us"
+           if pids else "")
     results.add(4, "Linear 10x4 req/s / healthz req/s", lin / hz,
                 f"{connections} keep-alive connections, {rounds} x {seconds:g} s each: Linear {lin:.0f}/s, "
-                f"healthz {hz:.0f}/s")
+                f"healthz {hz:.0f}/s{cpu}")
 
 
 def ratio_5_memory(url: str, workload: Workload, repeats: int, results: Results) -> None:

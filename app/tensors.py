@@ -239,7 +239,7 @@ def _from_base64(text: Any, shape: tuple[int, ...], dtype: str, field: str) -> n
 
 def _from_bytes(raw: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     """Raw bytes (a msgpack `bin`), read in place: no copy on a little-endian machine."""
-    if not isinstance(raw, (bytes, bytearray)):
+    if not isinstance(raw, (bytes, bytearray, memoryview)):  # memoryview: a big bin read in place (app.wire)
         raise InvalidInput(f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
                            field=f"{field}.bytes", actual=type(raw).__name__)
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize

@@ -6,8 +6,9 @@ C-order bytes in a msgpack `bin`. Everything else is the same as the JSON body.
 `pack` writes each large array's own buffer after a 5-byte `bin` header instead of copying it
 into msgpack's growing output buffer (`msgpack.packb` would copy a 30 MB output twice); the
 result is a list of chunks to send or join. The server reads bodies with `unpackb` (msgpack's own
-parser, one copy of each `bin`); the SDK reads responses with `unpack_views`, whose `bin`s are
-views of the received buffer. Imports neither fastapi nor torch, so the SDK can use it too.
+parser, one copy of each `bin`), except large ones of a few big `bin`s (tensors), which
+`unpack_request_views` reads in place; the SDK reads responses with `unpack_views`, whose `bin`s
+are views of the received buffer. Imports neither fastapi nor torch, so the SDK can use it too.
 """
 
 import struct
@@ -109,9 +110,32 @@ def unpack_views(buffer: bytes | bytearray | memoryview) -> Any:
     else or on a truncated or overlong buffer.
     """
     view = memoryview(buffer).cast("B")
-    value, end = _read(view, 0, 0)
+    value, end = _read(view, 0, 0, None)
     if end != len(view):
         raise ValueError(f"msgpack value ends at byte {end} of {len(view)}")
+    return value
+
+
+class NotPlain(ValueError):
+    """`unpack_request_views` declines a body: read it with `unpackb`, which decides what it is."""
+
+
+def unpack_request_views(buffer: bytes | bytearray | memoryview, max_items: int = 1000) -> Any:
+    """A request body of a few large `bin`s (tensors), each read in place: what `unpackb` would
+    give, except that `bin`s of _INLINE_BYTES or more are memoryviews of `buffer` (smaller ones
+    are bytes). Raises NotPlain (a ValueError) for anything else, so that the caller reads it with
+    `unpackb` and errors stay msgpack's own: more than `max_items` values (a body of number lists:
+    Python would walk them far slower than msgpack's C parser), a map key other than str (what
+    `strict_map_key` refuses), a boolean inside an array (the server refuses those), any type
+    `unpack_views` does not read, or a malformed body.
+    """
+    view = memoryview(buffer).cast("B")
+    try:
+        value, end = _read(view, 0, 0, [max_items])
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and struct.error are ValueErrors
+        raise NotPlain(str(exc)) from None
+    if end != len(view):
+        raise NotPlain(f"msgpack value ends at byte {end} of {len(view)}")
     return value
 
 
@@ -128,9 +152,15 @@ def _take(view: memoryview, at: int, size: int) -> memoryview:
     return view[at:at + size]
 
 
-def _read(view: memoryview, at: int, depth: int) -> tuple[Any, int]:
+def _read(view: memoryview, at: int, depth: int, budget: list[int] | None) -> tuple[Any, int]:
+    """One value at `at` and where it ends. `budget` (request bodies: see `unpack_request_views`)
+    holds the values still allowed, and turns on that function's checks."""
     if depth > 64:
         raise ValueError("msgpack value nested too deep")
+    if budget is not None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise NotPlain("more values than a body of tensors as bins holds")
     tag = _take(view, at, 1)[0]
     at += 1
     if tag <= 0x7F or tag >= 0xE0:  # positive and negative fixint
@@ -153,19 +183,24 @@ def _read(view: memoryview, at: int, depth: int) -> tuple[Any, int]:
     else:
         raise ValueError(f"unsupported msgpack type 0x{tag:02x} at byte {at - 1}")
     if kind == "bin":
-        return _take(view, at, size), at + size
+        data = _take(view, at, size)
+        return (bytes(data) if budget is not None and size < _INLINE_BYTES else data), at + size
     if kind == "str":
         return str(_take(view, at, size), "utf-8"), at + size
     if kind == "array":
         items = []
         for _ in range(size):
-            item, at = _read(view, at, depth + 1)
+            item, at = _read(view, at, depth + 1, budget)
             items.append(item)
+        if budget is not None and bool in map(type, items):
+            raise NotPlain("a boolean inside an array")
         return items, at
     mapping = {}
     for _ in range(size):
-        key, at = _read(view, at, depth + 1)
-        mapping[key], at = _read(view, at, depth + 1)
+        key, at = _read(view, at, depth + 1, budget)
+        if budget is not None and type(key) is not str:
+            raise NotPlain("a map key that is not a string")
+        mapping[key], at = _read(view, at, depth + 1, budget)
     return mapping, at
 
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
@@ -93,12 +94,24 @@ def too_large(size: int, limit: int) -> PayloadTooLarge:
         field="body", limit="max_body_bytes", value=size, expected=f"<= {limit}")
 
 
+PREALLOCATE_BYTES = 2**20
+"""Bodies declaring at least this many bytes are read into one buffer of that size (`read_body_buffer`)."""
+
+
+def _declared_length(request: Request, limit: int) -> int | None:
+    """The Content-Length, refused with 413 over the limit before a byte is read; None if absent."""
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        return None
+    if int(declared) > limit:
+        raise too_large(int(declared), limit)
+    return int(declared)
+
+
 async def read_body(request: Request, settings: Settings) -> bytes:
     """The raw body, refused with 413 as soon as it passes the limit (chunked bodies too)."""
     limit = settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(int(declared), limit)
+    _declared_length(request, limit)
     chunks, size = [], 0
     try:
         async for chunk in request.stream():
@@ -109,6 +122,32 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     except ClientDisconnect:
         raise ClientGone("the client disconnected before sending the whole body") from None
     return b"".join(chunks)
+
+
+async def read_body_buffer(request: Request, settings: Settings) -> memoryview:
+    """The raw body as one writable buffer. A large body with a Content-Length (the binary
+    transport's) is copied piece by piece into a buffer of that size as it arrives: no list of
+    pieces and no join (one copy of the body less, and half the peak memory). Others: `read_body`'s.
+
+    The buffer is `np.empty`, not `bytearray(n)`, which would zero it: its pages are touched only as
+    bytes arrive, so a client that declares a large body and sends little costs the server little.
+    """
+    declared = _declared_length(request, settings.max_body_bytes)
+    if declared is None or declared < PREALLOCATE_BYTES:
+        return memoryview(await read_body(request, settings))
+    buffer = memoryview(np.empty(declared, np.uint8))
+    size = 0
+    try:
+        async for chunk in request.stream():
+            end = size + len(chunk)
+            if end > declared:  # HTTP servers frame the body by its Content-Length; other ASGI callers might not
+                raise BadRequest(f"request body is longer than its Content-Length of {declared} bytes",
+                                 field="content-length", expected=declared, actual=f"> {declared}")
+            buffer[size:end] = chunk
+            size = end
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected before sending the whole body") from None
+    return buffer[:size]
 
 
 def check_json_content_type(request: Request) -> None:

@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from app import wire
-from app.api.body import JSON_TYPES, parse_json, read_body
+from app.api.body import JSON_TYPES, PREALLOCATE_BYTES, parse_json, read_body, read_body_buffer
 from app.config import Settings
 from app.errors import BadRequest, InvalidInput, UnsupportedMediaType
 
@@ -71,11 +71,21 @@ def response_format(accept: str | None, default: Format) -> Format:
     return default if ranked.get(default) == top else max(ranked, key=ranked.__getitem__)
 
 
-def decode_body(body: bytes, fmt: Format) -> Any:
+def decode_body(body: bytes | memoryview, fmt: Format) -> Any:
     if fmt == "json":
-        return parse_json(body)
+        return parse_json(body)  # type: ignore[arg-type]  # JSON bodies are bytes (`Wire.receive`)
     if not body:
         raise BadRequest("request body is empty; send a msgpack map", field="body")
+    if len(body) >= PREALLOCATE_BYTES:
+        # A big body is, as a rule, a few tensors as bins: read in place, not copied (2 ms for the
+        # notebook's 23 MB input). Anything else is read by msgpack's parser below, errors included.
+        try:
+            value = wire.unpack_request_views(body)
+        except wire.NotPlain:
+            pass
+        else:
+            if isinstance(value, dict):
+                return value
     try:
         value = wire.unpackb(body, list_hook=_no_booleans)
     except BooleanInArray:
@@ -103,8 +113,8 @@ def _no_booleans(items: list) -> list:
 class Incoming:
     """A received body, decoded once off the event loop; the raw bytes are dropped when decoded."""
 
-    def __init__(self, body: bytes, fmt: Format) -> None:
-        self._body: bytes | None = body
+    def __init__(self, body: bytes | memoryview, fmt: Format) -> None:
+        self._body: bytes | memoryview | None = body
         self.format = fmt
         self.size = len(body)
 
@@ -150,6 +160,8 @@ class Wire:
         return cls(incoming, response_format(request.headers.get("accept"), incoming))
 
     async def receive(self, request: Request, settings: Settings) -> Incoming:
+        if self.request == "msgpack":  # one buffer, whose tensors are then read in place
+            return Incoming(await read_body_buffer(request, settings), self.request)
         return Incoming(await read_body(request, settings), self.request)
 
     def tensor_encoding(self, requested: str) -> str:

@@ -22,24 +22,35 @@ _RECV = 4 * 2**20
 
 class ResponseBuffer(httpx.SyncByteStream):
     """A body already read into one writable buffer. httpx's `read()` copies it into bytes; the
-    SDK's Client takes `.buffer` itself, so that arrays decoded from it need no copy at all."""
+    SDK's Client takes the buffer itself (`read_body`), so that arrays decoded from it need no copy.
+
+    httpx binds a response and its stream in a reference cycle (BoundSyncStream), which lives on
+    until the cyclic GC runs; `take` lets go of the buffer, so that it is freed with the last array
+    that views it, not with the cycle. Otherwise every 30 MB response would land in fresh memory
+    (measured: ~7,300 page faults, +10-20 ms per response).
+    """
 
     def __init__(self, buffer: bytearray) -> None:
-        self.buffer = buffer
+        self.buffer: bytearray | None = buffer
+
+    def take(self) -> bytearray:
+        buffer, self.buffer = self.buffer, None
+        assert buffer is not None, "a response buffer is taken once"
+        return buffer
 
     def __iter__(self):  # type: ignore[override]
-        yield bytes(self.buffer)
+        yield bytes(self.buffer or b"")
 
 
 BUFFER = "layerlab.buffer"
-"""The response extension that carries the ResponseBuffer's buffer (httpx wraps the stream itself)."""
+"""The response extension that carries the ResponseBuffer (httpx wraps the stream itself)."""
 
 
 def read_body(response: httpx.Response) -> bytes | bytearray:
     """A streamed response's body: this transport's buffer as it is for a success, else read."""
-    buffer = response.extensions.get(BUFFER)
-    if response.is_success and buffer is not None:
-        return buffer
+    stream = response.extensions.get(BUFFER)
+    if response.is_success and stream is not None:
+        return stream.take()
     return response.read()
 
 
@@ -112,8 +123,9 @@ class FastHTTPTransport(httpx.BaseTransport):
             self._idle[address] = sock
         else:
             sock.close()
-        return httpx.Response(status, headers=headers, stream=ResponseBuffer(body), request=request,
-                              extensions={"http_version": b"HTTP/1.1", BUFFER: body})
+        stream = ResponseBuffer(body)
+        return httpx.Response(status, headers=headers, stream=stream, request=request,
+                              extensions={"http_version": b"HTTP/1.1", BUFFER: stream})
 
     @staticmethod
     def _send(sock: socket.socket, request: httpx.Request) -> None:

@@ -1,6 +1,7 @@
 """The SDK's lean HTTP/1.1 transport, against real sockets: a real uvicorn, and a tiny server that
 misbehaves on purpose (drops kept-alive connections, answers in chunks, without a length)."""
 
+import gc
 import socket
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ import pytest
 
 from app import wire
 from app.client import Client, ValidationError
-from app.client._transport import FastHTTPTransport
+from app.client._transport import FastHTTPTransport, read_body
 from tests.live_server import live_server
 
 
@@ -119,3 +120,32 @@ def test_large_outputs_are_writable_views_of_the_response(server_url):
     assert isinstance(result.raw["output"]["bytes"], memoryview)  # the array lies in the response buffer
     np.testing.assert_array_equal(result.parameters["weight"], weight)  # small ones: copies of their own
     result.output[0, 0] = 1.0  # writable indeed
+
+
+def _reaches(start: object, target: object, limit: int = 100_000) -> bool:
+    """Whether `target` can be reached from `start` through references (what the cyclic GC sees)."""
+    seen, todo = set(), [start]
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if obj is target:
+            return True
+        if id(obj) in seen or isinstance(obj, type):
+            continue
+        seen.add(id(obj))
+        todo.extend(gc.get_referents(obj))
+    return False
+
+
+def test_the_response_lets_go_of_its_buffer_once_read(server_url):
+    """httpx keeps each response in a reference cycle until the cyclic GC runs; a 30 MB response
+    buffer held by that cycle would land in fresh memory at every request (page faults)."""
+    body = wire.packb({"config": {"in_features": 4, "out_features": 1}, "input": wire.tensor(np.ones((2, 4), np.float32))})
+    with httpx.Client(transport=FastHTTPTransport()) as client:
+        request = client.build_request("POST", f"{server_url}/v1/layers/linear", content=body,
+                                       headers={"content-type": wire.MEDIA_TYPE})
+        response = client.send(request, stream=True)
+        assert _reaches(response, response)  # the cycle this is about (httpx's BoundSyncStream)
+        buffer = read_body(response)
+        response.close()
+    assert isinstance(buffer, bytearray) and wire.unpack_views(buffer)["output_shape"] == [2, 1]
+    assert not _reaches(response, buffer)

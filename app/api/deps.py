@@ -1,10 +1,10 @@
-"""Named dependencies, so route signatures read like prose."""
+"""Named dependencies, so route signatures read like prose. (The tensor routes take the Request
+alone and look their settings up themselves: app.api.raw_route.)"""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.compute import ComputePool
 from app.config import Settings
 
 
@@ -12,9 +12,4 @@ async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_compute_pool(request: Request) -> ComputePool:
-    return request.app.state.compute
-
-
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-ComputeDep = Annotated[ComputePool, Depends(get_compute_pool)]

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from app import wire
 from app.api.body import wait_for_disconnect
-from app.api.deps import ComputeDep, SettingsDep
+from app.api.raw_route import RawRoute, app_settings, compute_pool
 from app.api.routes.layers import MSGPACK_NOTE, present_extras
 from app.api.routes.shapes import ERROR_RESPONSES
 from app.api.transport import Wire
@@ -19,7 +19,7 @@ from app.observability import COMPUTE, access_fields
 from app.schemas.stacks import SequentialLayerOptions, SequentialOptions, SequentialResponse, stack_request_model
 from app.tensors import encode_tensor
 
-router = APIRouter(prefix="/v1", tags=["stacks"])
+router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
 
 REQUEST_MODELS = {
     "SequentialRequest": stack_request_model(
@@ -123,12 +123,13 @@ def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
         "application/json": {"schema": {"$ref": "#/components/schemas/SequentialRequest"}, "examples": EXAMPLES},
         wire.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/SequentialRequest", "description": MSGPACK_NOTE}}}}},
 )
-async def sequential(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+async def sequential(request: Request) -> Response:
     """Runs `nn.Sequential(*layers)` on `input`. Tensors not given in a layer's `parameters` are initialized as
     `torch.manual_seed(seed)` followed by building the same nn.Sequential, so the stack can be rebuilt locally.
     With `compare`, the other backend runs the whole stack too and each layer's output is compared.
     A max-pool with `return_indices` passes its output on and reports its indices on its row.
     Limits (total parameters, every layer's output size, total work) are checked before computing."""
+    settings, pool = app_settings(request), compute_pool(request)
     logged = access_fields(request)
     logged["kind"] = "sequential"
     exchange = Wire.negotiate(request)  # JSON or msgpack, both ways (app.api.transport)

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from app import wire
 from app.api.body import wait_for_disconnect
-from app.api.deps import ComputeDep, SettingsDep
+from app.api.raw_route import RawRoute, app_settings, compute_pool
 from app.api.transport import Wire
 from app.errors import validation_error
 from app.layers import stacks
@@ -19,7 +19,7 @@ from app.schemas.responses import ErrorBody
 from app.schemas.stacks import ShapesOptions, ShapesResponse, StackLayerOptions, stack_request_model
 from app.tensors import DTYPES
 
-router = APIRouter(prefix="/v1", tags=["stacks"])
+router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
 
 REQUEST_MODELS = {
     "ShapesRequest": stack_request_model(
@@ -122,12 +122,13 @@ def present(request: ShapesOptions, planned: list[stacks.PlannedLayer], totals: 
         "application/json": {"schema": {"$ref": "#/components/schemas/ShapesRequest"}, "examples": EXAMPLES},
         wire.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesRequest"}}}}},
 )
-async def shapes(request: Request, settings: SettingsDep, pool: ComputeDep) -> Response:
+async def shapes(request: Request) -> Response:
     """The arithmetic of `nn.Sequential(*layers)` on an input of `input_shape`, as torchinfo.summary reports it:
     each layer's output shape, parameter shapes and count, multiply-adds, the output-size formulas with the
     numbers substituted, and the receptive field and effective stride (jump) of sliding-window stacks.
     Nothing is allocated; the same tensor and parameter limits as a run apply.
     A layer that does not fit the previous one's output is a 422 naming `layers[i]`."""
+    settings, pool = app_settings(request), compute_pool(request)
     access_fields(request)["kind"] = "shapes"
     exchange = Wire.negotiate(request)  # JSON or msgpack, both ways, like the tensor routes
     try:

@@ -118,7 +118,7 @@ class BaseClient:
         return error, retry_delay(attempt, initial=self.initial_retry_delay, maximum=self.max_retry_delay,
                                   retry_after=retry_after)
 
-    def _decode(self, response: httpx.Response, content: bytes | bytearray | None = None) -> Any:
+    def _decode(self, response: httpx.Response, content: bytes | bytearray | memoryview | None = None) -> Any:
         content = response.content if content is None else content
         content_type = response.headers.get("content-type", "").split(";")[0].strip()
         if content_type == JSON_TYPE or not content:

@@ -102,7 +102,7 @@ class MsgpackCodec:
         """The body in pieces, each large array's own memory among them (sync Client only)."""
         return wire.pack(body)
 
-    def loads(self, content: bytes | bytearray) -> Any:
+    def loads(self, content: bytes | bytearray | memoryview) -> Any:
         return wire.unpack_views(content)  # tensors' bytes as views of `content`: see `decode`
 
 

@@ -121,7 +121,7 @@ def decode_tensor(
                            field=f"{field}.{unknown[0]}")
     dtype = value.get("dtype", default_dtype)
     if dtype not in dtypes:
-        raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {dtype!r}",
+        raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {_brief(dtype)!r}",
                            field=f"{field}.dtype", expected=list(dtypes), actual=_brief(dtype))
     shape = None
     if "shape" in value and value["shape"] is not None:
@@ -205,7 +205,7 @@ def _numbers_only(raw: np.ndarray, data: list, field: str) -> np.ndarray:
         if bad.any() or not_number.any():
             where = tuple(int(i) for i in np.argwhere(bad | not_number)[0])
             raise InvalidInput(
-                f"{field} holds {objects[where]!r} at index {list(where)}; tensors hold numbers "
+                f"{field} holds {_brief(objects[where])!r} at index {list(where)}; tensors hold numbers "
                 '(non-finite values as the strings "NaN", "Infinity", "-Infinity")',
                 field=field, actual=_brief(objects[where]))
         return raw.astype(np.float64)
@@ -325,7 +325,14 @@ _REPR = reprlib.Repr()  # for echoing user values: bounded in length and depth (
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 60, 60
 
 
+_BRIEF_BYTES = 40
+
+
 def _brief(value: Any) -> Any:
     if isinstance(value, (int, float, str)) and not isinstance(value, bool) and len(_REPR.repr(value)) <= 80:
         return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # A misplaced msgpack bin: the same text whether it came as bytes or (a big body) as a view,
+        # and never the repr of a whole 30 MB bin.
+        value = bytes(value[:_BRIEF_BYTES])
     return _REPR.repr(value)[:80]

@@ -42,8 +42,8 @@ def request_format(content_type: str) -> Format:
     if media in wire.MEDIA_TYPES:
         return "msgpack"
     raise UnsupportedMediaType(
-        f"content type {media!r} is not supported; send {JSON_MEDIA_TYPE} or {wire.MEDIA_TYPE}",
-        field="content-type", expected=[JSON_MEDIA_TYPE, wire.MEDIA_TYPE], actual=media)
+        f"content type {media[:100]!r} is not supported; send {JSON_MEDIA_TYPE} or {wire.MEDIA_TYPE}",
+        field="content-type", expected=[JSON_MEDIA_TYPE, wire.MEDIA_TYPE], actual=media[:100])
 
 
 def response_format(accept: str | None, default: Format) -> Format:

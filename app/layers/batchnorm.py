@@ -39,14 +39,16 @@ LAYOUTS = {"batchnorm1d": "(N, C) or (N, C, L)", "batchnorm2d": "(N, C, H, W)", 
 
 def _output_shape(kind: str):
     def output_shape(config: BatchNormConfig, input_shape: Shape) -> Shape:
-        """Shape-preserving: (N, C, *spatial) -> (N, C, *spatial), with C == num_features."""
+        """Shape-preserving: (N, C, *spatial) -> (N, C, *spatial), with C == num_features when the layer
+        holds per-channel tensors (affine or running statistics). Without either, torch never reads
+        num_features and normalizes any number of channels; so does this."""
         ranks = RANKS[kind]
         if len(input_shape) not in ranks:
             expected = " or ".join(f"{r}D" for r in ranks)
             raise ShapeMismatch(
                 f"{kind} expects a {expected} input {LAYOUTS[kind]}; got {len(input_shape)}D input of shape {list(input_shape)}",
                 field="input", expected=LAYOUTS[kind], actual=list(input_shape))
-        if input_shape[1] != config.num_features:
+        if input_shape[1] != config.num_features and (config.affine or config.track_running_stats):
             raise ShapeMismatch(
                 f"input has {input_shape[1]} channels (dimension 1 of shape {list(input_shape)}); "
                 f"config.num_features is {config.num_features}",

@@ -163,3 +163,16 @@ def test_big_malformed_msgpack_is_a_400(client):
     for content in (body[:-1], msgpack.packb({1: 2, "input": b"\x00" * (4 * BIG)}, use_bin_type=True)):
         response = client.post("/v1/layers/linear", content=content, headers=MSGPACK)
         assert response.status_code == 400 and "not valid msgpack" in response.json()["detail"], response.text
+
+
+@pytest.mark.parametrize("misplaced", [{"shape": "bin"}, {"dtype": "bin"}])
+def test_a_misplaced_big_bin_is_quoted_as_a_small_one_is(client, misplaced):
+    """A big body's bins are views of it; an error quotes one as bytes, as it quotes a small body's."""
+    quotes = []
+    for size in (4 * BIG, 64):  # the big-body path, then msgpack's own parser
+        x = np.zeros((BIG // 64 + 1, 64) if size > 64 else (1, 64), np.float32)
+        tensor = wire.tensor(x) | {key: b"\x01" * size for key in misplaced}
+        out = big_linear(client, {"config": {"in_features": 64, "out_features": 3}, "input": tensor})
+        assert out["status"] == 422 and "memory at" not in str(out), out
+        quotes.append(out.get("actual"))
+    assert quotes[0] == quotes[1] and str(quotes[0]).startswith("b'\\x01"), quotes

@@ -208,3 +208,26 @@ def test_bias_false_keeps_only_the_weight_like_torch(client, backend):
         module.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
     assert set(body["parameters"]) == {"weight"} and body["parameter_count"] == 3
     torch.testing.assert_close(as_torch(body["output"]), module(randn(2, 3, 4, 4, seed=1)).detach())
+
+
+@pytest.mark.parametrize("kind,shape", [("batchnorm1d", (4, 5)), ("batchnorm2d", (2, 5, 3, 3)), ("batchnorm3d", (2, 1, 2, 3, 2))])
+@pytest.mark.parametrize("training", [True, False])
+def test_without_per_channel_tensors_any_channel_count_is_accepted_like_torch(client, kind, shape, training):
+    """affine=False and track_running_stats=False: torch never reads num_features."""
+    config = {"num_features": 3, "affine": False, "track_running_stats": False}
+    module = MODULES[kind](**config).train(training)
+    expected = module(randn(*shape, seed=2))
+    for backend in BACKENDS:
+        body = post_layer(client, kind, {"config": config, "input": {"random": "normal", "shape": list(shape), "seed": 2},
+                                         "training": training, "backend": backend, "compare": True})
+        assert body["output_shape"] == list(shape) and body["comparison"]["allclose"] is True
+        torch.testing.assert_close(as_torch(body["output"]), expected)
+
+
+@pytest.mark.parametrize("config", [{"affine": False}, {"track_running_stats": False}])
+def test_with_per_channel_tensors_the_channels_must_match_as_in_torch(client, config):
+    config = {"num_features": 3, **config}
+    with pytest.raises(RuntimeError):
+        torch.nn.BatchNorm1d(**config)(randn(4, 5))
+    assert_names(post_layer(client, "batchnorm1d", {"config": config, "input": {"random": "normal", "shape": [4, 5]}}, 422),
+                 "input", ["5 channels", "num_features is 3"])

@@ -64,7 +64,11 @@ def batch_norm(
     # y = (x - m) * scale + shift with scale = weight / sqrt(Var + eps), shift = bias - (E[x] - m) * scale:
     # the formula above, one subtraction, multiplication and addition per element, in place.
     scale = (1.0 if weight is None else weight) / np.sqrt(var + eps)  # (C,)
-    shift = (0.0 if bias is None else bias) - (mean - pivot) * scale
+    # E[x] - m is only m's rounding error: 0 where they are equal, an infinite running mean too
+    # (inf - inf would be NaN where the formula gives -inf, as torch does).
+    with np.errstate(invalid="ignore"):  # inf - inf, replaced by the 0
+        offset = np.where(mean == pivot, 0.0, mean - pivot)
+    shift = (0.0 if bias is None else bias) - offset * scale
     y = np.subtract(xr, pivot[:, None], out=work)
     y *= scale.astype(x.dtype)[:, None]
     y += shift.astype(x.dtype)[:, None]

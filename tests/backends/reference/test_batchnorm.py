@@ -128,3 +128,17 @@ def test_inputs_are_not_modified():
     batch_norm(x, None, None, running_mean, running_var, np.array(2), training=True, momentum=None)
     for a, b in zip(before, (x, running_mean, running_var)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("infinite", [float("inf"), float("-inf")])
+def test_an_infinite_running_mean_gives_torchs_infinities_in_evaluation(dtype, infinite):
+    """(x - inf) / sqrt(var + eps) is -inf: the rounding correction of the mean must not turn it into NaN."""
+    module = make_module((5, 4, 3), dtype, seed=7).eval()
+    with torch.no_grad():
+        module.running_mean[1] = infinite
+    x = torch.randn(5, 4, 3, generator=torch.Generator().manual_seed(8), dtype=dtype)
+    y, *_ = run_reference(module, x.numpy(), state_of(module), training=False)
+    expected = module(x).detach()
+    assert torch.isinf(expected[:, 1]).all()
+    close(y, expected, "output")

@@ -292,7 +292,7 @@ def dtype_name(dtype: np.dtype) -> str:
 def to_json_values(array: np.ndarray) -> Any:
     """An ndarray that orjson can write; non-finite floats become "NaN"/"Infinity"/"-Infinity"."""
     if array.ndim == 0:
-        return _json_scalar(array.item())
+        return json_scalar(array.item())
     if array.dtype.kind != "f" or np.isfinite(array).all():
         return array
     values = array.astype(object)
@@ -312,10 +312,11 @@ def summarize(array: np.ndarray) -> dict[str, Any]:
             "mean": values.mean(),
             "std": values.std(ddof=1) if values.size > 1 else float("nan"),
         }
-    return {k: _json_scalar(float(v)) for k, v in stats.items()}
+    return {k: json_scalar(float(v)) for k, v in stats.items()}
 
 
-def _json_scalar(v: Any) -> Any:
+def json_scalar(v: Any) -> Any:
+    """A number for a JSON body: non-finite floats as "NaN", "Infinity", "-Infinity" (JSON has no such tokens)."""
     if isinstance(v, float) and not math.isfinite(v):
         return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
     return v

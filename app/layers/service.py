@@ -19,7 +19,7 @@ from app.backends.reference_backend import ReferenceBackend
 from app.config import Settings
 from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, ShapeMismatch, validation_error
 from app.layers.base import LayerSpec, Shape
-from app.tensors import check_elements, decode_tensor, declared_shape, dtype_name, probable_shape
+from app.tensors import check_elements, decode_tensor, declared_shape, dtype_name, json_scalar, probable_shape
 
 # torch.testing.assert_close's defaults
 TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
@@ -158,15 +158,15 @@ def compare_results(primary: ForwardResult, other: ForwardResult, other_name: st
     rtol, atol = TOLERANCES[dtype]
     abs_diff, rel_diff = _differences(primary.output, other.output)
     allclose = bool(np.allclose(primary.output, other.output, rtol=rtol, atol=atol, equal_nan=True))
-    comparison: dict[str, Any] = {"backend": other_name, "max_abs_diff": abs_diff, "max_rel_diff": rel_diff,
-                                  "allclose": allclose, "rtol": rtol, "atol": atol}
+    comparison: dict[str, Any] = {"backend": other_name, "max_abs_diff": json_scalar(abs_diff),
+                                  "max_rel_diff": json_scalar(rel_diff), "allclose": allclose, "rtol": rtol, "atol": atol}
     if "indices" in primary.extras and "indices" in other.extras:
         comparison["indices_equal"] = bool(np.array_equal(primary.extras["indices"], other.extras["indices"]))
         comparison["allclose"] = allclose and comparison["indices_equal"]
     shared = sorted(set(primary.buffers) & set(other.buffers))
     if shared:
         diffs = [_differences(primary.buffers[k], other.buffers[k])[0] for k in shared]
-        comparison["buffers_max_abs_diff"] = max(diffs)
+        comparison["buffers_max_abs_diff"] = json_scalar(max(diffs))
         comparison["allclose"] = comparison["allclose"] and all(
             np.allclose(primary.buffers[k], other.buffers[k], rtol=rtol, atol=atol, equal_nan=True) for k in shared)
     return comparison

@@ -170,3 +170,18 @@ def test_bare_list_parameters_take_the_input_dtype(client):
     assert body["parameters"]["weight"]["dtype"] == "float64"
     assert decode(body["parameters"]["weight"]).tolist() == weight
     assert decode(body["output"])[0, 0] == 1.0000000001 + 1.0
+
+
+def test_non_finite_differences_are_reported_as_json_strings():
+    """An infinite difference (one backend inf where the other is finite or NaN) is "Infinity", as in
+    tensors and as the response schema says: orjson would write a bare inf as null."""
+    from app.backends.base import ForwardResult
+    from app.layers.service import compare_results
+
+    primary = ForwardResult(np.array([1.0, np.inf, np.nan], np.float32))
+    other = ForwardResult(np.array([1.0, 2.0, np.nan], np.float32), buffers={})
+    comparison = compare_results(primary, other, "reference", "float32")
+    assert comparison["max_abs_diff"] == "Infinity" and comparison["max_rel_diff"] == "Infinity"
+    assert comparison["allclose"] is False
+    same = compare_results(primary, ForwardResult(primary.output.copy()), "reference", "float32")
+    assert same["max_abs_diff"] == 0.0 and same["allclose"] is True  # NaN == NaN and inf == inf count as equal

@@ -33,19 +33,20 @@ def live_server(*args: str, env: dict[str, str] | None = None, timeout: float = 
 
 
 def wait_healthy(url: str, timeout_s: float = 60.0, process: subprocess.Popen | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, path: str = "/healthz") -> None:
+    """Returns once `path` answers 200; raises if the process exits first or the time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             said = log_path.read_text(errors="replace")[-3000:] if log_path else ""
             raise RuntimeError(f"server exited with {process.returncode}:\n{said}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"server at {url} did not become healthy in {timeout_s} s")
+    raise RuntimeError(f"server at {url} did not answer {path} in {timeout_s} s")
 
 
 class ServerProcess:

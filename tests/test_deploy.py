@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -25,7 +24,7 @@ import yaml
 
 from app.config import Settings
 from app.serve import available_cpus
-from tests.live_server import free_port
+from tests.live_server import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,19 +218,6 @@ def test_nginx_conf_parses_when_nginx_is_here(tmp_path):
 # -- the image's command line, outside Docker
 
 
-def wait_ready(base: str, server: subprocess.Popen, stderr: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"the server exited: {stderr.read_text()[-3000:]}"
-        try:
-            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"not ready after {timeout_s} s: {stderr.read_text()[-3000:]}")
-
-
 def count(metrics_text: str, route: str) -> float:
     pattern = rf'^layerlab_http_requests_total\{{method="GET",route="{re.escape(route)}",status="200"\}} (\S+)$'
     match = re.search(pattern, metrics_text, flags=re.M)
@@ -250,7 +236,7 @@ def test_the_image_command_serves_with_two_workers(tmp_path):
     with stdout.open("wb") as out, stderr.open("wb") as err:
         server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
     try:
-        wait_ready(base, server, stderr)
+        wait_healthy(base, 120, server, stderr, path="/readyz")
         health_env = {**os.environ, "LAYERLAB_PORT": str(port)}
         probe = [sys.executable, *healthcheck()[1][1:]]
         assert subprocess.run(probe, env=health_env, timeout=30).returncode == 0

@@ -425,12 +425,13 @@ def ratio_1_binary_vs_bare(url: str, workload: Workload, repeats: int, results: 
         transport = client.codec.content_type
     e2e, torch_ms = median(idle["e2e"]), median(idle["bare"])
     warm_e2e, warm_torch = median(warm["e2e"]), median(warm["bare"])
-    floor = loopback_floor(workload.x.nbytes, output_nbytes(workload), max(3, repeats // 2))
+    down = output_nbytes(workload)
+    floor = loopback_floor(workload.x.nbytes, down, max(3, repeats // 2))
     results.add(1, "SDK default transport e2e / bare torch", e2e / torch_ms,
                 f"{workload.name}: SDK ({transport}) end to end {e2e:.1f} ms (server compute {median(server_ms):.1f} ms)"
                 f" / bare torch {torch_ms:.1f} ms, each after a pause. Back to back: {warm_e2e:.1f} / {warm_torch:.1f} ms"
                 f" = {warm_e2e / warm_torch:.2f}. The bytes alone, {workload.x.nbytes / 1e6:.0f} MB up and "
-                f"{output_nbytes(workload) / 1e6:.0f} MB down over loopback sockets (no HTTP): {floor:.1f} ms")
+                f"{down / 1e6:.0f} MB down over loopback sockets (no HTTP): {floor:.1f} ms")
 
 
 def in_process_json(workload: Workload, body: bytes) -> None:

@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from app import wire
 from tests.live_server import free_port
@@ -20,6 +21,7 @@ from tests.live_server import free_port
 STALL_S = 0.040
 
 
+@pytest.mark.slow  # a timing claim: opt-in, never in the default suite
 def test_two_workers_answer_keep_alive_requests_without_a_delayed_ack_stall(tmp_path):
     port = free_port()
     env = {**os.environ, "LAYERLAB_HOST": "127.0.0.1", "LAYERLAB_PORT": str(port), "LAYERLAB_WORKERS": "2",

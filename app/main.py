@@ -18,7 +18,6 @@ from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.observability import ObservabilityMiddleware
 
-
 DESCRIPTION = """
 Compute neural-network layers on demand: PyTorch (`torch.nn`) or a hand-written NumPy reference
 implementation, or both side by side. POST a layer config (PyTorch's own argument names and

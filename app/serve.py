@@ -14,9 +14,9 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import MutableMapping
 from contextlib import suppress
 from pathlib import Path
-from collections.abc import MutableMapping
 from typing import Any
 
 import uvicorn

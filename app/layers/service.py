@@ -19,7 +19,7 @@ from app.backends.reference_backend import ReferenceBackend
 from app.config import Settings
 from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, ShapeMismatch, validation_error
 from app.layers.base import LayerSpec, Shape
-from app.tensors import check_elements, decode_tensor, declared_shape, dtype_name, json_scalar, probable_shape
+from app.tensors import check_elements, declared_shape, decode_tensor, dtype_name, json_scalar, probable_shape
 
 # torch.testing.assert_close's defaults
 TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}

@@ -15,7 +15,7 @@ NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 
 NestedNumbers = TypeAliasType(
     "NestedNumbers",
-    "list[Union[float, NonFinite, NestedNumbers]]",
+    "list[float | NonFinite | NestedNumbers]",
 )
 
 Shape = Annotated[
@@ -29,7 +29,7 @@ class TensorData(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: SkipValidation[Union[NestedNumbers, float]] = Field(
+    data: SkipValidation[NestedNumbers | float] = Field(
         description='Numbers, nested to any depth or flat (a bare number for a 0-d tensor, shape `[]`). '
         'Non-finite values as the strings "NaN", "Infinity", "-Infinity".',
         examples=[[[0.3102, 0.1271, -0.0823, 1.0858]]],
@@ -74,7 +74,7 @@ class TensorBytes(BaseModel):
     bytes: RawBytes = Field(description="The raw bytes (a msgpack bin; JSON bodies use `base64`).")
 
 
-TensorInput = SkipValidation[Union[NestedNumbers, float, TensorData, TensorBase64, TensorBytes, TensorRandom]]
+TensorInput = SkipValidation[Union[NestedNumbers, float, TensorData, TensorBase64, TensorBytes, TensorRandom]]  # noqa: UP007 (a recursive alias)
 """Any of the request forms (a bare number is a 0-d tensor); decoded by `app.tensors.decode_tensor`."""
 
 
@@ -90,7 +90,7 @@ class TensorOut(BaseModel):
 
     shape: list[int]
     dtype: Literal["float32", "float64", "int64"]
-    data: SkipValidation[Union[NestedNumbers, float, NonFinite]] | None = Field(
+    data: SkipValidation[NestedNumbers | float | NonFinite] | None = Field(
         None, description="Nested lists (encoding=list); a bare number for a 0-d tensor (shape `[]`).")
     base64: str | None = Field(None, description="Raw little-endian bytes (encoding=base64).")
     summary: TensorSummary | None = Field(None, description="Statistics only (encoding=none).")

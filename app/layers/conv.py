@@ -2,7 +2,7 @@
 dilation=1, groups=1, bias=True, padding_mode="zeros")."""
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
@@ -14,12 +14,24 @@ from app.layers.base import LayerSpec, Shape
 from app.layers.sizes import int_or_tuple
 from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, same_padding, split_input_shape, symmetric
 
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+
 
 class ConvConfigBase(BaseModel):
     """The checks torch.nn.ConvNd's constructor makes; the fields are added per dimension below."""
 
     model_config = ConfigDict(extra="forbid")
     dims: ClassVar[int]
+    if TYPE_CHECKING:  # the fields _config_model adds, as the type checker should see them
+        in_channels: int
+        out_channels: int
+        kernel_size: int | tuple[int, ...]
+        stride: int | tuple[int, ...]
+        padding: int | tuple[int, ...] | Literal["valid", "same"]
+        dilation: int | tuple[int, ...]
+        groups: int
+        bias: bool
+        padding_mode: PaddingMode
 
     @field_validator("groups", check_fields=False)
     @classmethod
@@ -63,7 +75,7 @@ def _config_model(dims: int) -> type[ConvConfigBase]:
         groups=(StrictInt, Field(1, gt=0, description="Blocked connections: in_channels and out_channels are split "
                                  "into `groups` groups, each convolved separately. Must divide both.")),
         bias=(StrictBool, Field(True, description="Learn an additive bias per output channel.")),
-        padding_mode=(Literal["zeros", "reflect", "replicate", "circular"],
+        padding_mode=(PaddingMode,
                       Field("zeros", description="How padding is filled: zeros, reflected, replicated edge, or wrapped around.")),
     )
     model.dims = dims
@@ -77,8 +89,10 @@ def window(config: ConvConfigBase) -> Window:
     kernel, dilation = expand(config.kernel_size, config.dims), expand(config.dilation, config.dims)
     if config.padding == "same":
         padding = same_padding(kernel, dilation)
+    elif config.padding == "valid":
+        padding = symmetric(0, config.dims)
     else:
-        padding = symmetric(0 if config.padding == "valid" else config.padding, config.dims)
+        padding = symmetric(config.padding, config.dims)
     return Window(kernel, expand(config.stride, config.dims), padding, dilation)
 
 

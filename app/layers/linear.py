@@ -33,7 +33,7 @@ def output_shape(config: LinearConfig, input_shape: Shape) -> Shape:
 
 
 def parameter_shapes(config: LinearConfig) -> dict[str, Shape]:
-    shapes = {"weight": (config.out_features, config.in_features)}
+    shapes: dict[str, Shape] = {"weight": (config.out_features, config.in_features)}
     if config.bias:
         shapes["bias"] = (config.out_features,)
     return shapes

@@ -4,7 +4,7 @@ padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None); AvgP
 divisor_override."""
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
@@ -22,6 +22,13 @@ class PoolConfigBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     dims: ClassVar[int]
+    if TYPE_CHECKING:  # the fields the models below add (the average-pool ones on AvgPool only)
+        kernel_size: int | tuple[int, ...]
+        stride: int | tuple[int, ...] | None
+        padding: int | tuple[int, ...]
+        ceil_mode: bool
+        return_indices: bool
+        count_include_pad: bool
 
     @field_validator("padding", check_fields=False)
     @classmethod

@@ -5,7 +5,7 @@ its own layer's model, so errors read `layers[2].config.kernel_size`); the per-k
 `stack_request_model` only document the bodies in OpenAPI.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
 
@@ -89,7 +89,7 @@ def stack_request_model(name: str, base: type[BaseModel], layer_base: type[BaseM
             kind=(Literal[kind], Field(description=KIND_DESCRIPTION)),
             config=(config_model, Field(... if required else {}, description=f"torch.nn.{title}'s constructor arguments.")),
         ))
-    item = layer_models[0] if len(layer_models) == 1 else Annotated[tuple(layer_models), Field(discriminator="kind")]
+    item = layer_models[0] if len(layer_models) == 1 else Annotated[Union[tuple(layer_models)], Field(discriminator="kind")]  # noqa: UP007 (built at run time)
     return create_model(name, __base__=base, layers=(list[item], base.model_fields["layers"]))
 
 

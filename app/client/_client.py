@@ -71,7 +71,8 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         """One request, retried on connection errors, 429 and 5xx; the decoded body, or a typed error."""
         request = self._build(self._http, method, path, **kwargs)
         for attempt in range(self.max_retries + 1):
-            response, exc, content = None, None, b""
+            response, exc = None, None
+            content: bytes | bytearray | memoryview = b""
             try:
                 response = self._http.send(request, stream=True)
                 try:

@@ -47,7 +47,7 @@ class Codec(Protocol):
 
     def dumps(self, body: Any) -> bytes: ...
 
-    def loads(self, content: bytes) -> Any: ...
+    def loads(self, content: bytes | bytearray | memoryview) -> Any: ...
 
 
 class JsonCodec:
@@ -68,7 +68,7 @@ class JsonCodec:
     def dumps(self, body: Any) -> bytes:
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
-    def loads(self, content: bytes) -> Any:
+    def loads(self, content: bytes | bytearray | memoryview) -> Any:
         return orjson.loads(content)
 
 

@@ -28,8 +28,9 @@ defaults) and a tensor; get the output, its shape, and the layer's parameters.
 `{"data", "shape", "dtype"}`, as base64 of their raw bytes, or as `{"random": "normal", "shape", "seed"}`
 for the server to draw with `torch.manual_seed(seed); torch.randn(*shape)`.
 
-**From Python:** `from app.client import Client; Client().linear(x, in_features=4, out_features=1)`
-sends NumPy arrays (base64 on the wire) and returns them; see the README's *Python SDK* section.
+**From Python:** `from app.client import Client; Client("http://127.0.0.1:8000").linear(x, in_features=4, out_features=1)`
+sends NumPy arrays (as raw bytes in msgpack bodies, `application/msgpack`) and returns them;
+see the README's *Python SDK* section.
 Every error is one JSON envelope: `error`, `status`, `detail` and the `field` at fault.
 """
 

@@ -25,6 +25,7 @@ class Client(BaseClient, LayerMethods[LayerResult]):
     """The layerlab service from Python, blocking.
 
         with Client() as client:                       # base_url: argument, $LAYERLAB_URL, http://127.0.0.1:8000
+            ...                                        # or Client("http://host:port")
             result = client.linear(x, in_features=4, out_features=1, compare=True)
             result.output, result.parameters["weight"], result.comparison.allclose
 
@@ -37,8 +38,8 @@ class Client(BaseClient, LayerMethods[LayerResult]):
 
     def __init__(
         self,
-        *,
         base_url: str | None = None,
+        *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -130,8 +131,8 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
 
     def __init__(
         self,
-        *,
         base_url: str | None = None,
+        *,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,

@@ -300,9 +300,19 @@ def test_base_url_argument_then_environment_then_default(monkeypatch):
     assert Client(base_url="http://other:1").base_url == "http://other:1"
 
 
-def test_constructor_is_keyword_only():
+def test_base_url_may_be_positional(live_server):
+    with Client(live_server) as client:
+        assert client.base_url == live_server
+        assert client.health() == {"status": "ok"}
+    assert AsyncClient(live_server).base_url == live_server
+    assert Client(base_url=live_server).base_url == live_server
+
+
+def test_options_after_the_url_are_keyword_only():
     with pytest.raises(TypeError):
-        Client("http://127.0.0.1:8000")  # type: ignore[misc]
+        Client("http://127.0.0.1:8000", "key")  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        AsyncClient("http://127.0.0.1:8000", "key")  # type: ignore[misc]
     with pytest.raises(ValueError, match="not both"):
         Client(http_client=httpx.Client(), transport=httpx.HTTPTransport())
     with pytest.raises(ValueError, match="max_retries"):

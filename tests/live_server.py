@@ -1,6 +1,7 @@
 """Start the real app under uvicorn on 127.0.0.1 (a free port), for tests and scripts: as a
-subprocess (`live_server`, `ServerProcess`: its memory can be read from /proc) or in a thread of
-the test process (`ServerThread`: its app state can be inspected)."""
+subprocess (`live_server`, `ServerProcess`: its memory can be read from /proc; `ServeProcess`: the
+run command `python -m app.serve`) or in a thread of the test process (`ServerThread`: its app
+state can be inspected)."""
 
 import contextlib
 import os
@@ -99,6 +100,16 @@ class ServerProcess:
             if name in ("VmRSS", "VmHWM"):
                 values[name] = int(rest.split()[0])
         return values
+
+
+class ServeProcess(ServerProcess):
+    """The run command itself, `python -m app.serve`, on 127.0.0.1 and a free port (LAYERLAB_PORT)."""
+
+    def __init__(self, env: dict[str, str] | None = None, log_path: Path | None = None,
+                 timeout_s: float = 60.0) -> None:
+        super().__init__(env=env, log_path=log_path, timeout_s=timeout_s)
+        self.command = [sys.executable, "-m", "app.serve"]
+        self.env.update(LAYERLAB_HOST="127.0.0.1", LAYERLAB_PORT=str(self.port))
 
 
 class ServerThread:

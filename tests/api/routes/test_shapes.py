@@ -1,9 +1,5 @@
 """POST /v1/shapes end to end: rows, totals, formulas identical to the single-layer routes, and the errors."""
 
-import re
-from pathlib import Path
-
-import orjson
 import pytest
 import torch
 
@@ -158,12 +154,3 @@ def test_openapi_documents_shapes(client):
     linear = spec["components"]["schemas"]["LinearStackLayer"]
     assert linear["properties"]["config"]["$ref"] == "#/components/schemas/LinearConfig"
     assert "config" in linear["required"] and "config" not in spec["components"]["schemas"]["ReLUStackLayer"].get("required", [])
-
-
-def test_readme_curl_example_works(client):
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
-    section = readme.split("## Stacks", 1)[1].split("\n## ", 1)[0]
-    curl = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
-    body = orjson.loads(re.search(r"-d '(.*)'", curl, re.S).group(1))
-    assert re.search(r"http://127\.0\.0\.1:8000(/\S+)", curl).group(1) == "/v1/shapes"
-    assert shapes(client, body)["output_shape"] == [100, 16, 19, 39]

@@ -24,8 +24,7 @@ Backend = Literal["torch", "reference"]
 class Client(BaseClient, LayerMethods[LayerResult]):
     """The layerlab service from Python, blocking.
 
-        with Client() as client:                       # base_url: argument, $LAYERLAB_URL, http://127.0.0.1:8000
-            ...                                        # or Client("http://host:port")
+        with Client("http://127.0.0.1:8000") as client:   # base_url (or base_url=): else $LAYERLAB_URL, else this one
             result = client.linear(x, in_features=4, out_features=1, compare=True)
             result.output, result.parameters["weight"], result.comparison.allclose
 

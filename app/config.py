@@ -71,10 +71,10 @@ class Settings(BaseSettings):
         "workers, `python -m app.serve` shares the CPUs out among them)."
     )
     tune_allocator: bool = Field(
-        True, description="Tune glibc's allocator for big tensors at start (see app/tuning.py)."
+        True, description="Tune glibc's allocator for big tensors at start (see app/process_environment.py)."
     )
 
-    # --- Overload (issue 8): lanes, queue and time limits of the compute pool (app.compute). ---
+    # --- Overload (issue 8): lanes, queue and time limits of the compute pool (app.compute_pool). ---
     compute_light_workers: int = Field(
         1, ge=0,
         description="Extra compute threads kept for light requests (see light_request_size), so "

@@ -11,18 +11,12 @@
     ├── ClientGone (499)          the client left before its answer was ready (nobody reads this one)
     ├── Overloaded (503)          every compute worker stayed busy for the whole queue wait; Retry-After
     └── ComputeTimeout (504)      the computation ran past the per-request time limit
+
+No web framework here: the codec raises these too (app.api.errors turns them into responses).
 """
 
-import json
 from http import HTTPStatus
-from typing import Any
-
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from typing import Any, Protocol
 
 
 class LayerlabError(Exception):
@@ -40,11 +34,7 @@ class LayerlabError(Exception):
         **extra: Any,
     ) -> None:
         super().__init__(detail)
-        self.detail = detail
-        self.field = field
-        self.expected = expected
-        self.actual = actual
-        self.extra = extra
+        self.detail, self.field, self.expected, self.actual, self.extra = detail, field, expected, actual, extra
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": type(self).__name__, "status": self.status_code, "detail": self.detail}
@@ -103,7 +93,7 @@ class InvalidInput(LayerlabError):
 
 
 class ShapeMismatch(InvalidInput):
-    status_code = 422
+    """A tensor of the wrong shape or rank (a 422, as every InvalidInput)."""
 
 
 class ClientGone(LayerlabError):
@@ -139,7 +129,13 @@ def loc_to_field(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
     return field
 
 
-def validation_error(exc: ValidationError | RequestValidationError, prefix: str = "") -> InvalidInput:
+class ValidationErrors(Protocol):
+    """pydantic's ValidationError, or FastAPI's RequestValidationError."""
+
+    def errors(self) -> Any: ...
+
+
+def validation_error(exc: ValidationErrors, prefix: str = "") -> InvalidInput:
     """One 422 from pydantic's list of errors: the first names the field, all are listed."""
     errors = []
     for err in exc.errors():
@@ -158,44 +154,3 @@ def validation_error(exc: ValidationError | RequestValidationError, prefix: str 
 def _small(value: Any) -> bool:
     """Echo offending values only when they are small scalars: never a whole tensor."""
     return isinstance(value, (int, float, str, bool)) and len(str(value)) <= 200
-
-
-def error_response(exc: LayerlabError, headers: dict[str, str] | None = None) -> Response:
-    body = exc.body()
-    try:
-        content = orjson.dumps(body, default=str)
-    except TypeError:  # an integer past 64 bits (a 413's `value`, say): the stdlib writes any int
-        content = json.dumps(body, default=str).encode()
-    return Response(
-        content,
-        status_code=exc.status_code,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(LayerlabError)
-    async def _layerlab(_: Request, exc: LayerlabError) -> Response:
-        return error_response(exc, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> Response:
-        return error_response(validation_error(exc))
-
-    @app.exception_handler(ValidationError)
-    async def _validation(_: Request, exc: ValidationError) -> Response:
-        return error_response(validation_error(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        # Routing errors (404 no such path, 405 wrong method) in the same envelope.
-        err = HTTPError(f"{exc.detail}: {request.method} {request.url.path[:200]}", status_code=exc.status_code)
-        return error_response(err, headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> Response:
-        # A bug, not a user error: say so without a traceback, and keep serving.
-        err = LayerlabError(f"internal error: {type(exc).__name__}")
-        err.status_code = 500
-        return error_response(err)

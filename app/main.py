@@ -8,14 +8,14 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp
 
-from app import __version__, tuning
-from app.api.body import BodyLimitMiddleware
+from app import __version__, process_environment
+from app.api.body_limits import BodyLimitMiddleware
 from app.api.routes import layers, ops, sequential, shapes
 from app.api.routes.docs import install_docs
 from app.api.security import document_protections, install_security
-from app.compute import ComputePool
+from app.compute_pool import ComputePool
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
+from app.api.errors import install_error_handlers
 from app.observability import ObservabilityMiddleware
 
 DESCRIPTION = """
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     if settings.tune_allocator:
-        tuning.tune_allocator()
+        process_environment.tune_allocator()
     app = LayerlabAPI(
         title="layerlab",
         version=__version__,
@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(shapes.router)
     app.include_router(sequential.router)
     install_docs(app)
-    # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body).
+    # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body_limits).
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_security(app, settings)
     _document_parsed_bodies(app)

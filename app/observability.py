@@ -28,7 +28,7 @@ from app import __version__
 from app.logs import ACCESS_LOGGER, timestamp
 
 if TYPE_CHECKING:
-    from app.layers.service import LayerOutcome
+    from app.stacks.run import StackOutcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REQUEST_ID_HEADER = b"x-request-id"
@@ -109,16 +109,19 @@ def _child(metric: Any, *labels: str) -> Any:
 _children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
-def record_compute(outcome: "LayerOutcome") -> None:
-    """Compute time per backend and tensor bytes of one layer request."""
-    kind = outcome.spec.kind
-    _child(COMPUTE, kind, outcome.backend).observe(outcome.elapsed_ms / 1000)
-    if outcome.comparison is not None:
-        _child(COMPUTE, kind, outcome.comparison["backend"]).observe(outcome.comparison["elapsed_ms"] / 1000)
-    result = outcome.result
-    returned = [result.output, *outcome.state.values(), *result.buffers.values(), *result.extras.values()]
-    _child(TENSOR_BYTES, kind, "in").inc(outcome.input_nbytes)
-    _child(TENSOR_BYTES, kind, "out").inc(sum(array.nbytes for array in returned))
+def record_compute(outcome: "StackOutcome") -> None:
+    """Compute time per layer and backend; tensor bytes too for a single-layer request."""
+    for run in outcome.layers:
+        kind = run.layer.entry.spec.kind
+        _child(COMPUTE, kind, outcome.plan.request.backend).observe(run.elapsed_ms / 1000)
+        if run.comparison is not None:
+            _child(COMPUTE, kind, run.comparison["backend"]).observe(run.comparison["elapsed_ms"] / 1000)
+    if outcome.plan.request.single:
+        run = outcome.layers[0]
+        kind = run.layer.entry.spec.kind
+        returned = [outcome.output, *run.state.values(), *run.buffers.values(), *run.extras.values()]
+        _child(TENSOR_BYTES, kind, "in").inc(outcome.input_nbytes)
+        _child(TENSOR_BYTES, kind, "out").inc(sum(array.nbytes for array in returned))
 
 
 def access_fields(request: Request) -> dict[str, Any]:

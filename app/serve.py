@@ -21,7 +21,7 @@ from typing import Any
 
 import uvicorn
 
-from app import tuning
+from app import process_environment
 from app.config import Settings
 from app.logs import logging_config
 
@@ -57,11 +57,11 @@ def prepare_environment(settings: Settings, environ: MutableMapping[str, str] = 
     - metrics: several workers share their counts through files in PROMETHEUS_MULTIPROC_DIR
       (see app.observability); a folder given by the operator is emptied first, as
       prometheus_client requires, else a fresh one is made.
-    - allocator and BLAS (app.tuning): glibc reads MALLOC_* at a process's start and OpenBLAS
+    - allocator and BLAS (app.process_environment): glibc reads MALLOC_* at a process's start and OpenBLAS
       its thread timeout when NumPy loads, so they are set here, before either happens in the
       workers; an operator's own values win.
     """
-    for name, value in tuning.process_environment(allocator=settings.tune_allocator).items():
+    for name, value in process_environment.process_environment(allocator=settings.tune_allocator).items():
         environ.setdefault(name, value)
     if settings.workers > 1 and settings.torch_threads == 0:
         environ["LAYERLAB_TORCH_THREADS"] = str(max(1, available_cpus() // settings.workers))

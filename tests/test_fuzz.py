@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from app import wire
+from app.codec import msgpack as wire
 from app.config import Settings
 from app.main import create_app
 

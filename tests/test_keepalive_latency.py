@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from app import wire
+from app.codec import msgpack as wire
 from tests.live_server import free_port
 
 STALL_S = 0.040

@@ -4,6 +4,7 @@ before anything large is read or allocated. Body limits are checked on every POS
 import pytest
 
 from app.config import Settings
+from app.errors import InvalidInput
 from app.main import create_app
 from tests.live_server import ServerThread, raw_request, read_response
 
@@ -172,18 +173,18 @@ def test_random_draws_are_float_only(client):
     assert response.status_code == 422 and response.json()["field"] == "parameters.weight.dtype"
 
 
-def test_requests_are_sized_from_config_and_shapes_without_decoding():
-    """The light lane's test: parameters + input + output elements + multiply-adds."""
-    from app.layers.registry import LAYERS
-    from app.layers.service import estimated_size
+def test_requests_are_sized_from_config_and_shapes_without_drawing():
+    """The lanes' measure (the plan's size): parameters + input + output elements + multiply-adds."""
     from app.schemas.requests import LayerRequestOptions
+    from app.stacks.plan import plan_stack, stack_of_one
 
     def size(body: dict) -> int:
-        return estimated_size(LAYERS["linear"], LayerRequestOptions.model_validate(body), Settings())
+        return plan_stack(stack_of_one("linear", LayerRequestOptions.model_validate(body)), Settings()).size
 
     small = {"config": LINEAR, "input": [[0.1, 0.2, 0.3, 0.4]] * 10}
     assert size(small) == 5 + 40 + 10 + 40
     big = {"config": {"in_features": 2048, "out_features": 2048}, "input": {"random": "normal", "shape": [2048, 2048]}}
     assert size(big) == 2048 * 2049 + 2 * 2048 * 2048 + 2048**3
     assert size({"config": LINEAR, "input": {"data": [0.0] * 40, "shape": [10, 4]}}) == size(small)
-    assert size({"config": {"in_features": -1}, "input": [[1.0]]}) == 0  # invalid: its error is quick
+    with pytest.raises(InvalidInput):  # an invalid request is refused while planning, before any lane
+        size({"config": {"in_features": -1}, "input": [[1.0]]})

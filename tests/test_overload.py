@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from app.compute import ComputePool
+from app.compute_pool import ComputePool
 from app.errors import ClientGone, ComputeTimeout, InvalidInput, Overloaded
 from tests.live_server import ServerThread, raw_request
 

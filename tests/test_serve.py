@@ -10,7 +10,7 @@ import time
 import pytest
 import uvicorn
 
-from app import tuning
+from app import process_environment
 from app.config import Settings
 from app.serve import METRICS_DIR_ENV, HttpProtocol, available_cpus, prepare_environment
 
@@ -82,7 +82,7 @@ def test_explicit_threads_are_kept_and_one_worker_needs_nothing():
     assert "LAYERLAB_TORCH_THREADS" not in environ
     environ = {}
     assert prepare_environment(Settings(workers=1), environ) is None
-    assert environ == tuning.process_environment()  # the allocator and BLAS settings only
+    assert environ == process_environment.process_environment()  # the allocator and BLAS settings only
 
 
 def test_a_given_metrics_folder_is_emptied_of_old_values(tmp_path):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from app.errors import InvalidInput
 from app.layers.registry import LAYERS
-from app.layers.service import parse_config
+from app.stacks.plan import parse_config
 from app.shapes import Window, formula, output_size, same_padding, split_input_shape
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),

@@ -2,7 +2,7 @@
 
 FastAPI's request handler solves the endpoint's dependencies and may parse its body on every
 request: ~170 us for a layer route, more than the notebook's Linear layer costs end to end. The
-tensor routes read and parse their bodies themselves (orjson or msgpack, app.api.transport), so
+tensor routes read and parse their bodies themselves (app.api.endpoint, through the codec), so
 `RawRoute` calls the endpoint with the Request and nothing else. FastAPI still reads the
 endpoint's signature and the route's arguments for the OpenAPI document.
 """
@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from app.compute import ComputePool
+from app.compute_pool import ComputePool
 from app.config import Settings
 
 

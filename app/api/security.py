@@ -20,7 +20,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
-from app.errors import Unauthorized, error_response
+from app.api.errors import error_response
+from app.errors import Unauthorized
 from app.schemas.responses import ErrorBody
 
 BEARER_SCHEME = "BearerAuth"

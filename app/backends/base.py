@@ -1,12 +1,14 @@
-"""The interface every backend implements, and what a forward pass returns. No torch here."""
+"""The interface every backend implements, and what a forward pass returns. No torch here.
+
+Backends know layers (a `LayerSpec` and its parsed config); layers know no backend.
+"""
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from app.layers.base import LayerSpec
+from app.layers.base import LayerSpec
 
 State = dict[str, np.ndarray]
 """A layer's tensors by `state_dict` name: weight, bias, running_mean, ..."""
@@ -24,6 +26,6 @@ class ForwardResult:
 class Backend(Protocol):
     name: str
 
-    def forward(self, spec: "LayerSpec", config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+    def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
         """Run one layer on a batch; `state` is not modified."""
         ...

@@ -5,8 +5,8 @@ The two classes differ only in how they send (a blocking or an awaited loop arou
 
 import os
 import random
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict, TypeVar
 
 import httpx
 import orjson
@@ -45,6 +45,27 @@ def retry_delay(attempt: int, *, initial: float, maximum: float, retry_after: st
     return delay * (1 - 0.25 * random.random())
 
 
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments `Client` and `AsyncClient` share (`BaseClient.__init__` has their defaults)."""
+
+    api_key: str | None
+    timeout: float | httpx.Timeout | None
+    max_retries: int
+    codec: Codec | None
+    initial_retry_delay: float
+    max_retry_delay: float
+
+
+HTTP = TypeVar("HTTP")
+
+
+def own_http_client(http_client: HTTP | None, transport: object, make: Callable[[], HTTP]) -> tuple[HTTP, bool]:
+    """The httpx client to send with, and whether it is ours to close (`http_client`: the caller's)."""
+    if http_client is not None and transport is not None:
+        raise ValueError("pass http_client or transport, not both")
+    return (make(), True) if http_client is None else (http_client, False)
+
+
 class BaseClient:
     sends_chunks = False
     """Whether request bodies may go to httpx as a list of buffers (a sync client's streams only)."""
@@ -52,14 +73,16 @@ class BaseClient:
     def __init__(
         self,
         *,
-        base_url: str | None,
-        api_key: str | None,
-        timeout: float | httpx.Timeout | None,
-        max_retries: int,
-        codec: Codec | None,
-        initial_retry_delay: float,
-        max_retry_delay: float,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        codec: Codec | None = None,
+        initial_retry_delay: float = INITIAL_RETRY_DELAY,
+        max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
+        """`api_key`: argument, then $LAYERLAB_API_KEY, else none (sent as `Authorization: Bearer`).
+        `base_url`: argument, then $LAYERLAB_BASE_URL, else DEFAULT_BASE_URL."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")

@@ -5,17 +5,12 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
+from typing_extensions import Unpack
 
-from app.client._base import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    INITIAL_RETRY_DELAY,
-    MAX_RETRY_DELAY,
-    BaseClient,
-)
+from app.client._base import BaseClient, ClientOptions, own_http_client
 from app.client._layers import LayerMethods, LayerOptions, Tensor
 from app.client._transport import FastHTTPTransport, read_body
-from app.client.codec import Codec, Encoding
+from app.client.codec import Encoding
 from app.client.results import LayerKind, LayerResult, SequentialResult, ShapesResult
 
 Backend = Literal["torch", "reference"]
@@ -35,27 +30,13 @@ class Client(BaseClient, LayerMethods[LayerResult]):
 
     sends_chunks = True
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        http_client: httpx.Client | None = None,
-        transport: httpx.BaseTransport | None = None,
-        codec: Codec | None = None,
-        initial_retry_delay: float = INITIAL_RETRY_DELAY,
-        max_retry_delay: float = MAX_RETRY_DELAY,
-    ) -> None:
-        """`api_key`: argument, then $LAYERLAB_API_KEY, else none (sent as `Authorization: Bearer`).
-        `http_client` (yours to close) or `transport` replace the network: e.g. the app in-process."""
-        super().__init__(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, codec=codec,
-                         initial_retry_delay=initial_retry_delay, max_retry_delay=max_retry_delay)
-        if http_client is not None and transport is not None:
-            raise ValueError("pass http_client or transport, not both")
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(transport=transport or FastHTTPTransport())
+    def __init__(self, base_url: str | None = None, *, http_client: httpx.Client | None = None,
+                 transport: httpx.BaseTransport | None = None, **options: Unpack[ClientOptions]) -> None:
+        """`http_client` (yours to close) or `transport` replace the network: e.g. the app in-process.
+        The other options (api_key, timeout, retries, codec) are `BaseClient`'s."""
+        super().__init__(base_url=base_url, **options)
+        self._http, self._owns_http = own_http_client(
+            http_client, transport, lambda: httpx.Client(transport=transport or FastHTTPTransport()))
 
     def close(self) -> None:
         if self._owns_http:
@@ -128,26 +109,12 @@ class Client(BaseClient, LayerMethods[LayerResult]):
 class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
     """The same as `Client`, awaitable: `async with AsyncClient() as client: await client.linear(...)`."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        codec: Codec | None = None,
-        initial_retry_delay: float = INITIAL_RETRY_DELAY,
-        max_retry_delay: float = MAX_RETRY_DELAY,
-    ) -> None:
+    def __init__(self, base_url: str | None = None, *, http_client: httpx.AsyncClient | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None, **options: Unpack[ClientOptions]) -> None:
         """`http_client` (yours to close) or `transport` (e.g. `httpx.ASGITransport(app=app)`) replace the network."""
-        super().__init__(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries, codec=codec,
-                         initial_retry_delay=initial_retry_delay, max_retry_delay=max_retry_delay)
-        if http_client is not None and transport is not None:
-            raise ValueError("pass http_client or transport, not both")
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(transport=transport)
+        super().__init__(base_url=base_url, **options)
+        self._http, self._owns_http = own_http_client(http_client, transport,
+                                                      lambda: httpx.AsyncClient(transport=transport))
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import orjson
 
-from app import wire
+from app.codec import msgpack
 
 try:  # SIMD base64 when installed (the server's dependency); the stdlib otherwise
     import pybase64 as _b64
@@ -89,21 +89,21 @@ class MsgpackCodec:
     The server answers msgpack with raw bytes whatever `encoding` says, except "none" (summaries).
     """
 
-    content_type = wire.MEDIA_TYPE
+    content_type = msgpack.MEDIA_TYPE
     encoding: Encoding = "base64"
 
     def tensor(self, array: np.ndarray) -> dict[str, Any]:
-        return wire.tensor(array)
+        return msgpack.tensor(array)
 
     def dumps(self, body: Any) -> bytes:
-        return wire.packb(body)
+        return msgpack.packb(body)
 
     def dump_chunks(self, body: Any) -> list[bytes | memoryview]:
         """The body in pieces, each large array's own memory among them (sync Client only)."""
-        return wire.pack(body)
+        return msgpack.pack(body)
 
     def loads(self, content: bytes | bytearray | memoryview) -> Any:
-        return wire.unpack_views(content)  # tensors' bytes as views of `content`: see `decode`
+        return msgpack.unpack_views(content)  # tensors' bytes as views of `content`: see `decode`
 
 
 DEFAULT_CODEC: Codec = MsgpackCodec()

@@ -33,11 +33,7 @@ class LayerlabError(Exception):
         body: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
-        self.message = message
-        self.status = status
-        self.field = field
-        self.response = response
-        self.body = body or {}
+        self.message, self.status, self.field, self.response, self.body = message, status, field, response, body or {}
 
     def __str__(self) -> str:
         where = f" (field {self.field})" if self.field else ""

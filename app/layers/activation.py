@@ -4,8 +4,6 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from app.backends.base import ForwardResult
-from app.backends.reference.activation import flatten, relu
 from app.errors import InvalidInput
 from app.layers.base import LayerSpec, Shape
 
@@ -36,16 +34,6 @@ def same_shape(config: ReLUConfig, input_shape: Shape) -> Shape:
 
 def output_elements(config: BaseModel, input_shape: Shape, output_shape: Shape) -> int:
     return math.prod(output_shape)
-
-
-def relu_reference(config: ReLUConfig, x, state, training) -> ForwardResult:
-    return ForwardResult(relu(x))
-
-
-def relu_torch_kwargs(config: ReLUConfig) -> dict:
-    # In place, torch would write into the zero-copy view of the request's input, which the
-    # other backend (compare) still reads; the output is the same either way.
-    return {"inplace": False}
 
 
 def flatten_dims(config: FlattenConfig, input_shape: Shape) -> tuple[int, int]:
@@ -87,11 +75,6 @@ def _tuple(shape: Shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def flatten_reference(config: FlattenConfig, x, state, training) -> ForwardResult:
-    start, end = flatten_dims(config, x.shape)
-    return ForwardResult(flatten(x, start, end))
-
-
 def no_parameters(config: BaseModel) -> dict[str, Shape]:
     return {}
 
@@ -105,9 +88,7 @@ SPECS = [
         description="torch.nn.ReLU. Any input shape; the output has the same shape. No parameters.",
         output_shape=same_shape,
         parameter_shapes=no_parameters,
-        reference=relu_reference,
         work=output_elements,
-        torch_kwargs=relu_torch_kwargs,
         examples={
             "small": {
                 "summary": "ReLU on a 2x3 tensor, compared with the reference",
@@ -125,7 +106,6 @@ SPECS = [
         "a 0-d input counts as 1-d, as in torch.flatten. No parameters.",
         output_shape=flatten_shape,
         parameter_shapes=no_parameters,
-        reference=flatten_reference,
         formulas=flatten_formulas,
         examples={
             "conv_to_linear": {

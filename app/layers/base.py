@@ -1,13 +1,10 @@
-"""What the service needs to know about one layer kind. No torch here."""
+"""What the service needs to know about one layer kind: config, shapes, formulas. No backend here."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel
-
-from app.backends.base import ForwardResult, State
 
 Shape = tuple[int, ...]
 
@@ -24,10 +21,6 @@ def _no_formulas(config: Any, input_shape: Shape) -> list[str]:
     return []
 
 
-def _constructor_kwargs(config: BaseModel) -> dict[str, Any]:
-    return config.model_dump()
-
-
 @dataclass(frozen=True)
 class LayerSpec:
     kind: str
@@ -42,8 +35,6 @@ class LayerSpec:
     """Checks an input shape against the config and returns the output shape (raises a 422)."""
     parameter_shapes: Callable[[Any], dict[str, Shape]]
     """Trainable tensors by state_dict name."""
-    reference: Callable[[Any, np.ndarray, State, bool], ForwardResult]
-    """(config, x, state, training) -> result, through the NumPy formulas."""
     buffer_shapes: Callable[[Any], dict[str, Shape]] = _no_shapes
     macs: Callable[[Any, Shape, Shape], int] = _no_macs
     """Multiply-adds of one forward pass (torchinfo's convention), for limits and /v1/shapes."""
@@ -57,10 +48,6 @@ class LayerSpec:
     """Output-size formulas with the numbers substituted, one line per spatial dimension."""
     window: Callable[[Any], list[tuple[int, int, int]]] | None = None
     """Sliding-window layers: (kernel, stride, dilation) per spatial dimension, for receptive fields."""
-    torch_kwargs: Callable[[Any], dict[str, Any]] = _constructor_kwargs
-    torch_extras: Callable[..., dict[str, Any]] | None = None
-    """(module, input, training) -> extra tensors from the torch backend (BatchNorm statistics); torch
-    tensors stay on the request's device, the backend moves them to NumPy."""
     examples: dict[str, dict[str, Any]] | None = None
     """Named request examples for the Swagger UI: {name: {"summary", "value"}}."""
 

@@ -3,11 +3,8 @@
 import math
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
-from app.backends.base import ForwardResult, State
-from app.backends.reference.batchnorm import batch_norm
 from app.errors import InvalidInput, ShapeMismatch
 from app.layers.base import LayerSpec, Shape
 
@@ -85,14 +82,6 @@ def parameter_shapes(config: BatchNormConfig) -> dict[str, Shape]:
     return {"weight": (C,), "bias": (C,)} if config.bias else {"weight": (C,)}
 
 
-def torch_kwargs(config: BatchNormConfig) -> dict[str, Any]:
-    """The constructor's arguments; `bias` only when false, as torch < 2.13 has no such argument."""
-    kwargs = config.model_dump()
-    if kwargs["bias"]:
-        del kwargs["bias"]
-    return kwargs
-
-
 def buffer_shapes(config: BatchNormConfig) -> dict[str, Shape]:
     C = config.num_features
     return {"running_mean": (C,), "running_var": (C,), "num_batches_tracked": ()} if config.track_running_stats else {}
@@ -106,26 +95,6 @@ def macs(config: BatchNormConfig, input_shape: Shape, out_shape: Shape) -> int:
 def work(config: BatchNormConfig, input_shape: Shape, out_shape: Shape) -> int:
     """About two operations per element: one for the statistics, one multiply-add to normalize."""
     return 2 * math.prod(input_shape)
-
-
-def reference(config: BatchNormConfig, x: np.ndarray, state: State, training: bool) -> ForwardResult:
-    y, mean, var, buffers = batch_norm(
-        x, state.get("weight"), state.get("bias"), state.get("running_mean"), state.get("running_var"),
-        state.get("num_batches_tracked"), training=training, momentum=config.momentum, eps=config.eps)
-    return ForwardResult(y, buffers=buffers, extras={"mean": mean, "var": var})
-
-
-def torch_extras(module: Any, x: Any, training: bool) -> dict[str, Any]:
-    """The per-channel mean and biased variance the module normalized with (after its forward),
-    as tensors on the module's device (the torch backend brings them to NumPy)."""
-    import torch  # only the torch backend calls this
-
-    if training or module.running_mean is None:
-        # The batch statistics of BatchNorm's own CPU kernel (the same template its forward runs),
-        # without updating anything; 2-3x faster here than torch.var_mean's Welford reduction.
-        mean, var = torch.batch_norm_update_stats(x, None, None, 0.0)
-        return {"mean": mean, "var": var}
-    return {"mean": module.running_mean, "var": module.running_var}
 
 
 def _random(shape: list[int], seed: int = 0) -> dict[str, Any]:
@@ -189,12 +158,7 @@ SPECS = [
         output_shape=_output_shape(kind),
         parameter_shapes=parameter_shapes,
         buffer_shapes=buffer_shapes,
-        reference=reference,
-        macs=macs,
-        work=work,
-        torch_kwargs=torch_kwargs,
-        check_mode=check_mode,
-        torch_extras=torch_extras,
+        macs=macs, work=work, check_mode=check_mode,
         examples=EXAMPLES[kind],
     )
     for kind, torch_name in (("batchnorm1d", "BatchNorm1d"), ("batchnorm2d", "BatchNorm2d"), ("batchnorm3d", "BatchNorm3d"))

@@ -2,26 +2,22 @@
 dilation=1, groups=1, bias=True, padding_mode="zeros")."""
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
+from pydantic import Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from app.backends.base import ForwardResult
-from app.backends.reference.conv import conv
 from app.errors import ShapeMismatch
 from app.layers.base import LayerSpec, Shape
-from app.layers.sizes import int_or_tuple
+from app.layers.window_config import WindowConfig, int_or_tuple
 from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, same_padding, split_input_shape, symmetric
 
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
-class ConvConfigBase(BaseModel):
+class ConvConfigBase(WindowConfig):
     """The checks torch.nn.ConvNd's constructor makes; the fields are added per dimension below."""
 
-    model_config = ConfigDict(extra="forbid")
-    dims: ClassVar[int]
     if TYPE_CHECKING:  # the fields _config_model adds, as the type checker should see them
         in_channels: int
         out_channels: int
@@ -155,14 +151,6 @@ def window_triples(config: ConvConfigBase) -> list[tuple[int, int, int]]:
     return list(zip(win.kernel, win.stride, win.dilation))
 
 
-def reference(config: ConvConfigBase, x, state, training) -> ForwardResult:
-    win = window(config)
-    batched = x.ndim == config.dims + 2
-    y = conv(x if batched else x[None], state["weight"], state.get("bias"), win.stride, win.padding,
-             win.dilation, config.groups, config.padding_mode)
-    return ForwardResult(y if batched else y[0])
-
-
 EXAMPLES = {
     1: {
         "signal": {
@@ -208,7 +196,6 @@ def _spec(dims: int, model: type[ConvConfigBase]) -> LayerSpec:
         "lays the windows out as columns (im2col) and multiplies by the weight once per group.",
         output_shape=output_shape,
         parameter_shapes=parameter_shapes,
-        reference=reference,
         macs=macs,
         formulas=formulas,
         window=window_triples,

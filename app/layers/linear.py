@@ -4,8 +4,6 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from app.backends.base import ForwardResult
-from app.backends.reference.linear import linear
 from app.errors import ShapeMismatch
 from app.layers.base import LayerSpec, Shape
 
@@ -54,10 +52,6 @@ def work(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
     return math.prod(out_shape[:-1]) * config.in_features * config.out_features
 
 
-def reference(config: LinearConfig, x, state, training) -> ForwardResult:
-    return ForwardResult(linear(x, state["weight"], state.get("bias")))
-
-
 NOTEBOOK_INPUT = [
     [0.3102, 0.1271, -0.0823, 1.0858], [-1.1686, 1.6650, 1.3797, -0.9915], [0.3897, 0.3723, 1.0115, 0.1784],
     [1.9373, -1.0086, 0.7447, 0.2432], [0.4305, 0.0627, 0.7668, -1.9446], [1.0522, -0.2573, 0.6940, 0.0913],
@@ -75,7 +69,6 @@ SPECS = [
         "weight `(out_features, in_features)`, bias `(out_features,)`.",
         output_shape=output_shape,
         parameter_shapes=parameter_shapes,
-        reference=reference,
         macs=macs,
         work=work,
         examples={

@@ -4,24 +4,20 @@ padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None); AvgP
 divisor_override."""
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
+from pydantic import Field, StrictBool, StrictInt, ValidationInfo, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from app.backends.base import ForwardResult
-from app.backends.reference.pool import avg_pool, max_pool
 from app.errors import ShapeMismatch
 from app.layers.base import LayerSpec, Shape
-from app.layers.sizes import int_or_tuple
+from app.layers.window_config import WindowConfig, int_or_tuple
 from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, split_input_shape, symmetric
 
 
-class PoolConfigBase(BaseModel):
+class PoolConfigBase(WindowConfig):
     """The checks PyTorch's pooling makes on its arguments; the fields are added per kind below."""
 
-    model_config = ConfigDict(extra="forbid")
-    dims: ClassVar[int]
     if TYPE_CHECKING:  # the fields the models below add (the average-pool ones on AvgPool only)
         kernel_size: int | tuple[int, ...]
         stride: int | tuple[int, ...] | None
@@ -139,19 +135,6 @@ def window_triples(config: PoolConfigBase) -> list[tuple[int, int, int]]:
     return list(zip(win.kernel, win.stride, win.dilation))
 
 
-def max_reference(config: PoolConfigBase, x, state, training) -> ForwardResult:
-    win = window(config)
-    out, indices = max_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], win.dilation,
-                            config.ceil_mode, config.return_indices)
-    return ForwardResult(out, extras={} if indices is None else {"indices": indices})
-
-
-def avg_reference(config: PoolConfigBase, x, state, training) -> ForwardResult:
-    win = window(config)
-    return ForwardResult(avg_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], config.ceil_mode,
-                                  config.count_include_pad, getattr(config, "divisor_override", None)))
-
-
 NOTEBOOK_BATCH = {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0}
 SIGNAL = [[[1.0, -3.0, 2.0, 5.0, -1.0, 4.0, 0.0]]]  # (1, 1, 7)
 IMAGE = [[[[1.0, -2.0, 3.0, 0.5], [-4.0, 5.0, -6.0, 2.0], [7.0, -8.0, 9.0, 1.0]]]]  # (1, 1, 3, 4)
@@ -208,7 +191,6 @@ def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
            "The divisor counts the padding unless count_include_pad is false; divisor_override replaces it."),
         output_shape=output_shape,
         parameter_shapes=lambda config: {},
-        reference=max_reference if is_max else avg_reference,
         work=work,
         formulas=formulas,
         window=window_triples,

@@ -1,7 +1,7 @@
 """The tensor forms a request may use, and the forms a response returns.
 
 Tensor payloads are typed with `SkipValidation`: the OpenAPI schema shows their real shape, but
-pydantic never walks the elements. `app.tensors` converts them with NumPy in one pass.
+pydantic never walks the elements. `app.codec.tensors` converts them with NumPy in one pass.
 """
 
 from typing import Annotated, Literal, Union
@@ -75,7 +75,7 @@ class TensorBytes(BaseModel):
 
 
 TensorInput = SkipValidation[Union[NestedNumbers, float, TensorData, TensorBase64, TensorBytes, TensorRandom]]  # noqa: UP007 (a recursive alias)
-"""Any of the request forms (a bare number is a 0-d tensor); decoded by `app.tensors.decode_tensor`."""
+"""Any of the request forms (a bare number is a 0-d tensor); decoded by `app.codec.tensors.decode_tensor`."""
 
 
 class TensorSummary(BaseModel):

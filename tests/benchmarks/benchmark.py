@@ -46,7 +46,8 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import pybase64  # noqa: E402
 
-from app import tuning, wire  # noqa: E402
+from app import process_environment  # noqa: E402
+from app.codec import msgpack as wire  # noqa: E402
 from tests.live_server import live_server  # noqa: E402
 
 GOALS = {1: ("<=", 4.0), 2: ("<=", 1.3), 3: (">=", 5.0), 4: (">=", 0.85), 5: ("<=", 3.0)}
@@ -337,7 +338,7 @@ def create_naive_app():  # served by uvicorn --factory; imported in the server p
 @contextlib.contextmanager
 def naive_server(uvicorn_args: list[str]) -> Iterator[str]:
     with live_server("--factory", *uvicorn_args, app="tests.benchmarks.benchmark:create_naive_app",
-                     env=tuning.process_environment(), timeout=120) as url:
+                     env=process_environment.process_environment(), timeout=120) as url:
         yield url
 
 
@@ -619,12 +620,12 @@ def main() -> None:
     seconds = args.seconds or (1.0 if args.quick else 3.0)
     rounds = 3 if args.quick else 5
 
-    tuning.reexec_with_process_environment()  # bare torch here runs with the server's allocator settings
+    process_environment.reexec_with_process_environment()  # bare torch here runs with the server's allocator settings
     import torch
 
     print(f"layerlab benchmark: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
-    print(f"process environment (server and this process): {tuning.process_environment()}")
+    print(f"process environment (server and this process): {process_environment.process_environment()}")
     print(f"load average before: {load_average()}  (on a busy machine every figure is noisy)")
     results = Results()
     uvicorn_args = [*args.uvicorn_args.split(), "--app-dir", str(ROOT), "--log-level", "warning"]
@@ -634,7 +635,7 @@ def main() -> None:
     codec_costs(workload, max(3, repeats // 2))
 
     print("\n[server] " + " ".join(["uvicorn app.main:app", *uvicorn_args]))
-    with live_server(*uvicorn_args, env=tuning.process_environment()) as url:
+    with live_server(*uvicorn_args, env=process_environment.process_environment()) as url:
         ratio_5_memory(url, workload, repeats, results)  # first: it wants a fresh server
         ratio_1_binary_vs_bare(url, workload, repeats, results)
         if args.no_naive:

@@ -11,7 +11,7 @@ both. Prints the median of each and the ratio reference / torch against the goal
 within 3x, pools within 2x). With --check, exits 1 when a goal is missed. Not collected by pytest
 (no test_ prefix): speed claims come from here.
 
-The script re-executes itself with the service's process environment (app/tuning.py: glibc
+The script re-executes itself with the service's process environment (app/process_environment.py: glibc
 allocator thresholds, OPENBLAS_THREAD_TIMEOUT=1, OPENBLAS_NUM_THREADS=1), so both backends are
 timed as the server runs them; variables you set win, e.g. `OPENBLAS_NUM_THREADS=2 python
 tests/benchmarks/reference_vs_torch.py` measures the threaded product.
@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from anywhere
 
-from app import tuning  # noqa: E402  (no NumPy or torch: safe before they load)
+from app import process_environment  # noqa: E402  (no NumPy or torch: safe before they load)
 
 # Measure as the service runs: its allocator and OpenBLAS settings (one BLAS thread, no spinning,
 # no page faults on every fresh 30 MB buffer). Without them torch's conv paid ~7,300 page faults
 # a call here (23 ms instead of 5), which made the reference look faster than torch.
-tuning.reexec_with_process_environment()
+process_environment.reexec_with_process_environment()
 
 import argparse  # noqa: E402
 import platform  # noqa: E402

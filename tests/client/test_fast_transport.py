@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app import wire
+from app.codec import msgpack as wire
 from app.client import Client, ValidationError
 from app.client._transport import FastHTTPTransport, read_body
 from tests.live_server import live_server

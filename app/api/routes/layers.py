@@ -1,24 +1,23 @@
 """POST /v1/layers/{kind} (one operation per kind, generated from the registry) and GET /v1/layers."""
 
-import math
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
-from app import wire
-from app.api.body import wait_for_disconnect
-from app.api.raw_route import RawRoute, app_settings, compute_pool
-from app.api.transport import Wire
-from app.errors import UnknownKind, validation_error
+from app.api.endpoint import TensorRoute, serve
+from app.api.present import present_layer
+from app.api.raw_route import RawRoute
+from app.codec import msgpack
+from app.config import Settings
+from app.errors import UnknownKind
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
-from app.layers.service import LayerOutcome, estimated_size, run_layer
-from app.observability import access_fields, record_compute
+from app.observability import record_compute
 from app.schemas.requests import LayerRequestOptions, layer_request_model
 from app.schemas.responses import ErrorBody, LayerKind, layer_response_model
-from app.tensors import encode_tensor
+from app.stacks.plan import Plan, plan_stack, stack_of_one
+from app.stacks.run import run_plan
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"])
 
@@ -43,82 +42,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
               "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
 }
 
-LIGHT_BODY_BYTES = 64 * 1024
-"""Bodies up to this size are parsed on the event loop to tell light requests from heavy ones."""
-
 REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
-"""Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
+"""Documented in OpenAPI (see app.main); bodies themselves are parsed by the codec, not FastAPI."""
 
 
-def parse_request(body: Any) -> LayerRequestOptions:
-    try:
-        return LayerRequestOptions.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+def layer_route(spec: LayerSpec) -> TensorRoute[LayerRequestOptions, Plan, Any]:
+    def plan(options: LayerRequestOptions, settings: Settings) -> Plan:
+        return plan_stack(stack_of_one(spec.kind, options), settings)
 
-
-def present_extras(buffers: dict[str, Any], extras: dict[str, Any], encoding: str) -> dict[str, Any]:
-    """`buffers` (BatchNorm after the pass), `indices` (max-pool) and `statistics`, where a layer has them."""
-    body: dict[str, Any] = {}
-    if buffers:
-        body["buffers"] = {k: encode_tensor(v, encoding) for k, v in buffers.items()}
-    if "indices" in extras:
-        body["indices"] = encode_tensor(extras["indices"], encoding)
-    statistics = {k: encode_tensor(v, encoding) for k, v in extras.items() if k != "indices"}
-    if statistics:
-        body["statistics"] = statistics
-    return body
-
-
-def present(outcome: LayerOutcome, encoding: str) -> dict[str, Any]:
-    """The response body; tensors in the requested encoding."""
-    spec, result = outcome.spec, outcome.result
-    trainable = spec.parameter_shapes(outcome.config)
-    body: dict[str, Any] = {
-        "kind": spec.kind,
-        "backend": outcome.backend,
-        "device": outcome.device,
-        "config": outcome.config.model_dump(),
-        "input_shape": list(outcome.input_shape),
-        "output_shape": list(outcome.output_shape),
-        "output": encode_tensor(result.output, encoding),
-        "parameters": {k: encode_tensor(outcome.state[k], encoding) for k in trainable},
-        "parameter_count": sum(math.prod(s) for s in trainable.values()),
-    }
-    body.update(present_extras(result.buffers, result.extras, encoding))
-    formula = spec.formulas(outcome.config, outcome.input_shape)
-    if formula:
-        body["formula"] = formula
-    if outcome.comparison is not None:
-        body["comparison"] = outcome.comparison
-    body["elapsed_ms"] = round(outcome.elapsed_ms, 3)
-    return body
+    return TensorRoute(spec.kind, LayerRequestOptions, plan, run_plan, present_layer,
+                       size=lambda planned: planned.size, record=record_compute)
 
 
 def _layer_endpoint(spec: LayerSpec):
+    route = layer_route(spec)
+
     async def compute(request: Request) -> Response:
-        settings, pool = app_settings(request), compute_pool(request)
-        logged = access_fields(request)
-        logged["kind"] = spec.kind
-        exchange = Wire.negotiate(request)
-        incoming = await exchange.receive(request, settings)
-        # A small body is decoded here (well under a millisecond) to size the request: light ones
-        # get the light compute lane. A big body is decoded in the worker: waiting, it stays bytes
-        # rather than several-times-larger Python lists, and decoding counts against the pool.
-        options = parse_request(incoming.decode()) if incoming.size <= LIGHT_BODY_BYTES else None
-        size = estimated_size(spec, options, settings) if options is not None else None
-        light = size is not None and size <= settings.light_request_size
-
-        def work() -> Response:
-            parsed = options if options is not None else parse_request(incoming.decode())
-            logged.update(backend=parsed.backend, device=parsed.device, compare=parsed.compare)
-            outcome = run_layer(spec, parsed, settings)
-            record_compute(outcome)
-            return exchange.respond(present(outcome, exchange.tensor_encoding(parsed.encoding)))
-
-        if size is not None and size <= settings.inline_request_size:
-            return work()  # tiny (the notebook's Linear: ~100 us): no thread hand-off, no queue
-        return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=light)
+        return await serve(route, request)
 
     compute.__name__ = f"layers_{spec.kind}"
     compute.__doc__ = spec.description
@@ -139,15 +79,15 @@ def _openapi_body(spec: LayerSpec) -> dict[str, Any]:
         content["examples"] = spec.examples
     return {"requestBody": {"required": True, "content": {
         "application/json": content,
-        wire.MEDIA_TYPE: {"schema": {**schema, "description": MSGPACK_NOTE}},
+        msgpack.MEDIA_TYPE: {"schema": {**schema, "description": MSGPACK_NOTE}},
     }}}
 
 
 def _openapi_responses(spec: LayerSpec) -> dict[int | str, dict[str, Any]]:
     model = layer_response_model(spec.title, spec.config_model)
-    msgpack = {"schema": {"$ref": f"#/components/schemas/{model.__name__}", "description": MSGPACK_NOTE}}
+    as_msgpack = {"schema": {"$ref": f"#/components/schemas/{model.__name__}", "description": MSGPACK_NOTE}}
     return {200: {"model": model, "description": "The layer's output, parameters and shapes.",
-                  "content": {wire.MEDIA_TYPE: msgpack}}, **ERROR_RESPONSES}
+                  "content": {msgpack.MEDIA_TYPE: as_msgpack}}, **ERROR_RESPONSES}
 
 
 for _spec in LAYERS.values():

@@ -16,16 +16,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from app import __version__
-from app.api.body import json_response
 from app.api.deps import SettingsDep
-from app.backends.torch_backend import available_devices, device_details
+from app.api.negotiation import json_response
+from app.backends.registry import available_devices
+from app.backends.torch_backend import device_details
 from app.config import Settings
 from app.layers.registry import LAYERS
-from app.layers.service import TOLERANCES, run_layer
 from app.observability import render_metrics
 from app.schemas.ops import Info, Readiness
 from app.schemas.requests import LayerRequestOptions
 from app.schemas.responses import Health
+from app.stacks.plan import plan_stack, stack_of_one
+from app.stacks.run import TOLERANCES, run_plan
 
 router = APIRouter(tags=["operations"])
 
@@ -50,7 +52,7 @@ def readiness_checks(settings: Settings) -> dict[str, str]:
         name = backend if backend == "reference" else f"torch:{device}"
         try:
             request = LayerRequestOptions.model_validate({**_PROBE, "backend": backend, "device": device})
-            outputs[name] = run_layer(LAYERS["linear"], request, settings).result.output
+            outputs[name] = run_plan(plan_stack(stack_of_one("linear", request), settings)).output
             checks[name] = "ok"
         except Exception as exc:  # a readiness probe reports failures rather than raising them
             checks[name] = f"error: {type(exc).__name__}: {exc}"[:300]

@@ -1,23 +1,21 @@
 """POST /v1/sequential: run a stack of layers in order, as nn.Sequential, on either backend or both."""
 
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
-from app import wire
-from app.api.body import wait_for_disconnect
-from app.api.raw_route import RawRoute, app_settings, compute_pool
-from app.api.routes.layers import MSGPACK_NOTE, present_extras
+from app.api.endpoint import TensorRoute, serve
+from app.api.present import present_sequential
+from app.api.raw_route import RawRoute
+from app.api.routes.layers import MSGPACK_NOTE
 from app.api.routes.shapes import ERROR_RESPONSES
-from app.api.transport import Wire
-from app.errors import validation_error
-from app.layers import stacks
+from app.codec import msgpack
+from app.config import Settings
 from app.layers.registry import LAYERS
-from app.observability import COMPUTE, access_fields
+from app.observability import record_compute
 from app.schemas.stacks import SequentialLayerOptions, SequentialOptions, SequentialResponse, stack_request_model
-from app.tensors import encode_tensor
+from app.stacks.plan import LayerRequest, Plan, StackRequest, plan_stack
+from app.stacks.run import StackOutcome, run_plan
 
 router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
 
@@ -26,7 +24,7 @@ REQUEST_MODELS = {
         "SequentialRequest", SequentialOptions, SequentialLayerOptions,
         {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()}),
 }
-"""Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
+"""Documented in OpenAPI (see app.main); bodies themselves are parsed by the codec, not FastAPI."""
 
 EXAMPLES = {
     "mlp": {
@@ -60,51 +58,16 @@ EXAMPLES = {
 }
 
 
-def record_compute_times(outcome: stacks.StackOutcome) -> None:
-    """Each layer's forward time in the per-kind compute histogram, as a single-layer request records it."""
-    for run in outcome.layers:
-        kind = run.layer.entry.spec.kind
-        COMPUTE.labels(kind, outcome.backend).observe(run.elapsed_ms / 1000)
-        if run.comparison is not None:
-            COMPUTE.labels(kind, run.comparison["backend"]).observe(run.comparison["elapsed_ms"] / 1000)
+def plan_sequential(options: SequentialOptions, settings: Settings) -> Plan:
+    layers = [LayerRequest(layer.kind, layer.config, layer.parameters) for layer in options.layers]
+    return plan_stack(StackRequest(layers, options.input, seed=options.seed, backend=options.backend,
+                                   compare=options.compare, training=options.training, device=options.device,
+                                   return_intermediates=options.return_intermediates), settings)
 
 
-def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
-    """The response body; tensors in the requested encoding."""
-    layers = []
-    for run in outcome.layers:
-        planned, entry = run.layer, run.layer.entry
-        row: dict[str, Any] = {
-            "index": entry.index,
-            "kind": entry.spec.kind,
-            "config": entry.config.model_dump(),
-            "input_shape": list(planned.input_shape),
-            "output_shape": list(run.output_shape),
-            "parameters": {k: encode_tensor(run.state[k], encoding) for k in planned.parameter_shapes},
-            "parameter_count": planned.parameter_count,
-        }
-        row.update(present_extras(run.buffers, run.extras, encoding))
-        if planned.formula:
-            row["formula"] = planned.formula
-        if run.output is not None:
-            row["output"] = encode_tensor(run.output, encoding)
-        if run.comparison is not None:
-            row["comparison"] = run.comparison
-        row["elapsed_ms"] = round(run.elapsed_ms, 3)
-        layers.append(row)
-    body: dict[str, Any] = {
-        "backend": outcome.backend,
-        "device": outcome.device,
-        "input_shape": list(outcome.input_shape),
-        "output_shape": list(outcome.output.shape),
-        "output": encode_tensor(outcome.output, encoding),
-        "layers": layers,
-        "parameter_count": sum(run.layer.parameter_count for run in outcome.layers),
-    }
-    if outcome.comparison is not None:
-        body["comparison"] = outcome.comparison
-    body["elapsed_ms"] = round(outcome.elapsed_ms, 3)
-    return body
+ROUTE: TensorRoute[SequentialOptions, Plan, StackOutcome] = TensorRoute(
+    "sequential", SequentialOptions, plan_sequential, run_plan, present_sequential,
+    size=lambda plan: plan.size, record=record_compute)
 
 
 @router.post(
@@ -114,14 +77,14 @@ def present(outcome: stacks.StackOutcome, encoding: str) -> dict[str, Any]:
     response_model=None,
     responses={200: {"model": SequentialResponse, "description": "The final output, and each layer's shapes, "
                      "parameters, buffers and (return_intermediates) output.",
-                     "content": {wire.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/SequentialResponse",
+                     "content": {msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/SequentialResponse",
                                                               "description": MSGPACK_NOTE}}}},
                **ERROR_RESPONSES, 413: {**ERROR_RESPONSES[413], "description": "A limit was exceeded (body bytes, a "
                                         "layer's output elements, the stack's parameter elements, the total work); "
                                         "`limit` names the setting."}},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/SequentialRequest"}, "examples": EXAMPLES},
-        wire.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/SequentialRequest", "description": MSGPACK_NOTE}}}}},
+        msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/SequentialRequest", "description": MSGPACK_NOTE}}}}},
 )
 async def sequential(request: Request) -> Response:
     """Runs `nn.Sequential(*layers)` on `input`. Tensors not given in a layer's `parameters` are initialized as
@@ -129,20 +92,4 @@ async def sequential(request: Request) -> Response:
     With `compare`, the other backend runs the whole stack too and each layer's output is compared.
     A max-pool with `return_indices` passes its output on and reports its indices on its row.
     Limits (total parameters, every layer's output size, total work) are checked before computing."""
-    settings, pool = app_settings(request), compute_pool(request)
-    logged = access_fields(request)
-    logged["kind"] = "sequential"
-    exchange = Wire.negotiate(request)  # JSON or msgpack, both ways (app.api.transport)
-    incoming = await exchange.receive(request, settings)
-
-    def work() -> Response:
-        try:
-            options = SequentialOptions.model_validate(incoming.decode())
-        except ValidationError as exc:
-            raise validation_error(exc) from None
-        logged.update(backend=options.backend, device=options.device, compare=options.compare)
-        outcome = stacks.run_stack(options, settings)
-        record_compute_times(outcome)
-        return exchange.respond(present(outcome, exchange.tensor_encoding(options.encoding)))
-
-    return await pool.run(work, disconnected=lambda: wait_for_disconnect(request))
+    return await serve(ROUTE, request)

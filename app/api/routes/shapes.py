@@ -1,23 +1,18 @@
 """POST /v1/shapes: the shape arithmetic of a stack of layers, like torchinfo.summary, without tensors."""
 
-import math
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
-from app import wire
-from app.api.body import wait_for_disconnect
-from app.api.raw_route import RawRoute, app_settings, compute_pool
-from app.api.transport import Wire
-from app.errors import validation_error
-from app.layers import stacks
+from app.api.endpoint import TensorRoute, serve
+from app.api.present import present_shapes
+from app.api.raw_route import RawRoute
+from app.codec import msgpack
 from app.layers.registry import LAYERS
-from app.observability import access_fields
 from app.schemas.responses import ErrorBody
 from app.schemas.stacks import ShapesOptions, ShapesResponse, StackLayerOptions, stack_request_model
-from app.tensors import DTYPES
+from app.stacks.plan import ShapesPlan, plan_shapes
 
 router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
 
@@ -26,7 +21,7 @@ REQUEST_MODELS = {
         "ShapesRequest", ShapesOptions, StackLayerOptions,
         {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()}),
 }
-"""Documented in OpenAPI (see app.main); bodies themselves are parsed by orjson, not FastAPI."""
+"""Documented in OpenAPI (see app.main); bodies themselves are parsed by the codec, not FastAPI."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
@@ -86,28 +81,13 @@ EXAMPLES = {
 }
 
 
-def present(request: ShapesOptions, planned: list[stacks.PlannedLayer], totals: dict[str, int]) -> dict[str, Any]:
-    itemsize = DTYPES[request.dtype].itemsize
-    rows = [
-        {
-            "index": p.entry.index,
-            "kind": p.entry.spec.kind,
-            "config": p.entry.config.model_dump(),
-            "input_shape": list(p.input_shape),
-            "output_shape": list(p.output_shape),
-            "parameters": {k: list(v) for k, v in p.parameter_shapes.items()},
-            "buffers": {k: list(v) for k, v in p.buffer_shapes.items()},
-            "parameter_count": p.parameter_count,
-            "macs": p.macs,
-            "output_bytes": math.prod(p.output_shape) * itemsize,
-            "formula": p.formula,
-            "receptive_field": p.receptive_field,
-            "jump": p.jump,
-        }
-        for p in planned
-    ]
-    return {"input_shape": list(request.input_shape), "dtype": request.dtype,
-            "output_shape": list(planned[-1].output_shape), "layers": rows, "totals": totals}
+def _no_run(plan: ShapesPlan) -> ShapesPlan:
+    return plan
+
+
+ROUTE: TensorRoute[ShapesOptions, ShapesPlan, ShapesPlan] = TensorRoute(
+    "shapes", ShapesOptions, plan_shapes, _no_run, present_shapes, size=lambda plan: 0)
+"""Arithmetic only: the plan is the answer, and a small body's is answered on the event loop."""
 
 
 @router.post(
@@ -116,11 +96,11 @@ def present(request: ShapesOptions, planned: list[stacks.PlannedLayer], totals: 
     summary="Shapes, parameters, multiply-adds and formulas of a stack of layers, without tensors",
     response_model=None,
     responses={200: {"model": ShapesResponse, "description": "One row per layer, then the totals.",
-                     "content": {wire.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesResponse"}}}},
+                     "content": {msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesResponse"}}}},
                **ERROR_RESPONSES},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/ShapesRequest"}, "examples": EXAMPLES},
-        wire.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesRequest"}}}}},
+        msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesRequest"}}}}},
 )
 async def shapes(request: Request) -> Response:
     """The arithmetic of `nn.Sequential(*layers)` on an input of `input_shape`, as torchinfo.summary reports it:
@@ -128,16 +108,4 @@ async def shapes(request: Request) -> Response:
     numbers substituted, and the receptive field and effective stride (jump) of sliding-window stacks.
     Nothing is allocated; the same tensor and parameter limits as a run apply.
     A layer that does not fit the previous one's output is a 422 naming `layers[i]`."""
-    settings, pool = app_settings(request), compute_pool(request)
-    access_fields(request)["kind"] = "shapes"
-    exchange = Wire.negotiate(request)  # JSON or msgpack, both ways, like the tensor routes
-    try:
-        options = ShapesOptions.model_validate((await exchange.receive(request, settings)).decode())
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-
-    def work() -> Response:
-        return exchange.respond(present(options, *stacks.shapes(options, settings)))
-
-    # Arithmetic only: the light lane, never queued behind heavy compute.
-    return await pool.run(work, disconnected=lambda: wait_for_disconnect(request), light=True)
+    return await serve(ROUTE, request)

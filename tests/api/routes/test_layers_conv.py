@@ -6,7 +6,7 @@ import torch
 import torchinfo
 
 from app.layers.registry import LAYERS
-from app.layers.service import parse_config
+from app.stacks.plan import parse_config
 from tests.wire import as_base64, assert_names, decode, listed_layers, post_layer, random_input
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),

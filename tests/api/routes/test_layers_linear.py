@@ -176,7 +176,7 @@ def test_non_finite_differences_are_reported_as_json_strings():
     """An infinite difference (one backend inf where the other is finite or NaN) is "Infinity", as in
     tensors and as the response schema says: orjson would write a bare inf as null."""
     from app.backends.base import ForwardResult
-    from app.layers.service import compare_results
+    from app.stacks.run import compare_results
 
     primary = ForwardResult(np.array([1.0, np.inf, np.nan], np.float32))
     other = ForwardResult(np.array([1.0, 2.0, np.nan], np.float32), buffers={})

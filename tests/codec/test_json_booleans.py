@@ -10,7 +10,7 @@ import random
 import orjson
 import pytest
 
-from app.api.body import _boolean_in_array
+from app.codec.json import boolean_in_array as _boolean_in_array
 
 LEAVES = [1, 2.5, True, False, None, "true", 'x"[true,', "\\", '\\"', "a,false]", "t", "f\\\\", "[1, true]"]
 

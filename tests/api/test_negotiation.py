@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from app import wire
-from app.api.transport import response_format
+from app.codec import msgpack as wire
+from app.api.negotiation import response_format
 from tests.live_server import live_server
 
 MSGPACK = {"content-type": "application/msgpack"}

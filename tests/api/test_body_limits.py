@@ -1,4 +1,4 @@
-"""Large msgpack bodies: read into one buffer sized by Content-Length (app.api.body.read_body_buffer),
+"""Large msgpack bodies: read into one buffer sized by Content-Length (app.api.body_limits.read_body_buffer),
 their big bins then read in place (app.wire.unpack_request_views), with msgpack's own parser and
 errors for anything else."""
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from starlette.requests import Request
 
-from app import wire
-from app.api.body import PREALLOCATE_BYTES, read_body_buffer
-from app.api.transport import decode_body
+from app.codec import msgpack as wire
+from app.api.body_limits import PREALLOCATE_BYTES, read_body_buffer
+from app.codec.bodies import decode_body
 from app.config import Settings
 from app.errors import BadRequest, ClientGone, PayloadTooLarge
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from app.codec.json_scanner import outside_strings
+
 try:
     import simdjson
 except ImportError:  # pragma: no cover - a declared dependency; without it bodies take orjson's path
@@ -114,24 +116,9 @@ def _count_lists(value: Any) -> int:
 
 def _brackets_outside_strings(body: bytes) -> int | None:
     """How many "[" stand outside JSON strings: the body's arrays. None after MAX_STRINGS strings."""
-    count, start = 0, 0
-    for _ in range(MAX_STRINGS):
-        quote = body.find(b'"', start)
-        count += body.count(b"[", start, len(body) if quote == -1 else quote)
-        if quote == -1:
-            return count
-        end = body.find(b'"', quote + 1)
-        while end != -1 and _escaped(body, end):
-            end = body.find(b'"', end + 1)
-        if end == -1:
-            return count
-        start = end + 1
-    return None
-
-
-def _escaped(body: bytes, at: int) -> bool:
-    """Whether the quote at `at` follows an odd run of backslashes."""
-    run = 0
-    while at - run - 1 >= 0 and body[at - run - 1] == 0x5C:
-        run += 1
-    return run % 2 == 1
+    count = 0
+    for strings, (start, end) in enumerate(outside_strings(body)):
+        if strings > MAX_STRINGS:
+            return None
+        count += body.count(b"[", start, end)
+    return count

@@ -1,14 +1,22 @@
-"""Config field types shared by conv and pool: PyTorch's int-or-tuple arguments.
+"""What the sliding-window layers' configs share (conv and pool): a base model, and PyTorch's
+int-or-tuple arguments.
 
 torch.nn.Conv2d(kernel_size=3) and kernel_size=(3, 3) mean the same; a tuple needs one entry per
 spatial dimension. Validated by one function so an error says plainly what is allowed, instead of
 one message per branch of a union.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+
+class WindowConfig(BaseModel):
+    """A sliding-window layer's constructor arguments; `dims` is its number of spatial dimensions."""
+
+    model_config = ConfigDict(extra="forbid")
+    dims: ClassVar[int]
 
 
 def int_or_tuple(dims: int, minimum: int, strings: tuple[str, ...] = ()) -> Any:

@@ -1,4 +1,4 @@
-"""The stack service (app.layers.stacks) against torch and torchinfo: shapes, parameters, MACs, memory, receptive fields."""
+"""The stack plan (app.stacks.plan) against torch and torchinfo: shapes, parameters, MACs, memory, receptive fields."""
 
 import math
 import tracemalloc
@@ -14,7 +14,7 @@ from torchinfo import summary
 
 from app.config import Settings
 from app.errors import LayerlabError
-from app.layers import stacks
+from app.stacks.plan import plan_shapes
 from app.layers.registry import LAYERS
 from app.schemas.stacks import ShapesOptions
 from tests.stacking import STACKS, TORCH_MODULES, torch_module, torch_sequential
@@ -29,8 +29,9 @@ def test_every_served_kind_has_a_torch_oracle():
 
 
 def plan(input_shape, layers, dtype="float32"):
-    return stacks.shapes(ShapesOptions.model_validate({"input_shape": list(input_shape), "layers": layers, "dtype": dtype}),
-                         SETTINGS)
+    planned = plan_shapes(ShapesOptions.model_validate({"input_shape": list(input_shape), "layers": layers,
+                                                         "dtype": dtype}), SETTINGS)
+    return planned.layers, planned.totals
 
 
 def torchinfo_macs(leaf) -> int:

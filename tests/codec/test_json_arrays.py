@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.api import json_arrays
+from app.codec import json_arrays
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""The tensor codec: wire forms <-> NumPy arrays, in one vectorized pass, with clear 4xx errors.
+"""Tensors: request forms <-> NumPy arrays, in one vectorized pass, with clear 4xx errors.
 
 Decoding checks sizes against the limits *before* allocating (shape products, base64 lengths),
-and never walks elements in Python: NumPy converts nested lists in C.
+and never walks elements in Python: NumPy converts nested lists in C. A `random` tensor is drawn
+by the `draw` function the caller passes: its numbers are defined by torch's generator
+(app.backends.registry.draw_random), and this module imports no backend.
 """
 
 import math
 import reprlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +24,9 @@ DTYPES: dict[str, np.dtype] = {
 FLOAT_DTYPES = ("float32", "float64")
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 Encoding = Literal["list", "base64", "none", "bytes"]
-"""`bytes` keeps the array itself, for the binary transport (`app.wire`) to write as raw bytes."""
+"""`bytes` keeps the array itself, for msgpack bodies (`app.codec.msgpack`) to write as raw bytes."""
+Draw = Callable[[str, tuple[int, ...], int, str], np.ndarray]
+"""(distribution, shape, seed, dtype) -> the array `torch.manual_seed(seed); torch.randn(*shape)` gives."""
 
 
 def check_shape(shape: Any, field: str) -> tuple[int, ...]:
@@ -92,13 +97,15 @@ def decode_tensor(
     max_depth: int = 64,
     dtypes: tuple[str, ...] = FLOAT_DTYPES,
     default_dtype: str = "float32",
+    draw: Draw | None = None,
 ) -> np.ndarray:
     """Any request form of a tensor -> a C-contiguous array of one of `dtypes`.
 
     `default_dtype` applies when the form names none (bare arrays included): parameters take the
-    input's dtype, so float64 values sent as bare lists keep their precision.
+    input's dtype, so float64 values sent as bare lists keep their precision. `draw` draws a
+    `random` tensor (a caller without one gets a ValueError for that form).
     """
-    if isinstance(value, (list, np.ndarray)) or _is_number(value):  # ndarray: a big JSON array (app.api.json_arrays)
+    if isinstance(value, (list, np.ndarray)) or _is_number(value):  # ndarray: a big JSON array (app.codec.json_arrays)
         return _from_nested(value, None, default_dtype, field, max_elements, max_depth)
     if not isinstance(value, dict):
         raise InvalidInput(
@@ -142,7 +149,9 @@ def decode_tensor(
         return _from_base64(value["base64"], shape, dtype, field)
     if form == "bytes":
         return _from_bytes(value["bytes"], shape, dtype, field)
-    return _from_random(value, shape, dtype, field)
+    if draw is None:
+        raise ValueError("decode_tensor was given no `draw` for a random tensor")
+    return draw(*_random_draw(value, shape, dtype, field))
 
 
 def _is_number(value: Any) -> bool:
@@ -239,7 +248,7 @@ def _from_base64(text: Any, shape: tuple[int, ...], dtype: str, field: str) -> n
 
 def _from_bytes(raw: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     """Raw bytes (a msgpack `bin`), read in place: no copy on a little-endian machine."""
-    if not isinstance(raw, (bytes, bytearray, memoryview)):  # memoryview: a big bin read in place (app.wire)
+    if not isinstance(raw, (bytes, bytearray, memoryview)):  # memoryview: a big bin read in place (app.codec.msgpack)
         raise InvalidInput(f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
                            field=f"{field}.bytes", actual=type(raw).__name__)
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize
@@ -249,7 +258,8 @@ def _from_bytes(raw: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
 
 
-def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
+def _random_draw(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> tuple[str, tuple[int, ...], int, str]:
+    """The checked arguments of a random draw: distribution, shape, seed, dtype."""
     distribution, seed = value["random"], value.get("seed", 0)
     if dtype not in FLOAT_DTYPES:
         raise InvalidInput(f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
@@ -260,9 +270,7 @@ def _from_random(value: dict, shape: tuple[int, ...], dtype: str, field: str) ->
     if type(seed) is not int or not -(2**63) <= seed < 2**64:
         raise InvalidInput(f"{field}.seed must be an integer in [-2^63, 2^64)", field=f"{field}.seed",
                            actual=_brief(seed))
-    from app.backends.torch_backend import draw_random  # the draw must be torch's own
-
-    return draw_random(distribution, shape, seed, dtype)
+    return distribution, shape, seed, dtype
 
 
 def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:

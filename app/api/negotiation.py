@@ -1,34 +1,26 @@
 """Content negotiation for tensor routes: JSON or msgpack in (Content-Type), JSON or msgpack out (Accept).
 
-A route reads the raw body on the event loop, then decodes, computes and encodes in one call on
-the compute pool, so neither a 60 MB JSON parse nor the response encoding blocks other requests:
-
-    wire = Wire.negotiate(request)                  # 415 at once for an unknown content type
-    incoming = await wire.receive(request, settings)
-    def work():
-        options = parse(incoming.decode())          # the raw body is dropped once decoded
-        return wire.respond(present(run(options), wire.tensor_encoding(options.encoding)))
-    return await pool.run(work)
-
-msgpack responses carry tensors as raw bytes (`{"shape", "dtype", "bytes": <bin>}`) unless the
-request asked for `encoding: "none"`. Errors are always the JSON envelope (app.errors).
+An `Exchange` is the two formats of one request: how its body is read (`read`, then the codec's
+`decode_body`) and how its response is written (`respond`). msgpack responses carry tensors as
+raw bytes (`{"shape", "dtype", "bytes": <bin>}`) unless the request asked for `encoding: "none"`.
+Errors are always the JSON envelope (app.api.errors).
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from app import wire
-from app.api.body import JSON_TYPES, PREALLOCATE_BYTES, parse_json, read_body, read_body_buffer
+from app.api.body_limits import read_body, read_body_buffer
+from app.codec import msgpack
+from app.codec.bodies import Format, decode_body, dumps_json
 from app.config import Settings
-from app.errors import BadRequest, InvalidInput, UnsupportedMediaType
+from app.errors import UnsupportedMediaType
 
-Format = Literal["json", "msgpack"]
 JSON_MEDIA_TYPE = "application/json"
+JSON_TYPES = (JSON_MEDIA_TYPE, "")
 
 
 def _media_type(header: str) -> str:
@@ -39,11 +31,11 @@ def request_format(content_type: str) -> Format:
     media = _media_type(content_type)
     if media in JSON_TYPES or media.endswith("+json"):
         return "json"
-    if media in wire.MEDIA_TYPES:
+    if media in msgpack.MEDIA_TYPES:
         return "msgpack"
     raise UnsupportedMediaType(
-        f"content type {media[:100]!r} is not supported; send {JSON_MEDIA_TYPE} or {wire.MEDIA_TYPE}",
-        field="content-type", expected=[JSON_MEDIA_TYPE, wire.MEDIA_TYPE], actual=media[:100])
+        f"content type {media[:100]!r} is not supported; send {JSON_MEDIA_TYPE} or {msgpack.MEDIA_TYPE}",
+        field="content-type", expected=[JSON_MEDIA_TYPE, msgpack.MEDIA_TYPE], actual=media[:100])
 
 
 def response_format(accept: str | None, default: Format) -> Format:
@@ -60,7 +52,7 @@ def response_format(accept: str | None, default: Format) -> Format:
                 except ValueError:
                     quality = 0.0
         media = media.lower()
-        if media in wire.MEDIA_TYPES:
+        if media in msgpack.MEDIA_TYPES:
             best["msgpack"] = max(best.get("msgpack", 0.0), quality)
         elif media == JSON_MEDIA_TYPE or media.endswith("+json"):
             best["json"] = max(best.get("json", 0.0), quality)
@@ -71,54 +63,15 @@ def response_format(accept: str | None, default: Format) -> Format:
     return default if ranked.get(default) == top else max(ranked, key=ranked.__getitem__)
 
 
-def decode_body(body: bytes | memoryview, fmt: Format) -> Any:
-    if fmt == "json":
-        return parse_json(body)  # type: ignore[arg-type]  # JSON bodies are bytes (`Wire.receive`)
-    if not body:
-        raise BadRequest("request body is empty; send a msgpack map", field="body")
-    if len(body) >= PREALLOCATE_BYTES:
-        # A big body is, as a rule, a few tensors as bins: read in place, not copied (2 ms for the
-        # notebook's 23 MB input). Anything else is read by msgpack's parser below, errors included.
-        try:
-            value = wire.unpack_request_views(body)
-        except wire.NotPlain:
-            pass
-        else:
-            if isinstance(value, dict):
-                return value
-    try:
-        value = wire.unpackb(body, list_hook=_no_booleans)
-    except BooleanInArray:
-        raise InvalidInput("a msgpack boolean stands inside an array; tensors hold numbers and shapes hold "
-                           "integers", field="body") from None
-    except (ValueError, TypeError) as exc:
-        raise BadRequest(f"request body is not valid msgpack: {exc}", field="body") from None
-    if not isinstance(value, dict):
-        raise InvalidInput("request body must be a msgpack map", field="body", actual=type(value).__name__)
-    return value
-
-
-class BooleanInArray(Exception):
-    pass
-
-
-def _no_booleans(items: list) -> list:
-    """NumPy would silently read a boolean in a tensor as 1.0 or 0.0 (the JSON reader screens its bytes
-    for the same reason). Runs once per msgpack array; the scan itself is C (map over `type`)."""
-    if bool in map(type, items):
-        raise BooleanInArray
-    return items
-
-
 class Incoming:
-    """A received body, decoded once off the event loop; the raw bytes are dropped when decoded."""
+    """A received body, decoded once (off the event loop when big); the raw bytes are dropped when decoded."""
 
     def __init__(self, body: bytes | memoryview, fmt: Format) -> None:
         self._body: bytes | memoryview | None = body
         self.format = fmt
         self.size = len(body)
 
-    def decode(self) -> Any:
+    def decode(self) -> dict[str, Any]:
         body, self._body = self._body, None
         assert body is not None, "a body is decoded once"
         return decode_body(body, self.format)
@@ -148,18 +101,18 @@ class ChunkedResponse(Response):
 
 
 @dataclass(frozen=True)
-class Wire:
+class Exchange:
     """The formats of one exchange: how the request is read, how the response is written."""
 
     request: Format
     response: Format
 
     @classmethod
-    def negotiate(cls, request: Request) -> "Wire":
+    def negotiate(cls, request: Request) -> "Exchange":
         incoming = request_format(request.headers.get("content-type", ""))
         return cls(incoming, response_format(request.headers.get("accept"), incoming))
 
-    async def receive(self, request: Request, settings: Settings) -> Incoming:
+    async def read(self, request: Request, settings: Settings) -> Incoming:
         if self.request == "msgpack":  # one buffer, whose tensors are then read in place
             return Incoming(await read_body_buffer(request, settings), self.request)
         return Incoming(await read_body(request, settings), self.request)
@@ -172,7 +125,10 @@ class Wire:
 
     def respond(self, content: Any, status_code: int = 200) -> Response:
         if self.response == "msgpack":
-            return ChunkedResponse(wire.pack(content), wire.MEDIA_TYPE, status_code)
-        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
-                        media_type=JSON_MEDIA_TYPE)
+            return ChunkedResponse(msgpack.pack(content), msgpack.MEDIA_TYPE, status_code)
+        return json_response(content, status_code)
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    return Response(dumps_json(content), status_code=status_code, media_type=JSON_MEDIA_TYPE)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch
-from app.tensors import decode_tensor, encode_tensor, summarize
+from app.codec.tensors import decode_tensor, encode_tensor, summarize
 
 
 def decode(value, **kwargs):

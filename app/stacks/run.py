@@ -1,0 +1,194 @@
+"""The compute step: a plan's tensors decoded, its states resolved, its layers run on a backend.
+
+`run_plan` walks the planned layers in order on the primary backend and, with `compare`, on the
+other one beside it. One path for /v1/layers/{kind} (a stack of one) and /v1/sequential; a
+backward pass would walk `StackOutcome.layers` back from the last one, with each run's state.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from app.backends.base import Backend, ForwardResult, State
+from app.backends.registry import draw_random, get_backend, initial_states, other_backend
+from app.codec.tensors import declared_shape, decode_tensor, dtype_name, json_scalar
+from app.config import Settings
+from app.errors import InvalidInput, LayerlabError, ShapeMismatch
+from app.stacks.plan import Plan, PlannedLayer, StackEntry, at_layer, check_kept, decode_input
+
+# torch.testing.assert_close's defaults
+TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
+INTEGER_BUFFERS = {"num_batches_tracked"}
+
+
+@dataclass
+class LayerRun:
+    layer: PlannedLayer
+    state: State
+    buffers: State
+    extras: dict[str, np.ndarray]
+    elapsed_ms: float
+    output: np.ndarray | None = None
+    """Kept only when intermediates were asked for."""
+    comparison: dict[str, Any] | None = None
+
+
+@dataclass
+class StackOutcome:
+    plan: Plan
+    output: np.ndarray
+    layers: list[LayerRun]
+    comparison: dict[str, Any] | None
+    elapsed_ms: float
+    input_nbytes: int
+    """Bytes of the decoded input and of the tensors the request gave (for metrics)."""
+
+
+def run_plan(plan: Plan) -> StackOutcome:
+    """The forward pass of every planned layer; with `compare`, the other backend's beside it."""
+    request, settings = plan.request, plan.settings
+    x = plan.input if plan.input is not None else decode_input(request.input, settings)
+    states = resolve_states(plan, x.dtype)
+    primary = get_backend(request.backend, request.device)
+    other_name = other_backend(request.backend)
+    other = get_backend(other_name, request.device) if request.compare else None
+    kept = sum(math.prod(p.output_shape) for p in plan.layers) if request.return_intermediates else 0
+    runs, other_ms = [], 0.0
+    y, y_other = x, x
+    # Both backends walk the stack side by side, each from its own previous output, so each
+    # layer's comparison shows how far the two chains have drifted; only two outputs live at once.
+    for layer, state in zip(plan.layers, states):
+        started = time.perf_counter()
+        result = forward(primary, layer, y, state, request.training)
+        run = LayerRun(layer, state, result.buffers, result.extras, (time.perf_counter() - started) * 1000,
+                       output=result.output if request.return_intermediates else None)
+        if other is not None:
+            started = time.perf_counter()
+            other_result = forward(other, layer, y_other, state, request.training)
+            elapsed = (time.perf_counter() - started) * 1000
+            other_ms += elapsed
+            run.comparison = {**compare_results(result, other_result, other_name, dtype_name(x.dtype)),
+                              "elapsed_ms": elapsed}
+            y_other = other_result.output
+        runs.append(run)
+        y = result.output
+        kept += sum(v.size for v in result.extras.values())  # max-pool indices, known only per kind
+        check_kept(kept, settings)
+    comparison = None
+    if other is not None:
+        comparison = {**runs[-1].comparison, "elapsed_ms": other_ms,
+                      "all_layers_allclose": all(run.comparison["allclose"] for run in runs)}
+    given = sum(run.state[name].nbytes for run, layer in zip(runs, request.layers) for name in layer.parameters)
+    return StackOutcome(plan, y, runs, comparison, sum(run.elapsed_ms for run in runs), x.nbytes + given)
+
+
+def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+    """One layer on one backend; a layer's own 422 (BatchNorm's one value per channel) names its place."""
+    try:
+        return backend.forward(layer.entry.spec, layer.entry.config, x, state, training)
+    except LayerlabError as exc:
+        raise at_layer(exc, layer.entry, x.shape) from None
+
+
+def resolve_states(plan: Plan, dtype: np.dtype) -> list[State]:
+    """Each layer's given tensors, the rest as `torch.manual_seed(seed); nn.Sequential(...)` initializes them."""
+    entries = [layer.entry for layer in plan.layers]
+
+    @cache
+    def initial() -> list[State]:  # built only when some tensor is not given
+        return initial_states([(e.spec, e.config) for e in entries], plan.request.seed)
+
+    def initial_for(index: int) -> Callable[[], State]:
+        return lambda: initial()[index]
+
+    return [resolve_state(layer, given.parameters, dtype, plan.settings, initial=initial_for(layer.entry.index))
+            for layer, given in zip(plan.layers, plan.request.layers)]
+
+
+def resolve_state(layer: PlannedLayer, given: dict[str, Any], dtype: np.dtype, settings: Settings,
+                  initial: Callable[[], State]) -> State:
+    """User-given tensors where present, else `initial()` (torch's seeded initialization), cast to `dtype`."""
+    entry, field = layer.entry, layer.entry.field("parameters")
+    expected = {**layer.parameter_shapes, **layer.buffer_shapes}
+    if not isinstance(given, dict):
+        raise InvalidInput(f"{field} must be an object of tensors by name", field=field)
+    unknown = sorted(set(given) - set(expected))
+    if unknown:
+        raise InvalidInput(
+            f"{field}.{unknown[0]} is not a tensor of this {entry.spec.torch_name}; it has {sorted(expected) or 'none'}",
+            field=f"{field}.{unknown[0]}", expected=sorted(expected), actual=unknown)
+    state = {name: _given_tensor(entry, field, name, raw, expected[name], dtype, settings) for name, raw in given.items()}
+    if set(state) != set(expected):
+        state = {**initial(), **state}
+    return {name: _cast(name, array, dtype, field) for name, array in state.items()}
+
+
+def _given_tensor(entry: StackEntry, field: str, name: str, raw: Any, expected: tuple[int, ...], dtype: np.dtype,
+                  settings: Settings) -> np.ndarray:
+    declared = declared_shape(raw, f"{field}.{name}", settings.max_json_depth)
+    if declared is not None and declared != expected:  # refused before decoding
+        _wrong_state_shape(entry, field, name, declared, expected)
+    array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
+                          max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
+                          # unlabelled values take the input's dtype (counts: float64, exact, checked in _cast)
+                          default_dtype="float64" if name in INTEGER_BUFFERS else dtype_name(dtype), draw=draw_random)
+    if array.shape != expected:
+        _wrong_state_shape(entry, field, name, array.shape, expected)
+    return array
+
+
+def _wrong_state_shape(entry: StackEntry, field: str, name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    scalar = " (a scalar: a bare number or {\"data\": n, \"shape\": []})" if expected == () else ""
+    raise ShapeMismatch(
+        f"{field}.{name} has shape {list(shape)}; {entry.spec.torch_name} with this config needs {list(expected)}{scalar}",
+        field=f"{field}.{name}", expected=list(expected), actual=list(shape))
+
+
+def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:
+    if name in INTEGER_BUFFERS:
+        if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
+            raise InvalidInput(f"{field}.{name} must hold an integer", field=f"{field}.{name}")
+        # A count: negative values would divide by zero in the cumulative average (momentum=None).
+        if not ((array >= 0) & (array < 2**62)).all():
+            raise InvalidInput(f"{field}.{name} is a count: it must be a non-negative integer below 2^62",
+                               field=f"{field}.{name}", actual=array.tolist())
+        return array.astype(np.int64)
+    return array.astype(dtype, copy=False)
+
+
+def compare_results(primary: ForwardResult, other: ForwardResult, other_name: str, dtype: str) -> dict[str, Any]:
+    """How far the other backend is from the primary one, with torch.testing's tolerances."""
+    rtol, atol = TOLERANCES[dtype]
+    abs_diff, rel_diff = _differences(primary.output, other.output)
+    allclose = bool(np.allclose(primary.output, other.output, rtol=rtol, atol=atol, equal_nan=True))
+    comparison: dict[str, Any] = {"backend": other_name, "max_abs_diff": json_scalar(abs_diff),
+                                  "max_rel_diff": json_scalar(rel_diff), "allclose": allclose, "rtol": rtol, "atol": atol}
+    if "indices" in primary.extras and "indices" in other.extras:
+        comparison["indices_equal"] = bool(np.array_equal(primary.extras["indices"], other.extras["indices"]))
+        comparison["allclose"] = allclose and comparison["indices_equal"]
+    shared = sorted(set(primary.buffers) & set(other.buffers))
+    if shared:
+        diffs = [_differences(primary.buffers[k], other.buffers[k])[0] for k in shared]
+        comparison["buffers_max_abs_diff"] = json_scalar(max(diffs))
+        comparison["allclose"] = comparison["allclose"] and all(
+            np.allclose(primary.buffers[k], other.buffers[k], rtol=rtol, atol=atol, equal_nan=True) for k in shared)
+    return comparison
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """max |a - b| and max |a - b| / |b| over the elements that differ (NaN == NaN, inf == inf)."""
+    # atleast_1d: arithmetic on 0-d arrays (num_batches_tracked) gives scalars, which cannot be indexed.
+    a64, b64 = np.atleast_1d(a).astype(np.float64), np.atleast_1d(b).astype(np.float64)
+    with np.errstate(all="ignore"):
+        diff = np.abs(a64 - b64)
+        same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+        diff[same] = 0.0
+        diff[np.isnan(diff)] = np.inf
+        rel = np.where(diff == 0, 0.0, diff / np.abs(b64))
+        rel[np.isnan(rel)] = np.inf
+    return float(diff.max(initial=0.0)), float(rel.max(initial=0.0))

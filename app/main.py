@@ -10,12 +10,12 @@ from starlette.types import ASGIApp
 
 from app import __version__, process_environment
 from app.api.body_limits import BodyLimitMiddleware
+from app.api.errors import install_error_handlers
 from app.api.routes import layers, ops, sequential, shapes
 from app.api.routes.docs import install_docs
 from app.api.security import document_protections, install_security
 from app.compute_pool import ComputePool
 from app.config import Settings, get_settings
-from app.api.errors import install_error_handlers
 from app.observability import ObservabilityMiddleware
 
 DESCRIPTION = """

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.api.body_limits import wait_for_disconnect
 from app.api.negotiation import Exchange
+from app.codec.tensors import Encoding
 from app.config import Settings
 from app.errors import validation_error
 from app.observability import access_fields
@@ -47,7 +48,7 @@ class TensorRoute(Generic[Options, Planned, Outcome]):
     options: type[Options]
     plan: Callable[[Options, Settings], Planned]
     run: Callable[[Planned], Outcome]
-    present: Callable[[Outcome, str], dict[str, Any]]
+    present: Callable[[Outcome, Encoding], dict[str, Any]]
     """(outcome, tensor encoding) -> the response body."""
     size: Callable[[Planned], int]
     """What picks the lane (see app.config's light_request_size and inline_request_size)."""

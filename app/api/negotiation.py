@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from app.api.body_limits import read_body, read_body_buffer
 from app.codec import msgpack
 from app.codec.bodies import Format, decode_body, dumps_json
+from app.codec.tensors import Encoding
 from app.config import Settings
 from app.errors import UnsupportedMediaType
 
@@ -117,7 +118,7 @@ class Exchange:
             return Incoming(await read_body_buffer(request, settings), self.request)
         return Incoming(await read_body(request, settings), self.request)
 
-    def tensor_encoding(self, requested: str) -> str:
+    def tensor_encoding(self, requested: Encoding) -> Encoding:
         """msgpack responses carry tensors as raw bytes (or summaries for `encoding: none`)."""
         if self.response == "msgpack":
             return "none" if requested == "none" else "bytes"

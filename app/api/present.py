@@ -7,12 +7,12 @@ and the /v1/shapes rows beside them.
 import math
 from typing import Any
 
-from app.codec.tensors import DTYPES, encode_tensor
+from app.codec.tensors import DTYPES, Encoding, encode_tensor
 from app.stacks.plan import PlannedLayer, ShapesPlan
 from app.stacks.run import LayerRun, StackOutcome
 
 
-def layer_fields(run: LayerRun, encoding: str) -> dict[str, Any]:
+def layer_fields(run: LayerRun, encoding: Encoding) -> dict[str, Any]:
     """A layer's config, shapes, parameters (and buffers, indices, statistics, formulas, comparison)."""
     planned = run.layer
     body: dict[str, Any] = {
@@ -39,14 +39,14 @@ def layer_fields(run: LayerRun, encoding: str) -> dict[str, Any]:
     return body
 
 
-def present_layer(outcome: StackOutcome, encoding: str) -> dict[str, Any]:
+def present_layer(outcome: StackOutcome, encoding: Encoding) -> dict[str, Any]:
     """/v1/layers/{kind}: the stack of one's only layer, with the request's backend and device."""
     run, request = outcome.layers[0], outcome.plan.request
     return {"kind": run.layer.entry.spec.kind, "backend": request.backend, "device": request.device,
             "output": encode_tensor(outcome.output, encoding), **layer_fields(run, encoding)}
 
 
-def present_sequential(outcome: StackOutcome, encoding: str) -> dict[str, Any]:
+def present_sequential(outcome: StackOutcome, encoding: Encoding) -> dict[str, Any]:
     """/v1/sequential: the final output, one row per layer, the comparison of the whole stack."""
     plan = outcome.plan
     body: dict[str, Any] = {
@@ -65,7 +65,7 @@ def present_sequential(outcome: StackOutcome, encoding: str) -> dict[str, Any]:
     return body
 
 
-def present_shapes(plan: ShapesPlan, encoding: str) -> dict[str, Any]:
+def present_shapes(plan: ShapesPlan, encoding: Encoding) -> dict[str, Any]:
     """/v1/shapes: one row of arithmetic per layer, then the totals (no tensors: `encoding` is unused)."""
     itemsize = DTYPES[plan.dtype].itemsize
     return {"input_shape": list(plan.input_shape), "dtype": plan.dtype,

@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.config import Settings
 from app.api.errors import error_response
+from app.config import Settings
 from app.errors import Unauthorized
 from app.schemas.responses import ErrorBody
 

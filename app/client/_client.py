@@ -2,10 +2,9 @@
 
 import time
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import httpx
-from typing_extensions import Unpack
 
 from app.client._base import BaseClient, ClientOptions, own_http_client
 from app.client._layers import LayerMethods, LayerOptions, Tensor

@@ -147,7 +147,7 @@ def _count_keys(value: Any, enough: int) -> int:
     """Keys in all objects of `value`, objects first, stopping at `enough`. Lists whose first
     element is a number are not walked (tensor rows): a dict hiding behind a number only makes
     the count low, which sends the body to the exact check."""
-    count, objects, lists = 0, [value], []
+    count, objects, lists = 0, [value], list[list[Any]]()
     while objects or lists:
         if objects:
             obj = objects.pop()

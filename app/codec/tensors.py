@@ -198,7 +198,7 @@ def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] |
         return np.asarray(raw, dtype=target, order="C")
 
 
-def _numbers_only(raw: np.ndarray, data: list, field: str) -> np.ndarray:
+def _numbers_only(raw: np.ndarray, data: Any, field: str) -> np.ndarray:
     """Reject booleans, nulls and strings (other than the non-finite tokens) in a tensor."""
     kind = raw.dtype.kind
     if kind in "iuf":

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from app.backends.registry import available_devices, draw_random
-from app.codec.tensors import DTYPES, check_elements, decode_tensor, declared_shape
+from app.codec.tensors import DTYPES, check_elements, declared_shape, decode_tensor
 from app.config import Settings
 from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, validation_error
 from app.layers.base import LayerSpec, Shape

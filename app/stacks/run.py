@@ -81,8 +81,9 @@ def run_plan(plan: Plan) -> StackOutcome:
         check_kept(kept, settings)
     comparison = None
     if other is not None:
-        comparison = {**runs[-1].comparison, "elapsed_ms": other_ms,
-                      "all_layers_allclose": all(run.comparison["allclose"] for run in runs)}
+        comparisons = [run.comparison or {} for run in runs]
+        comparison = {**comparisons[-1], "elapsed_ms": other_ms,
+                      "all_layers_allclose": all(c["allclose"] for c in comparisons)}
     given = sum(run.state[name].nbytes for run, layer in zip(runs, request.layers) for name in layer.parameters)
     return StackOutcome(plan, y, runs, comparison, sum(run.elapsed_ms for run in runs), x.nbytes + given)
 

@@ -5,8 +5,8 @@ import base64
 import numpy as np
 import pytest
 
-from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch
 from app.codec.tensors import decode_tensor, encode_tensor, summarize
+from app.errors import InvalidInput, PayloadTooLarge, ShapeMismatch
 
 
 def decode(value, **kwargs):

@@ -14,9 +14,9 @@ from torchinfo import summary
 
 from app.config import Settings
 from app.errors import LayerlabError
-from app.stacks.plan import plan_shapes
 from app.layers.registry import LAYERS
 from app.schemas.stacks import ShapesOptions
+from app.stacks.plan import plan_shapes
 from tests.stacking import STACKS, TORCH_MODULES, torch_module, torch_sequential
 
 SETTINGS = Settings()

@@ -23,7 +23,7 @@ from app.main import create_app
 SPEC = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
 
-# The tensor routes also take and give application/msgpack (app.api.transport): generated bodies
+# The tensor routes also take and give application/msgpack (app.api.negotiation): generated bodies
 # are packed as they are; a response's `bin` values (raw tensor bytes) become base64 text, the
 # string the schema describes.
 @schemathesis.serializer(wire.MEDIA_TYPE)

@@ -1,6 +1,6 @@
 """The wire format as the tests speak it: read a response tensor, write a base64 tensor, post a layer.
 
-Independent of app/tensors.py on purpose: the tests check the codec, they do not reuse it.
+Independent of app/codec/tensors.py on purpose: the tests check the codec, they do not reuse it.
 """
 
 import base64

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from app.api.body_limits import wait_for_disconnect
 from app.api.negotiation import Exchange
+from app.api.raw_route import app_settings, compute_pool
 from app.codec.tensors import Encoding
 from app.config import Settings
 from app.errors import validation_error
@@ -64,7 +65,7 @@ class TensorRoute(Generic[Options, Planned, Outcome]):
 
 async def serve(route: TensorRoute[Any, Any, Any], request: Request) -> Response:
     """A tensor request from its bytes to its response, each step once."""
-    settings, pool = request.app.state.settings, request.app.state.compute
+    settings, pool = app_settings(request), compute_pool(request)
     logged = access_fields(request)
     logged["kind"] = route.name
     exchange = Exchange.negotiate(request)

@@ -21,7 +21,6 @@ class ConvConfigBase(WindowConfig):
     if TYPE_CHECKING:  # the fields _config_model adds, as the type checker should see them
         in_channels: int
         out_channels: int
-        kernel_size: int | tuple[int, ...]
         stride: int | tuple[int, ...]
         padding: int | tuple[int, ...] | Literal["valid", "same"]
         dilation: int | tuple[int, ...]

@@ -18,14 +18,6 @@ from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, split_input_shape, 
 class PoolConfigBase(WindowConfig):
     """The checks PyTorch's pooling makes on its arguments; the fields are added per kind below."""
 
-    if TYPE_CHECKING:  # the fields the models below add (the average-pool ones on AvgPool only)
-        kernel_size: int | tuple[int, ...]
-        stride: int | tuple[int, ...] | None
-        padding: int | tuple[int, ...]
-        ceil_mode: bool
-        return_indices: bool
-        count_include_pad: bool
-
     @field_validator("padding", check_fields=False)
     @classmethod
     def _padding_at_most_half_kernel(cls, padding: Any, info: ValidationInfo) -> Any:
@@ -45,6 +37,13 @@ class PoolConfigBase(WindowConfig):
         if divisor == 0:
             raise PydanticCustomError("divisor", "divisor_override must not be 0 (PyTorch: divisor must be not zero)")
         return divisor
+
+    if TYPE_CHECKING:  # the fields the models below add (the average-pool ones on AvgPool only)
+        stride: int | tuple[int, ...] | None
+        padding: int | tuple[int, ...]
+        ceil_mode: bool
+        return_indices: bool
+        count_include_pad: bool
 
 
 def _common_fields(dims: int) -> dict[str, Any]:

@@ -6,7 +6,7 @@ spatial dimension. Validated by one function so an error says plainly what is al
 one message per branch of a union.
 """
 
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -17,6 +17,8 @@ class WindowConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     dims: ClassVar[int]
+    if TYPE_CHECKING:  # the fields every window has, added per kind by create_model, as type checkers should see them
+        kernel_size: int | tuple[int, ...]
 
 
 def int_or_tuple(dims: int, minimum: int, strings: tuple[str, ...] = ()) -> Any:

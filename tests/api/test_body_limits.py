@@ -1,5 +1,5 @@
 """Large msgpack bodies: read into one buffer sized by Content-Length (app.api.body_limits.read_body_buffer),
-their big bins then read in place (app.wire.unpack_request_views), with msgpack's own parser and
+their big bins then read in place (app.codec.msgpack.unpack_request_views), with msgpack's own parser and
 errors for anything else."""
 
 import asyncio

@@ -588,7 +588,7 @@ def codec_costs(workload: Workload, repeats: int) -> None:
             msgpack.packb({"input": {"bytes": x.tobytes()}}),
             lambda b: np.frombuffer(msgpack.unpackb(b)["input"]["bytes"], np.float32),
             lambda: msgpack.packb({"output": {"bytes": memoryview(out).cast("B")}})),
-        "msgpack, app.wire (bin written in place)": (
+        "msgpack, app.codec.msgpack (bin written in place)": (
             wire.packb({"input": wire.tensor(x)}),
             lambda b: wire.array(wire.unpackb(b)["input"]),
             lambda: wire.pack({"output": wire.tensor(out)})),

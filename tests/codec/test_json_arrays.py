@@ -1,4 +1,4 @@
-"""Big JSON bodies read by simdjson (app.api.json_arrays) give exactly what orjson + np.array give,
+"""Big JSON bodies read by simdjson (app.codec.json_arrays) give exactly what orjson + np.array give,
 or nothing (the caller then uses orjson): checked on crafted edge cases and random documents."""
 
 import json

@@ -2,8 +2,8 @@
 
 Admission and time limits (settings in app.config):
 - Two lanes. `compute_workers` threads compute heavy requests; `compute_light_workers` more are
-  kept for light ones (a few milliseconds of work, known from the config and the shapes before
-  anything is decoded), so small requests never queue behind big ones.
+  kept for light ones (a few milliseconds of work, known from the request's plan before any
+  tensor is drawn: app.stacks.plan), so small requests never queue behind big ones.
 - A request that finds its lane busy waits, at most `compute_queue_timeout_s`, then gets 503
   with Retry-After. With `compute_queue_size` requests already waiting it gets the 503 at once.
 - A request whose client disconnects while it waits is dropped: its work never starts.

@@ -82,7 +82,7 @@ class BaseClient:
         max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
         """`api_key`: argument, then $LAYERLAB_API_KEY, else none (sent as `Authorization: Bearer`).
-        `base_url`: argument, then $LAYERLAB_BASE_URL, else DEFAULT_BASE_URL."""
+        `base_url`: argument, then $LAYERLAB_URL, else DEFAULT_BASE_URL."""
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")

@@ -34,7 +34,7 @@ class LayerRun:
     extras: dict[str, np.ndarray]
     elapsed_ms: float
     output: np.ndarray | None = None
-    """Kept only when intermediates were asked for."""
+    """Kept only when intermediates were asked for (else only two outputs live at once)."""
     comparison: dict[str, Any] | None = None
 
 
@@ -55,37 +55,50 @@ def run_plan(plan: Plan) -> StackOutcome:
     x = plan.input if plan.input is not None else decode_input(request.input, settings)
     states = resolve_states(plan, x.dtype)
     primary = get_backend(request.backend, request.device)
-    other_name = other_backend(request.backend)
-    other = get_backend(other_name, request.device) if request.compare else None
+    other = get_backend(other_backend(request.backend), request.device) if request.compare else None
     kept = sum(math.prod(p.output_shape) for p in plan.layers) if request.return_intermediates else 0
-    runs, other_ms = [], 0.0
+    runs: list[LayerRun] = []
     y, y_other = x, x
     # Both backends walk the stack side by side, each from its own previous output, so each
     # layer's comparison shows how far the two chains have drifted; only two outputs live at once.
     for layer, state in zip(plan.layers, states):
-        started = time.perf_counter()
-        result = forward(primary, layer, y, state, request.training)
-        run = LayerRun(layer, state, result.buffers, result.extras, (time.perf_counter() - started) * 1000,
-                       output=result.output if request.return_intermediates else None)
+        run, result = run_layer(primary, layer, y, state, request.training, keep_output=request.return_intermediates)
         if other is not None:
-            started = time.perf_counter()
-            other_result = forward(other, layer, y_other, state, request.training)
-            elapsed = (time.perf_counter() - started) * 1000
-            other_ms += elapsed
-            run.comparison = {**compare_results(result, other_result, other_name, dtype_name(x.dtype)),
-                              "elapsed_ms": elapsed}
-            y_other = other_result.output
-        runs.append(run)
+            run.comparison, y_other = compare_layer(other, layer, y_other, state, request.training, result, x.dtype)
         y = result.output
-        kept += sum(v.size for v in result.extras.values())  # max-pool indices, known only per kind
+        runs.append(run)
+        kept += sum(v.size for v in run.extras.values())  # max-pool indices, known only per kind
         check_kept(kept, settings)
-    comparison = None
-    if other is not None:
-        comparisons = [run.comparison or {} for run in runs]
-        comparison = {**comparisons[-1], "elapsed_ms": other_ms,
-                      "all_layers_allclose": all(c["allclose"] for c in comparisons)}
     given = sum(run.state[name].nbytes for run, layer in zip(runs, request.layers) for name in layer.parameters)
-    return StackOutcome(plan, y, runs, comparison, sum(run.elapsed_ms for run in runs), x.nbytes + given)
+    return StackOutcome(plan, y, runs, stack_comparison(runs) if other is not None else None,
+                        sum(run.elapsed_ms for run in runs), x.nbytes + given)
+
+
+def run_layer(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool,
+              keep_output: bool) -> tuple[LayerRun, ForwardResult]:
+    """One layer's forward pass, timed; its result's output goes on to the next layer."""
+    started = time.perf_counter()
+    result = forward(backend, layer, x, state, training)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    run = LayerRun(layer, state, result.buffers, result.extras, elapsed_ms, output=result.output if keep_output else None)
+    return run, result
+
+
+def compare_layer(other: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool,
+                  primary: ForwardResult, dtype: np.dtype) -> tuple[dict[str, Any], np.ndarray]:
+    """The same layer on the other backend, from that backend's own previous output, and how far apart
+    the two are (torch.testing's tolerances for the stack's input `dtype`)."""
+    started = time.perf_counter()
+    result = forward(other, layer, x, state, training)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return {**compare_results(primary, result, other.name, dtype_name(dtype)), "elapsed_ms": elapsed_ms}, result.output
+
+
+def stack_comparison(runs: list[LayerRun]) -> dict[str, Any]:
+    """The last layer's comparison, the other backend's total time, and whether every layer agreed."""
+    comparisons = [run.comparison or {} for run in runs]
+    return {**comparisons[-1], "elapsed_ms": sum(c["elapsed_ms"] for c in comparisons),
+            "all_layers_allclose": all(c["allclose"] for c in comparisons)}
 
 
 def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool) -> ForwardResult:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from app.codec import json_arrays
-from app.codec.json_scanner import outside_strings
+from app.codec.json_scanner import count_keys, outside_strings
 from app.errors import BadRequest, InvalidInput, PayloadTooLarge
 
 ORJSON_MAX_DEPTH = 1024
@@ -29,7 +29,6 @@ BOOLEAN_SCAN_STRINGS = 1000
 """After this many strings (a body of many keys) the boolean guard reads the rest with a regex."""
 # A JSON true/false that is an array element: NumPy would silently turn it into 1.0/0.0.
 _BOOL_IN_ARRAY = re.compile(rb"[\[,]\s*(true|false)\s*[,\]]")
-_COLON = re.compile(rb"[ \t\r\n]*:")
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -115,7 +114,7 @@ def refuse_duplicate_keys(body: bytes, value: Any) -> None:
     mean no duplicates. Only a body whose counts differ is parsed again, by the stdlib, to find
     the key.
     """
-    keys_in_text = count_key_tokens(body)
+    keys_in_text = count_keys(body)
     if _count_keys(value, keys_in_text) >= keys_in_text:
         return
 
@@ -134,13 +133,6 @@ def refuse_duplicate_keys(body: bytes, value: Any) -> None:
         raise PayloadTooLarge(
             "request body nests too deep to check its keys (tensors may nest at most LAYERLAB_MAX_JSON_DEPTH deep)",
             field="body", limit="max_json_depth") from None
-
-
-def count_key_tokens(body: bytes) -> int:
-    """Strings followed by a colon, in a valid JSON text: stretches after a string that open with ':'."""
-    stretches = outside_strings(body)
-    next(stretches)  # the one before the first string follows no string
-    return sum(1 for start, end in stretches if _COLON.match(body, start, end))
 
 
 def _count_keys(value: Any, enough: int) -> int:

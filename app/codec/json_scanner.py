@@ -15,7 +15,9 @@ from collections.abc import Iterator
 
 SMALL_BYTES = 16384
 """Bodies below this size are walked with the regex."""
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"([ \t\r\n]*:)?')
+"""A JSON string, and the colon after it when it is an object key."""
+_COLON = re.compile(rb"[ \t\r\n]*:")
 
 
 def outside_strings(body: bytes) -> Iterator[tuple[int, int]]:
@@ -26,7 +28,7 @@ def outside_strings(body: bytes) -> Iterator[tuple[int, int]]:
     if size < SMALL_BYTES:
         for match in _STRING.finditer(body):
             yield start, match.start()
-            start = match.end()
+            start = match.start(1) if match.group(1) else match.end()
         yield start, size
         return
     find = body.find
@@ -39,6 +41,16 @@ def outside_strings(body: bytes) -> Iterator[tuple[int, int]]:
             return
         start = end + 1
     yield start, size
+
+
+def count_keys(body: bytes) -> int:
+    """Strings followed by a colon: object keys. On a small body the regex's own colon group counts
+    them in one C pass (~2 us for the notebook's Linear); on a big one, the stretches after each string."""
+    if len(body) < SMALL_BYTES:
+        return sum(1 for colon in _STRING.findall(body) if colon)
+    stretches = outside_strings(body)
+    next(stretches)  # the one before the first string follows no string
+    return sum(1 for start, end in stretches if _COLON.match(body, start, end))
 
 
 def _escaped(body: bytes, at: int) -> bool:

@@ -37,7 +37,7 @@ from app.layers.registry import LAYERS
 INTEGER_BUFFER_BYTES = 8  # num_batches_tracked is int64 whatever the dtype
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LayerRequest:
     """One layer as a request gives it: kind, raw constructor arguments, given tensors."""
 
@@ -46,7 +46,7 @@ class LayerRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StackRequest:
     """What a route asks to run; `single` for /v1/layers/{kind} (fields without `layers[i].`)."""
 
@@ -61,7 +61,7 @@ class StackRequest:
     single: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StackEntry:
     """One parsed layer; `place` is `layers[i]` in a stack, None for a single layer."""
 
@@ -75,7 +75,7 @@ class StackEntry:
         return f"{self.place}.{name}" if self.place else name
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PlannedLayer:
     """A layer's arithmetic: shapes, parameter shapes, multiply-adds, formulas, receptive field."""
 
@@ -101,7 +101,7 @@ class PlannedLayer:
                 and all(len(s) <= 1 for s in self.parameter_shapes.values()))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
     """A checked request: what the run step needs and nothing left to compute twice."""
 
@@ -267,7 +267,7 @@ def plan_stack(request: StackRequest, settings: Settings) -> Plan:
     return Plan(request, planned, tuple(input_shape), x, size, settings)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ShapesPlan:
     """/v1/shapes: the plan of a stack without tensors, and its totals."""
 

@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -112,10 +111,12 @@ def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, 
 def resolve_states(plan: Plan, dtype: np.dtype) -> list[State]:
     """Each layer's given tensors, the rest as `torch.manual_seed(seed); nn.Sequential(...)` initializes them."""
     entries = [layer.entry for layer in plan.layers]
+    built: list[list[State]] = []
 
-    @cache
-    def initial() -> list[State]:  # built only when some tensor is not given
-        return initial_states([(e.spec, e.config) for e in entries], plan.request.seed)
+    def initial() -> list[State]:  # built once, and only when some tensor is not given
+        if not built:
+            built.append(initial_states([(e.spec, e.config) for e in entries], plan.request.seed))
+        return built[0]
 
     def initial_for(index: int) -> Callable[[], State]:
         return lambda: initial()[index]

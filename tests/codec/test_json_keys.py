@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from app.codec.json import count_key_tokens as _count_key_tokens
 from app.codec.json import parse_json
+from app.codec.json_scanner import count_keys as _count_key_tokens
 from app.errors import BadRequest
 
 ALPHABET = ['a', '"', '\\', ':', ' ', '\n', 'é', '\t', ',', '{', '[', '}']

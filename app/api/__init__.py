@@ -1,1 +1,1 @@
-"""HTTP layer: body parsing, dependencies and thin routes."""
+"""HTTP layer: reading bodies, content negotiation, the one tensor endpoint, presenting, thin routes."""

@@ -1,4 +1,5 @@
-"""Layer families: each module declares its kinds (config schema, shapes, reference adapter).
+"""Layer families: each module declares its kinds (config schema, output shapes, formulas, work).
 
-`registry.LAYERS` collects them; `service` validates a request and runs it on a backend.
+`registry.LAYERS` collects them. No backend code here: each backend holds its own adapters
+(app.backends.torch_backend, app.backends.reference_backend), and app.stacks plans and runs them.
 """

@@ -24,7 +24,7 @@ from app.codec.json_scanner import outside_strings
 try:
     import simdjson
 except ImportError:  # pragma: no cover - a declared dependency; without it bodies take orjson's path
-    simdjson = None
+    simdjson = None  # type: ignore[assignment]
 
 MIN_BYTES = 1 << 20
 """Bodies smaller than this go to orjson: there is nothing to gain."""

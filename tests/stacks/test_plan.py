@@ -252,7 +252,7 @@ def random_stack(seed: int) -> tuple[tuple[int, ...], list[dict]]:
     shape = (int(rng.integers(1, 4)), int(rng.integers(1, 5)), *[int(v) for v in rng.integers(4, 12, rank)])
     layers, x = [], torch.randn(shape)
     for _ in range(int(rng.integers(1, 7))):
-        kinds = windowed + ["relu"] if x.dim() == rank + 2 else []
+        kinds = [*windowed, "relu"] if x.dim() == rank + 2 else []
         kinds = kinds or ["relu", "flatten", "linear"]
         if rng.random() < 0.15:
             kinds = ["flatten", "linear"]

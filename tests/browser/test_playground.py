@@ -187,7 +187,11 @@ def test_the_notebook_stack_shows_16_feature_maps_and_its_shapes(notebook):
     receptive = driver.find_elements(By.CSS_SELECTOR, "#shape-table tbody tr:not(.formula-row)")[2]
     assert receptive.find_elements(By.TAG_NAME, "td")[5].text == "7×5 (6×4)"
     ARTIFACTS.mkdir(exist_ok=True)
-    assert driver.save_screenshot(str(ARTIFACTS / "playground-1280.png"))
+    driver.set_window_size(1280, 1000)  # the editor, the shapes and the first layers' maps
+    try:
+        assert driver.save_screenshot(str(ARTIFACTS / "playground-1280.png"))
+    finally:
+        driver.set_window_size(1280, 1800)
 
 
 def test_a_drawn_feature_map_reads_back_to_the_api_output(notebook):
@@ -273,7 +277,7 @@ def test_a_wrong_in_channels_shows_the_servers_message_at_that_field(notebook, l
         assert server.status_code == 422
         error = server.json()
         expected = error["detail"] if "errors" not in error else f"{error['field']}: {error['errors'][0]['message']}"
-        wait(driver, lambda: message.is_displayed() and message.text == expected)
+        wait(driver, lambda expected=expected: message.is_displayed() and message.text == expected)
         assert in_channels.get_attribute("aria-invalid") == "true"
         assert "invalid" in driver.find_element(By.ID, "layer-0").get_attribute("class")
     # "4": the channel count disagrees with the input (field `layers[0]`, the message names config.in_channels);
@@ -286,7 +290,7 @@ def test_a_wrong_in_channels_shows_the_servers_message_at_that_field(notebook, l
 
 def test_the_phone_layout(notebook):
     driver, _ = notebook
-    driver.set_window_size(390, 1800)
+    driver.set_window_size(390, 1100)
     try:
         run(driver)
         wide = driver.execute_script("return document.documentElement.scrollWidth")

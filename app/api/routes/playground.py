@@ -16,18 +16,20 @@ ASSETS = files("app") / "static" / "playground"
 ASSETS_URL = "/static/playground"
 PAGE_URL = "/playground"
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    # Everything from this server: the page has no inline script or style attribute to allow.
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data: blob:",  # an uploaded picture is decoded from a blob: URL
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "frame-ancestors 'none'",
-    "form-action 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        # Everything from this server: the page has no inline script or style attribute to allow.
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data: blob:",  # an uploaded picture is decoded from a blob: URL
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+        "form-action 'none'",
+    ]
+)
 
 
 def install_playground(app: FastAPI) -> None:
@@ -37,6 +39,11 @@ def install_playground(app: FastAPI) -> None:
 
     @app.get(PAGE_URL, include_in_schema=False)
     async def playground() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY,
-                                           "Referrer-Policy": "no-referrer",  # the fragment holds the state
-                                           "X-Content-Type-Options": "nosniff"})
+        return HTMLResponse(
+            page,
+            headers={
+                "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+                "Referrer-Policy": "no-referrer",  # the fragment holds the state
+                "X-Content-Type-Options": "nosniff",
+            },
+        )

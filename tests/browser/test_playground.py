@@ -10,6 +10,7 @@ Needs Debian's chromium and chromium-driver (`apt-get install -y chromium chromi
 import base64
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -300,6 +302,55 @@ def test_the_phone_layout(notebook):
         assert driver.save_screenshot(str(ARTIFACTS / "playground-phone.png"))
     finally:
         driver.set_window_size(1280, 1800)
+
+
+def state_link(url: str, state: dict) -> str:
+    """A share link written here, as the page writes them: #state=<base64url of the state's JSON>."""
+    encoded = base64.urlsafe_b64encode(json.dumps(state).encode()).decode().rstrip("=")
+    return f"{url}/playground#state={encoded}"
+
+
+def test_a_link_runs_batchnorm_and_maxpool_compared_with_charts_and_indices(browser, live_server):
+    """A link made outside the page: random input, BatchNorm's statistics drawn, max-pool indices on
+    hover, both backends compared."""
+    layers = [
+        {"kind": "conv2d", "config": {"in_channels": 2, "out_channels": 3, "kernel_size": 3}},
+        {"kind": "batchnorm2d", "config": {"num_features": 3}},
+        {"kind": "maxpool2d", "config": {"kernel_size": 2, "return_indices": True}},
+    ]
+    state = {"source": "random", "gen": {"height": "10", "width": "10", "channels": "2", "dist": "normal", "seed": "4"},
+             "layers": [{"kind": layer["kind"], "values": {name: str(value) if not isinstance(value, bool) else value
+                                                          for name, value in layer["config"].items()}}
+                        for layer in layers],
+             "seed": "7", "backend": "compare", "training": True, "ran": True}
+    browser.get(state_link(live_server, state))
+    wait(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#out-2 canvas.heatmap")) == 3)
+    api = httpx.post(f"{live_server}/v1/sequential", json={
+        "layers": layers, "input": {"random": "normal", "shape": [1, 2, 10, 10], "seed": 4}, "seed": 7,
+        "compare": True, "return_intermediates": True}).json()
+
+    comparison = browser.find_element(By.ID, "comparison").text
+    drawn = float(comparison.split("max |difference| ")[1].split(",")[0])
+    assert drawn == api["comparison"]["max_abs_diff"] and "every layer within tolerance: yes" in comparison
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".layer-comparison")) == 3
+    charts = [chart.get_attribute("aria-label") for chart in browser.find_elements(By.CSS_SELECTOR, "#out-1 .chart canvas")]
+    assert len(charts) == 2 and charts[0].startswith("mean per channel") and charts[1].startswith("var per channel")
+    drawn_mean = [float(v) for v in re.search(r"Batch: (.*?)\.( |$)", charts[0])[1].split(", ")]  # 4 digits
+    assert drawn_mean == pytest.approx(api["layers"][1]["statistics"]["mean"]["data"], rel=1e-3, abs=1e-6)
+    drawn_var = [float(v) for v in re.search(r"Running: (.*?)\.( |$)", charts[1])[1].split(", ")]
+    assert drawn_var == pytest.approx(api["layers"][1]["buffers"]["running_var"]["data"], rel=1e-3)
+
+    pooled = browser.find_element(By.CSS_SELECTOR, '#out-2 canvas.heatmap[data-channel="1"]')
+    corner = -pooled.size["width"] // 2 + 2, -pooled.size["height"] // 2 + 2  # offsets from the centre
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", pooled)
+    ActionChains(browser).move_to_element_with_offset(pooled, *corner).perform()
+    wait(browser, lambda: "position (0, 0): " in browser.find_element(By.ID, "hover-info").text)
+    hover = browser.find_element(By.ID, "hover-info").text
+    value = float(hover.split("position (0, 0): ")[1].split(";")[0])
+    assert value == pytest.approx(api["layers"][2]["output"]["data"][0][1][0][0], rel=1e-3)
+    index = api["layers"][2]["indices"]["data"][0][1][0][0]
+    assert f"input element {index} = ({index // 8}, {index % 8})" in hover  # the conv's output is 8 x 8
+    assert console_errors(browser) == []
 
 
 def test_layers_move_and_go_with_the_keyboard(browser, live_server):

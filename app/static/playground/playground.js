@@ -845,8 +845,8 @@
       const caption = document.createElement("figcaption");
       caption.textContent = `${name} per channel: ` + [a ? "batch (bars)" : "", b ? `running_${name} after the pass (dots)` : ""].filter(Boolean).join(", ");
       canvas.setAttribute("role", "img");
-      canvas.setAttribute("aria-label", caption.textContent + ": " +
-        (a ? `batch ${Array.from(a.values).map(fmt).join(", ")}` : "") + (b ? `; running ${Array.from(b.values).map(fmt).join(", ")}` : ""));
+      canvas.setAttribute("aria-label", `${caption.textContent}.` +
+        (a ? ` Batch: ${Array.from(a.values).map(fmt).join(", ")}.` : "") + (b ? ` Running: ${Array.from(b.values).map(fmt).join(", ")}.` : ""));
       figure.appendChild(canvas);
       figure.appendChild(caption);
       wrap.appendChild(figure);
@@ -996,8 +996,9 @@
     if (!match) return false;
     let saved;
     try { saved = decodeState(match[1]); } catch (e) { banner(`The link's state could not be read: ${e.message}`); return false; }
+    const generated = state.gen;
     for (const name of Object.keys(state)) if (saved[name] !== undefined) state[name] = saved[name];
-    state.gen = Object.assign({}, state.gen, saved.gen || {});
+    state.gen = Object.assign({}, generated, saved.gen || {});
     state.layers = (saved.layers || []).filter((l) => l && kinds[l.kind]).map((l) => completeLayer({ kind: l.kind, values: l.values || {} }));
     if (saved.image && saved.image.pixels) image = { width: saved.image.width, height: saved.image.height, pixels: fromBase64(saved.image.pixels) };
     return true;

@@ -28,7 +28,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.live_server import ServerProcess
+from tests.live_server import ServerThread
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -399,7 +399,7 @@ def test_an_uploaded_image_becomes_the_input_tensor(browser, live_server, tmp_pa
 
 def test_with_api_keys_the_page_is_open_and_asks_for_a_key(browser):
     key = "playground-key-5e1f"
-    with ServerProcess("--log-level", "warning", env={"LAYERLAB_API_KEY": key}) as server:
+    with ServerThread(api_key=[key]) as server:  # in this process: no second torch import to wait for
         for path in ("/playground", "/static/playground/playground.js", "/static/playground/playground.css"):
             assert httpx.get(f"{server.url}{path}").status_code == 200
         open_page(browser, f"{server.url}/playground")

@@ -353,6 +353,27 @@ def test_a_link_runs_batchnorm_and_maxpool_compared_with_charts_and_indices(brow
     assert console_errors(browser) == []
 
 
+def test_a_pasted_tensor_copies_as_pytorch_with_the_same_output(browser, live_server, tmp_path):
+    """A tensor pasted in the API's {"data", "shape"} form (a batch of 2): the page runs it, and the
+    copied PyTorch code rebuilds the same tensor and gets the same output."""
+    x = np.random.default_rng(1).standard_normal((2, 1, 3, 4)).astype(np.float32)
+    pasted = {"data": x.ravel().tolist(), "shape": list(x.shape)}
+    layers = [{"kind": "conv2d", "config": {"in_channels": 1, "out_channels": 2, "kernel_size": 2}}]
+    state = {"source": "json", "json": json.dumps(pasted), "seed": "3",
+             "layers": [{"kind": "conv2d", "values": {"in_channels": "1", "out_channels": "2", "kernel_size": "2"}}]}
+    browser.get(state_link(live_server, state))
+    assert shape_rows(browser) == ["(2, 2, 2, 3)"]
+    run(browser)
+    assert "Batch item 0 of 2 is drawn." in browser.find_element(By.ID, "out-0").text
+    code = copied(browser, "pytorch")
+    script = tmp_path / "pasted.py"
+    script.write_text(code + f"\nimport numpy\nnumpy.save({str(tmp_path / 'out.npy')!r}, h.numpy())\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = api_outputs(live_server, x, layers, seed=3)[0]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1.3e-6, atol=1e-5)
+
+
 def test_layers_move_and_go_with_the_keyboard(browser, live_server):
     open_page(browser, f"{live_server}/playground")
     down = browser.find_element(By.CSS_SELECTOR, "#layer-0 .move-down")

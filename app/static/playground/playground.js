@@ -908,18 +908,26 @@
       !(Object.prototype.hasOwnProperty.call(defaults, name) && JSON.stringify(defaults[name]) === JSON.stringify(value)));
   }
 
+  // The input in Python: the same tensor, bit for bit (raw bytes as base64, the server's own draw
+  // for a random tensor, the pasted numbers as float32 or their dtype).
   function pythonInput(wire, module) {
-    if (wire.random) {
-      return module === "sdk" ? `x = random_tensor(${pyValue(wire.shape)}, seed=${wire.seed}, distribution=${JSON.stringify(wire.random)})`
-        : `torch.manual_seed(${wire.seed})\nx = torch.${wire.random === "uniform" ? "rand" : "randn"}(${wire.shape.join(", ")})`;
+    const dtype = (wire && wire.dtype) || "float32";
+    const shape = wire && wire.shape ? wire.shape.join(", ") : "";
+    if (wire && wire.random) {
+      return module === "sdk"
+        ? `x = random_tensor(${pyValue(wire.shape)}, seed=${wire.seed || 0}, distribution=${JSON.stringify(wire.random)}, dtype=${JSON.stringify(dtype)})`
+        : `torch.manual_seed(${wire.seed || 0})\nx = torch.${wire.random === "uniform" ? "rand" : "randn"}(${shape}${shape ? ", " : ""}dtype=torch.${dtype})`;
     }
-    if (wire.base64) {
+    if (wire && wire.base64 !== undefined) {
       const bytes = `base64.b64decode(\n    "${wire.base64}")`;
-      return module === "sdk" ? `x = np.frombuffer(${bytes}, dtype="<f4").reshape(${wire.shape.join(", ")})`
-        : `x = torch.frombuffer(bytearray(${bytes}), dtype=torch.float32).reshape(${wire.shape.join(", ")})`;
+      return module === "sdk" ? `x = np.frombuffer(${bytes}, dtype=np.${dtype}).reshape(${shape})`
+        : `x = torch.frombuffer(bytearray(${bytes}), dtype=torch.${dtype}).reshape(${shape})`;
     }
-    return module === "sdk" ? `x = json.loads(${JSON.stringify(JSON.stringify(wire))})  # the pasted tensor, as the API takes it`
-      : `x = torch.tensor(json.loads(${JSON.stringify(JSON.stringify(wire))}), dtype=torch.float32)`;
+    const data = wire && typeof wire === "object" && !Array.isArray(wire) ? wire.data : wire;
+    const numbers = `json.loads(${JSON.stringify(JSON.stringify(data))})`;
+    const reshape = wire && wire.shape ? `.reshape(${shape})` : "";
+    return module === "sdk" ? `x = np.asarray(${numbers}, dtype=np.${dtype})${reshape}`
+      : `x = torch.tensor(${numbers}, dtype=torch.${dtype})${reshape}`;
   }
 
   function copyText(format) {

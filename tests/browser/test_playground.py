@@ -350,6 +350,11 @@ def test_a_link_runs_batchnorm_and_maxpool_compared_with_charts_and_indices(brow
     assert value == pytest.approx(api["layers"][2]["output"]["data"][0][1][0][0], rel=1e-3)
     index = api["layers"][2]["indices"]["data"][0][1][0][0]
     assert f"input element {index} = ({index // 8}, {index % 8})" in hover  # the conv's output is 8 x 8
+    # the same from the keyboard: focus the map, then an arrow key moves to (0, 1)
+    pooled.send_keys(Keys.ARROW_RIGHT)
+    hover = browser.find_element(By.ID, "hover-info").text
+    index = api["layers"][2]["indices"]["data"][0][1][0][1]
+    assert "position (0, 1)" in hover and f"input element {index} = ({index // 8}, {index % 8})" in hover
     assert console_errors(browser) == []
 
 

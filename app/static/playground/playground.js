@@ -729,6 +729,18 @@
       canvas.setAttribute("aria-label", `layer ${layer.index} ${map.label}: ${map.rows}×${map.cols}, values ${fmt(min)} to ${fmt(max)}`);
       canvas.addEventListener("mousemove", (event) => hover(event, canvas, layer, output, map, indices));
       canvas.addEventListener("mouseleave", () => { $("hover-info").textContent = ""; });
+      // The keyboard's hover: focus a map, move over it with the arrow keys.
+      canvas.tabIndex = 0;
+      let cursor = [0, 0];
+      canvas.addEventListener("focus", () => inspect(layer, output, map, indices, cursor[0], cursor[1]));
+      canvas.addEventListener("blur", () => { $("hover-info").textContent = ""; });
+      canvas.addEventListener("keydown", (event) => {
+        const step = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[event.key];
+        if (!step) return;
+        event.preventDefault();
+        cursor = [Math.max(0, Math.min(map.rows - 1, cursor[0] + step[0])), Math.max(0, Math.min(map.cols - 1, cursor[1] + step[1]))];
+        inspect(layer, output, map, indices, cursor[0], cursor[1]);
+      });
       sizeCanvas(canvas, map.rows, map.cols);
       figure.appendChild(canvas);
       if (weight && map.channel !== undefined && map.channel < weight.shape[0]) {
@@ -780,8 +792,14 @@
 
   function hover(event, canvas, layer, output, map, indices) {
     const rect = canvas.getBoundingClientRect();
-    const j = Math.min(map.cols - 1, Math.floor(((event.clientX - rect.left) / rect.width) * map.cols));
-    const i = Math.min(map.rows - 1, Math.floor(((event.clientY - rect.top) / rect.height) * map.rows));
+    const j = Math.max(0, Math.min(map.cols - 1, Math.floor(((event.clientX - rect.left) / rect.width) * map.cols)));
+    const i = Math.max(0, Math.min(map.rows - 1, Math.floor(((event.clientY - rect.top) / rect.height) * map.rows)));
+    inspect(layer, output, map, indices, i, j);
+  }
+
+  // One element of a drawn map in the status bar: its value and, after a max-pool with
+  // return_indices, where in the channel its maximum came from.
+  function inspect(layer, output, map, indices, i, j) {
     const k = map.offset + i * map.cols + j;
     let text = `layer ${layer.index}, ${map.label}, position (${i}, ${j}): ${fmt(Number(output.values[k]))}`;
     if (indices) {

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                                 "/static/docs/*"],
+                                 "/static/docs/*", "/playground", "/static/playground/*"],
         description="Paths open without a key when keys are set: exact paths, or prefixes ending in `*` "
         "(comma-separated or JSON).",
     )

@@ -13,6 +13,7 @@ from app.api.body_limits import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import layers, ops, sequential, shapes
 from app.api.routes.docs import install_docs
+from app.api.routes.playground import install_playground
 from app.api.security import document_protections, install_security
 from app.compute_pool import ComputePool
 from app.config import Settings, get_settings
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(shapes.router)
     app.include_router(sequential.router)
     install_docs(app)
+    install_playground(app)
     # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body_limits).
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_security(app, settings)

@@ -12,7 +12,7 @@ from tests.live_server import ServerProcess
 
 KEYS = ["k-current-7f3a9c", "k-previous-51be02"]
 SMALL = {"config": {"in_features": 4, "out_features": 1}, "input": [[0.1, 0.2, 0.3, 0.4]]}
-OPEN_PATHS = ["/healthz", "/docs", "/openapi.json", "/redoc"]
+OPEN_PATHS = ["/healthz", "/docs", "/openapi.json", "/redoc", "/playground"]
 
 
 def v1_operations() -> list[tuple[str, str]]:
@@ -75,8 +75,8 @@ def test_health_and_docs_stay_open(keyed, path):
 
 
 def test_the_docs_pages_load_whole_without_a_key(keyed):
-    """Swagger UI and ReDoc with every asset they reference (served by the app itself)."""
-    for page in ("/docs", "/redoc"):
+    """Swagger UI, ReDoc and the playground with every asset they reference (served by the app itself)."""
+    for page in ("/docs", "/redoc", "/playground"):
         html = keyed.get(page).text
         assets = re.findall(r"""(?:src|href)=["'](/[^"']+)["']""", html) + re.findall(r"url: '(/[^']+)'", html)
         assert assets, html[:500]

@@ -1,7 +1,7 @@
 """Access control: optional API keys, CORS; and the OpenAPI entries for what the hardening layers answer.
 
 API keys (LAYERLAB_API_KEY, several for rotation): when any is set, every path but the exempt
-ones (health, readiness, docs and their assets; LAYERLAB_AUTH_EXEMPT_PATHS) needs `Authorization: Bearer <key>`
+ones (health, readiness, docs, the playground and their assets; LAYERLAB_AUTH_EXEMPT_PATHS) needs `Authorization: Bearer <key>`
 or `X-API-Key: <key>`, else a 401 in the error envelope with `WWW-Authenticate`. Keys are
 compared in constant time (hmac.compare_digest on SHA-256 digests, so not even the length of a
 key leaks), every configured key is tried on every request, and no key is ever logged or echoed.

@@ -28,8 +28,18 @@ class Settings(BaseSettings):
         "127.0.0.1",
         description="Proxies trusted for X-Forwarded-For/-Proto, comma-separated, or * (behind a load balancer).",
     )
+    drain_s: float = Field(
+        0.0, ge=0,
+        description="Seconds between SIGTERM and the server's shutdown: /readyz answers 503 at once and "
+        "requests are still served, so a load balancer stops routing here before connections are refused "
+        "(app.lifecycle). 0: shut down at once.",
+    )
     log_level: LogLevel = Field("info", description="Least severe log level written.")
     access_log: bool = Field(True, description="One JSON access line per request on stdout.")
+    tracing: bool = Field(
+        False, description="OpenTelemetry spans for each request and its steps (needs `pip install "
+        "'layerlab[otel]'`; exported where the OTEL_* variables say, see app.tracing).",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed by CORS, comma-separated or a JSON list; * allows any. Empty: CORS closed.",

@@ -1,5 +1,8 @@
 """The app factory: `create_app(settings)`; `app` is what uvicorn serves (run it with `python -m app.serve`)."""
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import torch
@@ -8,7 +11,7 @@ from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp
 
-from app import __version__, process_environment
+from app import __version__, process_environment, tracing
 from app.api.body_limits import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
 from app.api.routes import layers, ops, sequential, shapes
@@ -17,6 +20,7 @@ from app.api.routes.playground import install_playground
 from app.api.security import document_protections, install_security
 from app.compute_pool import ComputePool
 from app.config import Settings, get_settings
+from app.lifecycle import Drain
 from app.observability import ObservabilityMiddleware
 
 DESCRIPTION = """
@@ -51,7 +55,15 @@ class LayerlabAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outermost, around Starlette's error middleware: an unhandled error's 500 is counted,
         # logged and carries its request id like every other response.
-        return ObservabilityMiddleware(super().build_middleware_stack(), access_log=self.state.settings.access_log)
+        return ObservabilityMiddleware(super().build_middleware_stack(), access_log=self.state.settings.access_log,
+                                       routes=self.router.routes, draining=lambda: self.state.drain.draining)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Started by the server, after it installed its signal handlers (app.lifecycle wraps SIGTERM's).
+    app.state.drain.install(asyncio.get_running_loop())
+    yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,8 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=TAGS,
         docs_url=None,  # served from packaged assets by install_docs, not from a CDN
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.drain = Drain(settings.drain_s)
+    tracing.configure(settings.tracing)
     app.state.compute = ComputePool(
         settings.compute_workers, light_workers=settings.compute_light_workers,
         queue_timeout_s=settings.compute_queue_timeout_s,

@@ -67,9 +67,13 @@ def readiness_checks(settings: Settings) -> dict[str, str]:
 @router.get("/readyz", name="ready", summary="Readiness: a tiny layer computes on every backend",
             response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}},
             description="Computes a tiny Linear on the reference backend and on each torch device and checks they "
-            "agree: 200 when every check is `ok`, else 503 with the failing checks. For orchestrators' readiness probes.")
-async def readyz(settings: SettingsDep) -> Response:
+            "agree: 200 when every check is `ok`, else 503 with the failing checks; 503 at once, status `draining`, from "
+            "the server's SIGTERM on (see LAYERLAB_DRAIN_S). For orchestrators' readiness probes.")
+async def readyz(request: Request, settings: SettingsDep) -> Response:
     started = time.perf_counter()
+    if request.app.state.drain.draining:  # stopping (SIGTERM, app.lifecycle): take this replica out first
+        body = {"status": "draining", "checks": {"drain": "error: the server is shutting down"}, "elapsed_ms": 0.0}
+        return json_response(body, status_code=503)
     checks = {"timeout": f"error: the checks took over {READY_TIMEOUT_S} s"}
     with anyio.move_on_after(READY_TIMEOUT_S):
         checks = await anyio.to_thread.run_sync(readiness_checks, settings, abandon_on_cancel=True)

@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served from packaged assets by install_docs, not from a CDN
         redoc_url=None,
         lifespan=lifespan,
+        **tracing.fastapi_options(),
     )
     app.state.settings = settings
     app.state.drain = Drain(settings.drain_s)

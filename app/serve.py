@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from app import process_environment
 from app.config import Settings
@@ -43,6 +44,21 @@ class HttpProtocol(_UvicornHttp):  # type: ignore[misc, valid-type]
             with suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor of several workers, letting go of the listening socket on SIGTERM.
+
+    Each worker holds its own copy and accepts until its drain ends (app.lifecycle). Left open
+    here, the socket would take new connections into its backlog after the last worker stopped
+    accepting, and reset them only when this process exits; closed, they are refused at once,
+    and a proxy retries another replica at once.
+    """
+
+    def handle_term(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().handle_term()
 
 
 def available_cpus() -> int:
@@ -102,7 +118,11 @@ def main() -> None:
     try:
         # The app (and its metrics) is imported by uvicorn: in each worker, or here with one
         # worker, always after prepare_environment.
-        uvicorn.run(APP, **uvicorn_options(settings))
+        if settings.workers > 1:  # what uvicorn.run does then, with our supervisor
+            config = uvicorn.Config(APP, **uvicorn_options(settings))
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+        else:
+            uvicorn.run(APP, **uvicorn_options(settings))
     finally:
         if made is not None:
             shutil.rmtree(made, ignore_errors=True)

@@ -15,11 +15,14 @@ Off (the default), `step` returns one shared no-op context manager.
 """
 
 import contextlib
+import inspect
 import os
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
+
+from fastapi import FastAPI
 
 from app import __version__
 
@@ -55,6 +58,15 @@ def configure(enabled: bool) -> None:
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):  # nobody set one up yet
         trace.set_tracer_provider(_sdk_provider())
     _tracer = trace.get_tracer("layerlab", __version__)
+
+
+def fastapi_options() -> dict[str, Any]:
+    """`FastAPI(...)` options that turn off FastAPI's own OpenTelemetry (FastAPI >= 0.165 makes
+    spans, metrics and logs whenever a provider exists): the spans here are the only ones, on
+    whatever FastAPI version, and only when LAYERLAB_TRACING says so."""
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    return {}
 
 
 def _sdk_provider() -> Any:

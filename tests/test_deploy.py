@@ -21,6 +21,7 @@ import orjson
 import pytest
 import torch
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from app.serve import available_cpus
@@ -268,6 +269,15 @@ def test_the_image_command_serves_with_two_workers(tmp_path):
         (metrics_dir,) = tmp_path.glob("layerlab-metrics-*")
         workers = {int(f.stem.rsplit("_", 1)[1]) for f in metrics_dir.glob("gauge_livesum_*.db")}
         assert len(workers) == 2 and server.pid not in workers
+
+        # Each worker's own CPU time and resident memory, by pid, whichever worker answers.
+        for _ in range(3):
+            families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{base}/metrics").text)}
+            cpu = {int(s.labels["pid"]): s.value for s in families["process_cpu_seconds"].samples}
+            resident = {int(s.labels["pid"]): s.value for s in families["process_resident_memory_bytes"].samples}
+            assert set(cpu) == set(resident) == workers
+            assert all(seconds > 0 for seconds in cpu.values())  # torch's import alone takes CPU seconds
+            assert all(100 * 2**20 < size < 4 * 2**30 for size in resident.values())  # torch is loaded
     finally:
         server.send_signal(signal.SIGTERM)  # what `docker stop` sends
         returncode = server.wait(timeout=60)

@@ -113,3 +113,12 @@ def test_traceparent_parsing_follows_the_w3c_rules():
     assert parse_traceparent(f"01-{TRACE_ID}-{PARENT_ID}-01-more") == (TRACE_ID, PARENT_ID, 1)
     assert parse_traceparent(f"00-{TRACE_ID}-{PARENT_ID}-01-more") is None
     assert parse_traceparent(None) is None and parse_traceparent("") is None
+
+
+def test_browsers_may_send_and_read_the_traceparent(make_client):
+    client = make_client(cors_origins=["https://app.example"])
+    preflight = client.options("/healthz", headers={"Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+                                                   "Access-Control-Request-Headers": "traceparent"})
+    assert preflight.status_code == 200 and "traceparent" in preflight.headers["access-control-allow-headers"].lower()
+    simple = client.get("/healthz", headers={"Origin": "https://app.example"})
+    assert "traceparent" in simple.headers["access-control-expose-headers"].lower()

@@ -90,8 +90,8 @@ def install_security(app: FastAPI, settings: Settings) -> None:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "traceparent"],
+            expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID", "traceparent"],
         )
 
 

@@ -145,6 +145,11 @@ def test_the_config_map_holds_valid_settings(overlay, monkeypatch):
     cpus = container(overlay)["resources"]["requests"]["cpu"]
     # torch's threads are set, not derived from the node's CPU count (which the pod does not own).
     assert settings.torch_threads > 0 and settings.workers * settings.torch_threads <= float(cpus)
+    # The kubelet's probes and Prometheus carry no API key.
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert path in settings.auth_exempt_paths
+    assert set(Settings.model_fields["auth_exempt_paths"].get_default(call_default_factory=True)) \
+        <= set(settings.auth_exempt_paths)  # the docs stay open as they are by default
     env = {item["name"]: item for item in container(overlay)["env"]}
     assert env["LAYERLAB_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "layerlab-api-keys"
     (source,) = container(overlay)["envFrom"]

@@ -22,6 +22,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
+from app import tracing
 from app.api.body_limits import wait_for_disconnect
 from app.api.negotiation import Exchange
 from app.api.raw_route import app_settings, compute_pool
@@ -76,24 +77,29 @@ async def serve(route: TensorRoute[Any, Any, Any], request: Request) -> Response
         logged.update({name: getattr(options, name) for name in LOGGED_OPTIONS if hasattr(options, name)})
         return options
 
+    def decode() -> tuple[Any, Any]:
+        with tracing.step("decode"):  # the body's bytes to a plan: codec, options, tensors, limits
+            options = parse()
+            return options, route.plan(options, settings)
+
     def finish(options: Any, plan: Any) -> Response:
-        outcome = route.run(plan)
+        with tracing.step("compute"):
+            outcome = route.run(plan)
         if route.record is not None:
             route.record(outcome)
         encoding = exchange.tensor_encoding(getattr(options, "encoding", "list"))
-        return exchange.respond(route.present(outcome, encoding))
+        with tracing.step("encode"):
+            return exchange.respond(route.present(outcome, encoding))
 
     def parse_and_finish() -> Response:
-        options = parse()
-        return finish(options, route.plan(options, settings))
+        return finish(*decode())
 
     async def disconnected() -> None:
         await wait_for_disconnect(request)
 
     if incoming.size > LIGHT_BODY_BYTES:
         return await pool.run(parse_and_finish, disconnected=disconnected)
-    options = parse()
-    plan = route.plan(options, settings)
+    options, plan = decode()
     size = route.size(plan)
     if size <= settings.inline_request_size:
         return finish(options, plan)  # tiny (the notebook's Linear: ~100 us): no thread hand-off, no queue

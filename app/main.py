@@ -34,10 +34,19 @@ defaults) and a tensor; get the output, its shape, and the layer's parameters.
 for the server to draw with `torch.manual_seed(seed); torch.randn(*shape)`.
 
 **From Python:** `from app.client import Client; Client("http://127.0.0.1:8000").linear(x, in_features=4, out_features=1)`
-sends NumPy arrays (as raw bytes in msgpack bodies, `application/msgpack`) and returns them;
-see the README's *Python SDK* section.
-Every error is one JSON envelope: `error`, `status`, `detail` and the `field` at fault.
+sends NumPy arrays (their raw bytes in `application/msgpack` bodies; `JsonCodec()` for JSON with
+base64) and returns them; see the README's *Python SDK* section. Every error is one JSON envelope:
+`error`, `status`, `detail` and the `field` at fault.
+
+**Bodies:** every tensor route takes `application/json` and `application/msgpack` (its schema adds
+the raw-bytes tensor form `{shape, dtype, bytes}`), and answers in the type `Accept` asks for.
+**Limits** (413, with the setting named in `limit`) are checked after validation (422): see
+`GET /v1/info` for the values in force.
 """
+
+LICENSE = {"name": "MIT", "identifier": "MIT"}  # as pyproject.toml
+SERVERS = [{"url": "/", "description": "The server that serves this document (locally, `python -m app.serve` "
+            "listens on http://127.0.0.1:8000)."}]
 
 TAGS = [
     {"name": "layers", "description": "One `torch.nn` layer per operation: config, input, parameters in; "
@@ -78,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         generate_unique_id_function=operation_id,
         openapi_tags=TAGS,
+        license_info=LICENSE,
+        servers=SERVERS,
         docs_url=None,  # served from packaged assets by install_docs, not from a CDN
         redoc_url=None,
         lifespan=lifespan,

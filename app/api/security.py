@@ -97,7 +97,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 PROTECTION_RESPONSES: dict[str, dict[str, Any]] = {
-    "401": {"description": "API keys are configured (LAYERLAB_API_KEY) and none, or a wrong one, was sent.",
+    "401": {"description": "The server has API keys (LAYERLAB_API_KEY) and none, or a wrong one, was sent.",
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}, "content": _ERROR},
     "413": {"description": "A limit was exceeded (body bytes, tensor, output or parameter elements, work, "
                            "nesting depth); `limit` names the setting.", "content": _ERROR},
@@ -113,15 +113,19 @@ COMPUTE_RESPONSES: dict[str, dict[str, Any]] = {
 
 def document_protections(schema: dict[str, Any], settings: Settings) -> None:
     """Adds to the OpenAPI schema the answers any operation may give (413; 401 unless exempt;
-    503 and 504 for /v1 POSTs, which compute) and the two ways to send a key. Keys are optional
-    in the schema (`{}` among the alternatives) because a server without keys needs none."""
+    503 and 504 for /v1 POSTs, which compute) and each operation's security requirement. A server
+    with keys documents the two ways to send one and requires a key (either way) on the routes that
+    need one; the exempt routes, and every route of a server without keys, say `security: []` (no
+    padlock in Swagger UI). The 401 stays documented either way: it tells a reader the keys exist."""
     components = schema.setdefault("components", {})
-    components.setdefault("securitySchemes", {}).update({
-        BEARER_SCHEME: {"type": "http", "scheme": "bearer",
-                        "description": "Authorization: Bearer <key>, when the server sets LAYERLAB_API_KEY."},
-        HEADER_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                        "description": "X-API-Key: <key>, when the server sets LAYERLAB_API_KEY."},
-    })
+    keys_required = any(key.get_secret_value() for key in settings.api_key)
+    if keys_required:  # a server without keys has no schemes to offer (and lint tools flag unused ones)
+        components.setdefault("securitySchemes", {}).update({
+            BEARER_SCHEME: {"type": "http", "scheme": "bearer",
+                            "description": "Authorization: Bearer <key> (a key of LAYERLAB_API_KEY)."},
+            HEADER_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                            "description": "X-API-Key: <key> (a key of LAYERLAB_API_KEY)."},
+        })
     components.setdefault("schemas", {}).setdefault(
         "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
     is_exempt = exemption(settings.auth_exempt_paths)
@@ -132,8 +136,8 @@ def document_protections(schema: dict[str, Any], settings: Settings) -> None:
             extra = dict(PROTECTION_RESPONSES)
             if is_exempt(path):
                 extra.pop("401")
-            else:
-                operation.setdefault("security", [{BEARER_SCHEME: []}, {HEADER_SCHEME: []}, {}])
+            needs_key = keys_required and not is_exempt(path)
+            operation.setdefault("security", [{BEARER_SCHEME: []}, {HEADER_SCHEME: []}] if needs_key else [])
             if method == "post" and path.startswith("/v1"):
                 extra.update(COMPUTE_RESPONSES)
             responses = operation.setdefault("responses", {})

@@ -22,6 +22,7 @@ DTYPES: dict[str, np.dtype] = {
     "int64": np.dtype("<i8"),
 }
 FLOAT_DTYPES = ("float32", "float64")
+ALL_DTYPES = tuple(DTYPES)
 NON_FINITE = ("NaN", "Infinity", "-Infinity")
 Encoding = Literal["list", "base64", "none", "bytes"]
 """`bytes` keeps the array itself, for msgpack bodies (`app.codec.msgpack`) to write as raw bytes."""
@@ -76,6 +77,8 @@ def probable_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ..
         if isinstance(value.get("shape"), list):
             return check_shape(value["shape"], f"{field}.shape")
         value = value.get("data")
+    if isinstance(value, np.ndarray):  # nested arrays read by checked_tensor
+        return value.shape
     shape: list[int] = []
     while isinstance(value, list) and len(shape) <= max_depth:
         shape.append(len(value))
@@ -89,24 +92,13 @@ def _too_deep(field: str, depth: int, max_depth: int) -> PayloadTooLarge:
         field=field, limit="max_json_depth", value=depth, expected=f"<= {max_depth}")
 
 
-def decode_tensor(
-    value: Any,
-    *,
-    field: str,
-    max_elements: int,
-    max_depth: int = 64,
-    dtypes: tuple[str, ...] = FLOAT_DTYPES,
-    default_dtype: str = "float32",
-    draw: Draw | None = None,
-) -> np.ndarray:
-    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`.
-
-    `default_dtype` applies when the form names none (bare arrays included): parameters take the
-    input's dtype, so float64 values sent as bare lists keep their precision. `draw` draws a
-    `random` tensor (a caller without one gets a ValueError for that form).
-    """
+def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES) -> str:
+    """The request form of a tensor, checked for everything but its size and its elements: which
+    form, its keys, `dtype`, a well-formed `shape`, the payload's type, a random draw's arguments
+    (422s). Cheap, so a request is validated whole before any limit is checked (413s come after)
+    and before anything is decoded. Returns "nested" (a bare array or number) or the form's key."""
     if isinstance(value, (list, np.ndarray)) or _is_number(value):  # ndarray: a big JSON array (app.codec.json_arrays)
-        return _from_nested(value, None, default_dtype, field, max_elements, max_depth)
+        return "nested"
     if not isinstance(value, dict):
         raise InvalidInput(
             f"{field} must be a JSON array of numbers (a bare number for a 0-d tensor) "
@@ -126,32 +118,82 @@ def decode_tensor(
     if unknown:
         raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
                            field=f"{field}.{unknown[0]}")
-    dtype = value.get("dtype", default_dtype)
-    if dtype not in dtypes:
+    if "dtype" in value and value["dtype"] not in dtypes:
+        dtype = value["dtype"]
         raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {_brief(dtype)!r}",
                            field=f"{field}.dtype", expected=list(dtypes), actual=_brief(dtype))
-    shape = None
     if "shape" in value and value["shape"] is not None:
         shape = check_shape(value["shape"], f"{field}.shape")
+        if 0 in shape:
+            raise InvalidInput(f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
+                               field=field, actual=list(shape))
+    if form == "data":
+        if not isinstance(value["data"], (list, np.ndarray)) and not _is_number(value["data"]):
+            raise InvalidInput(f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
+                               field=f"{field}.data", actual=type(value["data"]).__name__)
+        return form
+    if value.get("shape") is None:
+        raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
+    if form == "base64" and not isinstance(value["base64"], (str, DecodedBase64)):
+        raise InvalidInput(f"{field}.base64 must be a string", field=f"{field}.base64")
+    if form == "bytes" and not isinstance(value["bytes"], (bytes, bytearray, memoryview)):
+        # memoryview: a big bin read in place (app.codec.msgpack)
+        raise InvalidInput(f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
+                           field=f"{field}.bytes", actual=type(value["bytes"]).__name__)
+    if form == "random":
+        _check_random(value, field)
+    return form
+
+
+def _check_random(value: dict, field: str) -> None:
+    distribution, seed, dtype = value["random"], value.get("seed", 0), value.get("dtype", "float32")
+    if dtype not in FLOAT_DTYPES:
+        raise InvalidInput(f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
+                           field=f"{field}.dtype", expected=list(FLOAT_DTYPES), actual=dtype)
+    if distribution not in ("normal", "uniform"):
+        raise InvalidInput(f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
+                           field=f"{field}.random", expected=["normal", "uniform"], actual=_brief(distribution))
+    if type(seed) is not int or not -(2**63) <= seed < 2**64:
+        raise InvalidInput(f"{field}.seed must be an integer in [-2^63, 2^64)", field=f"{field}.seed",
+                           actual=_brief(seed))
+
+
+def decode_tensor(
+    value: Any,
+    *,
+    field: str,
+    max_elements: int,
+    max_depth: int = 64,
+    dtypes: tuple[str, ...] = FLOAT_DTYPES,
+    default_dtype: str = "float32",
+    draw: Draw | None = None,
+) -> np.ndarray:
+    """Any request form of a tensor -> a C-contiguous array of one of `dtypes`.
+
+    `default_dtype` applies when the form names none (bare arrays included): parameters take the
+    input's dtype, so float64 values sent as bare lists keep their precision. `draw` draws a
+    `random` tensor (a caller without one gets a ValueError for that form).
+    """
+    form = check_form(value, field=field, dtypes=dtypes)
+    if form == "nested":
+        return _from_nested(value, None, default_dtype, field, max_elements, max_depth)
+    dtype = value.get("dtype", default_dtype)
+    shape = None
+    if value.get("shape") is not None:
+        shape = tuple(value["shape"])
         if len(shape) > max_depth:
             raise _too_deep(f"{field}.shape", len(shape), max_depth)
         check_elements(shape, field, max_elements)
-
     if form == "data":
-        data = value["data"]
-        if not isinstance(data, (list, np.ndarray)) and not _is_number(data):
-            raise InvalidInput(f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
-                               field=f"{field}.data", actual=type(data).__name__)
-        return _from_nested(data, shape, dtype, field, max_elements, max_depth)
-    if shape is None:
-        raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
+        return _from_nested(value["data"], shape, dtype, field, max_elements, max_depth)
+    assert shape is not None  # check_form: the other forms need one
     if form == "base64":
         return _from_base64(value["base64"], shape, dtype, field)
     if form == "bytes":
         return _from_bytes(value["bytes"], shape, dtype, field)
     if draw is None:
         raise ValueError("decode_tensor was given no `draw` for a random tensor")
-    return draw(*_random_draw(value, shape, dtype, field))
+    return draw(value["random"], shape, value.get("seed", 0), dtype)  # arguments checked by check_form
 
 
 def _is_number(value: Any) -> bool:
@@ -159,23 +201,86 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] | None, dtype: str, field: str,
-                 max_elements: int, max_depth: int) -> np.ndarray:
+def checked_tensor(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES) -> Any:
+    """A request's tensor, validated whole before any limit is checked: its form (`check_form`) and,
+    when its values came as nested arrays, the values themselves, which are read into an ndarray
+    here (numbers only, not ragged). They are in memory already, as parsed JSON or msgpack, so this
+    allocates nothing a limit guards; `decode_tensor` takes the ndarray as it is. Returns `value`,
+    its nested arrays replaced by ndarrays."""
+    form = check_form(value, field=field, dtypes=dtypes)
+    if form == "nested":
+        return _checked_values(value, field)
+    if form == "data":
+        data = _checked_values(value["data"], field)
+        return value if data is value["data"] else {**value, "data": data}
+    if form == "base64":
+        return {**value, "base64": _checked_base64(value["base64"], field)}
+    return value
+
+
+MIN_BASE64_CHARS = 8
+"""base64 of one element of the smallest dtype (4 bytes)."""
+
+
+class DecodedBase64(bytes):
+    """The bytes of a base64 text `checked_tensor` has read (once: `decode_tensor` takes them as
+    they are), with the text's length for messages."""
+
+    chars: int
+
+
+def _checked_base64(text: str | DecodedBase64, field: str) -> DecodedBase64:
+    if isinstance(text, DecodedBase64):
+        return text
+    if len(text) % 4 or len(text) < MIN_BASE64_CHARS:  # a wrong length whatever the shape
+        raise ShapeMismatch(f"{field}.base64 has {len(text)} characters: padded base64 comes in groups of 4, and "
+                           f"one element (4 bytes at least) takes {MIN_BASE64_CHARS}", field=f"{field}.base64",
+                           expected=f">= {MIN_BASE64_CHARS}, a multiple of 4", actual=len(text))
+    try:
+        decoded = DecodedBase64(pybase64.b64decode(text, validate=True))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"{field}.base64 is not valid base64: {exc}", field=f"{field}.base64") from None
+    decoded.chars = len(text)
+    return decoded
+
+
+PROBED_DEPTH = 64
+"""`checked_tensor` leaves arrays nested deeper than this as they are: the depth limit
+(LAYERLAB_MAX_JSON_DEPTH, a 413) is `decode_tensor`'s to report."""
+
+
+def _nesting_depth(data: Any, stop: int) -> int:
+    """Depth of a nested list along its first elements, counted up to stop + 1."""
     depth, probe = (data.ndim, None) if isinstance(data, np.ndarray) else (0, data)
     while isinstance(probe, list) and probe:
         depth, probe = depth + 1, probe[0]
-        if depth > max_depth:
+        if depth > stop:
             break
-    if depth > max_depth:
-        raise PayloadTooLarge(
-            f"{field} is nested more than {max_depth} deep (setting LAYERLAB_MAX_JSON_DEPTH)",
-            field=field, limit="max_json_depth", expected=f"<= {max_depth}", actual=f"> {max_depth}")
+    return depth
+
+
+def _checked_values(data: Any, field: str) -> Any:
+    if not isinstance(data, list) or _nesting_depth(data, PROBED_DEPTH) > PROBED_DEPTH:
+        return data
+    return _numbers_array(data, field)
+
+
+def _numbers_array(data: list | np.ndarray | int | float, field: str) -> np.ndarray:
     try:
         raw = data if isinstance(data, np.ndarray) else np.array(data)
     except (ValueError, TypeError) as exc:
         raise ShapeMismatch(f"{field} is a ragged nested array: every row at one depth must have the same "
                             f"length ({exc})", field=field) from None
-    raw = _numbers_only(raw, data, field)
+    return _numbers_only(raw, data, field)
+
+
+def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] | None, dtype: str, field: str,
+                 max_elements: int, max_depth: int) -> np.ndarray:
+    if _nesting_depth(data, max_depth) > max_depth:
+        raise PayloadTooLarge(
+            f"{field} is nested more than {max_depth} deep (setting LAYERLAB_MAX_JSON_DEPTH)",
+            field=field, limit="max_json_depth", expected=f"<= {max_depth}", actual=f"> {max_depth}")
+    raw = _numbers_array(data, field)
     if raw.size > max_elements:
         check_elements(raw.shape, field, max_elements)
     if shape is not None:
@@ -226,51 +331,29 @@ def _numbers_only(raw: np.ndarray, data: Any, field: str) -> np.ndarray:
     raise InvalidInput(f"{field} holds values of type {raw.dtype}; tensors hold numbers", field=field)
 
 
-def _from_base64(text: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
-    if not isinstance(text, str):
-        raise InvalidInput(f"{field}.base64 must be a string", field=f"{field}.base64")
+def _from_base64(text: str | DecodedBase64, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize
     expected_chars = 4 * math.ceil(nbytes / 3)
-    if len(text) != expected_chars:
+    chars = text.chars if isinstance(text, DecodedBase64) else len(text)
+    if chars != expected_chars:
         raise ShapeMismatch(
-            f"{field}.base64 has {len(text)} characters; shape {list(shape)} of {dtype} is {nbytes} bytes, "
+            f"{field}.base64 has {chars} characters; shape {list(shape)} of {dtype} is {nbytes} bytes, "
             f"which is {expected_chars} base64 characters",
-            field=f"{field}.base64", expected=expected_chars, actual=len(text))
-    try:
-        raw = pybase64.b64decode(text, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"{field}.base64 is not valid base64: {exc}", field=f"{field}.base64") from None
+            field=f"{field}.base64", expected=expected_chars, actual=chars)
+    raw = _checked_base64(text, field)
     if len(raw) != nbytes:
         raise ShapeMismatch(f"{field}.base64 decodes to {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
                             field=f"{field}.base64", expected=nbytes, actual=len(raw))
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
 
 
-def _from_bytes(raw: Any, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
+def _from_bytes(raw: bytes | bytearray | memoryview, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
     """Raw bytes (a msgpack `bin`), read in place: no copy on a little-endian machine."""
-    if not isinstance(raw, (bytes, bytearray, memoryview)):  # memoryview: a big bin read in place (app.codec.msgpack)
-        raise InvalidInput(f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
-                           field=f"{field}.bytes", actual=type(raw).__name__)
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize
     if len(raw) != nbytes:
         raise ShapeMismatch(f"{field}.bytes has {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
                             field=f"{field}.bytes", expected=nbytes, actual=len(raw))
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
-
-
-def _random_draw(value: dict, shape: tuple[int, ...], dtype: str, field: str) -> tuple[str, tuple[int, ...], int, str]:
-    """The checked arguments of a random draw: distribution, shape, seed, dtype."""
-    distribution, seed = value["random"], value.get("seed", 0)
-    if dtype not in FLOAT_DTYPES:
-        raise InvalidInput(f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
-                           field=f"{field}.dtype", expected=list(FLOAT_DTYPES), actual=dtype)
-    if distribution not in ("normal", "uniform"):
-        raise InvalidInput(f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
-                           field=f"{field}.random", expected=["normal", "uniform"], actual=_brief(distribution))
-    if type(seed) is not int or not -(2**63) <= seed < 2**64:
-        raise InvalidInput(f"{field}.seed must be an integer in [-2^63, 2^64)", field=f"{field}.seed",
-                           actual=_brief(seed))
-    return distribution, shape, seed, dtype
 
 
 def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class ConvConfigBase(WindowConfig):
 
 
 def _config_model(dims: int) -> type[ConvConfigBase]:
-    size, padding_type = int_or_tuple(dims, 1), int_or_tuple(dims, 0, ("valid", "same"))
+    size, padding_type = int_or_tuple(dims, 1, name="Size"), int_or_tuple(dims, 0, ("valid", "same"), name="ConvPadding")
     names = ", ".join(DIM_NAMES[dims])
     model = create_model(
         f"Conv{dims}dConfig",

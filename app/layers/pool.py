@@ -47,7 +47,7 @@ class PoolConfigBase(WindowConfig):
 
 
 def _common_fields(dims: int) -> dict[str, Any]:
-    size, non_negative = int_or_tuple(dims, 1), int_or_tuple(dims, 0)
+    size, non_negative = int_or_tuple(dims, 1, name="Size"), int_or_tuple(dims, 0, name="Padding")
     names = ", ".join(DIM_NAMES[dims])
     return {
         "kernel_size": (size, Field(description=f"Size of the window ({names}).", examples=[2])),
@@ -62,7 +62,7 @@ def _max_config(dims: int) -> type[PoolConfigBase]:
         f"MaxPool{dims}dConfig", __base__=PoolConfigBase,
         __doc__=f"torch.nn.MaxPool{dims}d's constructor arguments.",
         **_common_fields(dims),
-        dilation=(int_or_tuple(dims, 1), Field(1, description="Spacing between window elements.")),
+        dilation=(int_or_tuple(dims, 1, name="Size"), Field(1, description="Spacing between window elements.")),
         return_indices=(StrictBool, Field(False, description="Also return the argmax `indices` (flat per input plane, "
                                           "as PyTorch numbers them; for MaxUnpool).")),
         ceil_mode=(StrictBool, Field(False, description="Round the output size up (ceil) instead of down; a last "

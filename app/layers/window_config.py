@@ -6,10 +6,14 @@ spatial dimension. Validated by one function so an error says plainly what is al
 one message per branch of a union.
 """
 
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypeAliasType
+
+LIST_NAMES = {1: "Size", 0: "Padding"}
 
 
 class WindowConfig(BaseModel):
@@ -21,9 +25,14 @@ class WindowConfig(BaseModel):
         kernel_size: int | tuple[int, ...]
 
 
-def int_or_tuple(dims: int, minimum: int, strings: tuple[str, ...] = ()) -> Any:
+@cache  # one type per name: a schema is defined once and referenced from every config that uses it
+def int_or_tuple(dims: int, minimum: int, strings: tuple[str, ...] = (), *, name: str) -> Any:
     """An int >= minimum, or a list of `dims` of them (or one of `strings`), kept as given
-    (a list becomes a tuple), as PyTorch's constructors take them."""
+    (a list becomes a tuple), as PyTorch's constructors take them.
+
+    In OpenAPI it is a schema named `{name}{dims}d` (`Size2d`), its list `Size2dList` and its
+    strings `{name}String`: named, so client generators make one type of each instead of numbered
+    copies (`Padding1` ... `Padding11`)."""
     bound = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
     allowed = f"a {bound} integer or a list of {dims} {bound} integers"
     if strings:
@@ -39,9 +48,22 @@ def int_or_tuple(dims: int, minimum: int, strings: tuple[str, ...] = ()) -> Any:
                                       {"allowed": allowed, "got": repr(value)[:100]})
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
-    integer = {"type": "integer", "minimum": minimum}
-    schema: dict[str, Any] = {"anyOf": [integer, {"type": "array", "items": integer, "minItems": dims, "maxItems": dims}]}
+    integer = Annotated[int, Field(ge=minimum)]
+    forms: tuple[Any, ...] = (integer, _int_list(dims, minimum))
     if strings:
-        schema["anyOf"].insert(0, {"type": "string", "enum": list(strings)})
-    return Annotated[int | str | tuple[int, ...] if strings else int | tuple[int, ...],
-                     PlainValidator(validate), WithJsonSchema(schema)]
+        forms = (_strings(f"{name}String", strings), *forms)
+    return TypeAliasType(f"{name}{dims}d", Annotated[
+        Any, PlainValidator(validate, json_schema_input_type=Union[forms]),  # noqa: UP007 (built at run time)
+        Field(description=f"{allowed[0].upper()}{allowed[1:]}.")])
+
+
+@cache
+def _int_list(dims: int, minimum: int) -> Any:
+    name = LIST_NAMES.get(minimum, f"AtLeast{minimum}")
+    return TypeAliasType(f"{name}{dims}dList", Annotated[list[Annotated[int, Field(ge=minimum)]],
+                                                         Field(min_length=dims, max_length=dims)])
+
+
+@cache
+def _strings(name: str, strings: tuple[str, ...]) -> Any:
+    return TypeAliasType(name, Literal[strings])

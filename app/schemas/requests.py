@@ -2,12 +2,21 @@
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model, model_validator
 
-from app.schemas.tensors import TensorInput
+from app.codec.tensors import ALL_DTYPES, FLOAT_DTYPES, checked_tensor
+from app.schemas.tensors import InputTensor, MsgpackInputTensor, MsgpackParameterTensor, ParameterTensor
 
 BackendName = Literal["torch", "reference"]
 EncodingName = Literal["list", "base64", "none"]
+
+INPUT_DESCRIPTION = ("The input tensor (float32 or float64): a nested JSON array (float32), or an object with "
+                     "`data` / `base64` / `random`, `shape` and `dtype`.")
+MSGPACK_INPUT_DESCRIPTION = ("The input tensor (float32 or float64): best `{shape, dtype, bytes: <bin>}`, raw "
+                             "little-endian bytes; or any of the JSON forms.")
+PARAMETERS_DESCRIPTION = (
+    "Tensors named like the module's state_dict keys (weight, bias, running_mean, ...), in any tensor form. "
+    "Any not given is initialized as `torch.manual_seed(seed)` then building the module would.")
 
 
 class LayerRequestOptions(BaseModel):
@@ -16,15 +25,8 @@ class LayerRequestOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     config: dict[str, Any] = Field(description="The layer's PyTorch constructor arguments.")
-    input: TensorInput = Field(
-        description="The input tensor: a nested JSON array (float32), or an object with "
-        "`data` / `base64` / `random`, `shape` and `dtype`."
-    )
-    parameters: dict[str, TensorInput] = Field(
-        default_factory=dict,
-        description="Tensors named like the module's state_dict keys (weight, bias, running_mean, ...). "
-        "Any not given is initialized as `torch.manual_seed(seed)` then building the module would.",
-    )
+    input: InputTensor = Field(description=INPUT_DESCRIPTION)
+    parameters: dict[str, ParameterTensor] = Field(default_factory=dict, description=PARAMETERS_DESCRIPTION)
     seed: StrictInt = Field(0, description="The parameter-initialization seed (torch.manual_seed).")
     backend: BackendName = Field("torch", description="`torch` (torch.nn) or `reference` (the NumPy formulas).")
     compare: StrictBool = Field(False, description="Also compute with the other backend and report the difference.")
@@ -38,12 +40,28 @@ class LayerRequestOptions(BaseModel):
         "list", description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only)."
     )
 
+    @model_validator(mode="after")
+    def _tensor_forms(self) -> "LayerRequestOptions":
+        """Every tensor's form is checked with the rest of the request, before any limit: a request
+        both invalid (422) and too large (413) is answered 422."""
+        self.input = checked_tensor(self.input, field="input", dtypes=FLOAT_DTYPES)
+        self.parameters = {name: checked_tensor(value, field=f"parameters.{name}", dtypes=ALL_DTYPES)
+                           for name, value in self.parameters.items()}
+        return self
 
-def layer_request_model(kind: str, title: str, config_model: type[BaseModel]) -> type[BaseModel]:
-    """`Conv2dRequest`: the options with `config` typed as the layer's constructor (for OpenAPI)."""
+
+def layer_request_model(title: str, config_model: type[BaseModel], msgpack: bool = False) -> type[BaseModel]:
+    """`Conv2dRequest` (`Conv2dMsgpackRequest`): the options with `config` typed as the layer's
+    constructor and the tensors in the forms a JSON (msgpack) body takes (for OpenAPI)."""
+    tensors: dict[str, Any] = {}
+    if msgpack:
+        tensors = {"input": (MsgpackInputTensor, Field(description=MSGPACK_INPUT_DESCRIPTION)),
+                   "parameters": (dict[str, MsgpackParameterTensor],
+                                  Field(default_factory=dict, description=PARAMETERS_DESCRIPTION))}
     return create_model(
-        f"{title}Request",
+        f"{title}{'Msgpack' if msgpack else ''}Request",
         __base__=LayerRequestOptions,
         config=(config_model, Field(description=f"The layer: torch.nn.{title}'s constructor arguments, with "
                                     "PyTorch's names and defaults.")),
+        **tensors,
     )

@@ -7,11 +7,20 @@ its own layer's model, so errors read `layers[2].config.kernel_size`); the per-k
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model, model_validator
+from typing_extensions import TypeAliasType
 
-from app.schemas.requests import BackendName, EncodingName
+from app.codec.tensors import ALL_DTYPES, FLOAT_DTYPES, checked_tensor
+from app.schemas.requests import INPUT_DESCRIPTION, MSGPACK_INPUT_DESCRIPTION, BackendName, EncodingName
 from app.schemas.responses import Comparison
-from app.schemas.tensors import DType, TensorInput, TensorOut
+from app.schemas.tensors import (
+    FloatDType,
+    InputTensor,
+    MsgpackInputTensor,
+    MsgpackParameterTensor,
+    ParameterTensor,
+    TensorOut,
+)
 
 MAX_STACK_LAYERS = 1000
 MAX_RANK = 64
@@ -19,7 +28,7 @@ MAX_RANK = 64
 KIND_DESCRIPTION = "A layer kind, as in `POST /v1/layers/{kind}`: `linear`, `conv2d`, `relu`, `flatten`, ..."
 CONFIG_DESCRIPTION = "The layer's PyTorch constructor arguments (as in `POST /v1/layers/{kind}`)."
 PARAMETERS_DESCRIPTION = (
-    "Tensors named like this layer's state_dict keys (weight, bias, running_mean, ...). Any not given is "
+    "Tensors named like this layer's state_dict keys (weight, bias, running_mean, ...), in any tensor form. Any not given is "
     "initialized as `torch.manual_seed(seed)` followed by building the whole `nn.Sequential` would."
 )
 
@@ -36,7 +45,7 @@ class StackLayerOptions(BaseModel):
 class SequentialLayerOptions(StackLayerOptions):
     """One layer of a stack to run, with the tensors it should use."""
 
-    parameters: dict[str, TensorInput] = Field(default_factory=dict, description=PARAMETERS_DESCRIPTION)
+    parameters: dict[str, ParameterTensor] = Field(default_factory=dict, description=PARAMETERS_DESCRIPTION)
 
 
 class ShapesOptions(BaseModel):
@@ -49,7 +58,7 @@ class ShapesOptions(BaseModel):
         examples=[[100, 3, 120, 160]])
     layers: list[StackLayerOptions] = Field(
         min_length=1, max_length=MAX_STACK_LAYERS, description="The layers in order, as `nn.Sequential(...)` takes them.")
-    dtype: DType = Field("float32", description="Element type, for the memory totals (4 or 8 bytes per element).")
+    dtype: FloatDType = Field("float32", description="Element type, for the memory totals (4 or 8 bytes per element).")
 
 
 class SequentialOptions(BaseModel):
@@ -59,9 +68,7 @@ class SequentialOptions(BaseModel):
 
     layers: list[SequentialLayerOptions] = Field(
         min_length=1, max_length=MAX_STACK_LAYERS, description="The layers in order, as `nn.Sequential(...)` takes them.")
-    input: TensorInput = Field(
-        description="The input tensor: a nested JSON array (float32), or an object with "
-        "`data` / `base64` / `random`, `shape` and `dtype`.")
+    input: InputTensor = Field(description=INPUT_DESCRIPTION)
     seed: StrictInt = Field(0, description="torch.manual_seed before the stack is built: initializes every tensor not given.")
     backend: BackendName = Field("torch", description="`torch` (torch.nn) or `reference` (the NumPy formulas).")
     compare: StrictBool = Field(
@@ -75,11 +82,26 @@ class SequentialOptions(BaseModel):
         "list", description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only).")
     return_intermediates: StrictBool = Field(False, description="Also return every layer's output.")
 
+    @model_validator(mode="after")
+    def _tensor_forms(self) -> "SequentialOptions":
+        """Every tensor's form is checked with the rest of the request, before any limit (422 before 413)."""
+        self.input = checked_tensor(self.input, field="input", dtypes=FLOAT_DTYPES)
+        for index, layer in enumerate(self.layers):
+            layer.parameters = {name: checked_tensor(value, field=f"layers[{index}].parameters.{name}", dtypes=ALL_DTYPES)
+                                for name, value in layer.parameters.items()}
+        return self
+
 
 def stack_request_model(name: str, base: type[BaseModel], layer_base: type[BaseModel],
-                        configs: dict[str, tuple[str, type[BaseModel]]]) -> type[BaseModel]:
-    """`ShapesRequest`: `base` with `layers` typed as a union of every kind's {kind, config} (for OpenAPI)."""
-    suffix = "StackLayer" if layer_base is StackLayerOptions else "SequentialLayer"
+                        configs: dict[str, tuple[str, type[BaseModel]]], msgpack: bool = False) -> type[BaseModel]:
+    """`ShapesRequest`: `base` with `layers` typed as a union (named `StackLayer`) of every kind's
+    {kind, config} (for OpenAPI). `SequentialMsgpackRequest` (msgpack=True): tensors in the forms a
+    msgpack body takes, raw bytes included."""
+    suffix = ("Stack" if layer_base is StackLayerOptions else "Sequential") + ("Msgpack" if msgpack else "") + "Layer"
+    tensors: dict[str, Any] = {}
+    if msgpack:
+        tensors["parameters"] = (dict[str, MsgpackParameterTensor],
+                                 Field(default_factory=dict, description=PARAMETERS_DESCRIPTION))
     layer_models = []
     for kind, (title, config_model) in configs.items():
         required = any(f.is_required() for f in config_model.model_fields.values())
@@ -88,9 +110,14 @@ def stack_request_model(name: str, base: type[BaseModel], layer_base: type[BaseM
             __base__=layer_base,
             kind=(Literal[kind], Field(description=KIND_DESCRIPTION)),
             config=(config_model, Field(... if required else {}, description=f"torch.nn.{title}'s constructor arguments.")),
+            **tensors,
         ))
-    item = layer_models[0] if len(layer_models) == 1 else Annotated[Union[tuple(layer_models)], Field(discriminator="kind")]  # noqa: UP007 (built at run time)
-    return create_model(name, __base__=base, layers=(list[item], base.model_fields["layers"]))
+    item = layer_models[0] if len(layer_models) == 1 else TypeAliasType(
+        suffix, Annotated[Union[tuple(layer_models)], Field(discriminator="kind")])  # noqa: UP007 (built at run time)
+    fields: dict[str, Any] = {"layers": (list[item], base.model_fields["layers"])}
+    if msgpack:
+        fields["input"] = (MsgpackInputTensor, Field(description=MSGPACK_INPUT_DESCRIPTION))
+    return create_model(name, __base__=base, **fields)
 
 
 class ShapesRow(BaseModel):
@@ -137,7 +164,7 @@ class ShapesTotals(BaseModel):
 
 class ShapesResponse(BaseModel):
     input_shape: list[int]
-    dtype: DType
+    dtype: FloatDType
     output_shape: list[int] = Field(description="The last layer's output shape.")
     layers: list[ShapesRow]
     totals: ShapesTotals

@@ -42,8 +42,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
               "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
 }
 
-REQUEST_MODELS = {kind: layer_request_model(kind, spec.title, spec.config_model) for kind, spec in LAYERS.items()}
-"""Documented in OpenAPI (see app.main); bodies themselves are parsed by the codec, not FastAPI."""
+REQUEST_MODELS = {model.__name__: model for spec in LAYERS.values() for model in (
+    layer_request_model(spec.title, spec.config_model), layer_request_model(spec.title, spec.config_model, msgpack=True))}
+"""Documented in OpenAPI (see app.main): `Conv2dRequest` (JSON bodies), `Conv2dMsgpackRequest` (msgpack
+bodies). Bodies themselves are parsed by the codec, not FastAPI."""
 
 
 def layer_route(spec: LayerSpec) -> TensorRoute[LayerRequestOptions, Plan, Any]:
@@ -72,14 +74,14 @@ MSGPACK_NOTE = (
 )
 
 
-def _openapi_body(spec: LayerSpec) -> dict[str, Any]:
-    schema = {"$ref": f"#/components/schemas/{spec.title}Request"}
-    content: dict[str, Any] = {"schema": schema}
-    if spec.examples:
-        content["examples"] = spec.examples
+def openapi_request_body(name: str, examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A tensor route's body: `{name}Request` as JSON, `{name}MsgpackRequest` as msgpack (raw-bytes tensors)."""
+    content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{name}Request"}}
+    if examples:
+        content["examples"] = examples
     return {"requestBody": {"required": True, "content": {
         "application/json": content,
-        msgpack.MEDIA_TYPE: {"schema": {**schema, "description": MSGPACK_NOTE}},
+        msgpack.MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{name}MsgpackRequest", "description": MSGPACK_NOTE}},
     }}}
 
 
@@ -100,7 +102,7 @@ for _spec in LAYERS.values():
         description=_spec.description,
         response_model=None,
         responses=_openapi_responses(_spec),
-        openapi_extra=_openapi_body(_spec),
+        openapi_extra=openapi_request_body(_spec.title, _spec.examples),
         route_class_override=RawRoute,
     )
 
@@ -116,11 +118,29 @@ def list_layers() -> list[dict[str, Any]]:
             "torch": f"torch.nn.{spec.torch_name}",
             "summary": spec.summary,
             "path": f"/v1/layers/{spec.kind}",
-            "config_schema": spec.config_model.model_json_schema(),
+            "config_schema": self_contained(spec.config_model.model_json_schema()),
             "defaults": {name: f.default for name, f in spec.config_model.model_fields.items() if not f.is_required()},
         }
         for spec in LAYERS.values()
     ]
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its `$defs` written in place (`kernel_size`'s `Size2d`, say): a config's
+    schema reads field by field, with no references to follow."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            rest = {key: value for key, value in node.items() if key != "$ref"}
+            return inline({**definitions[node["$ref"].rsplit("/", 1)[1]], **rest})
+        return {key: inline(value) for key, value in node.items()}
+
+    return inline(schema)
 
 
 @router.post("/{kind}", name="layers-unknown", include_in_schema=False)

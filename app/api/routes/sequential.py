@@ -7,7 +7,7 @@ from fastapi.responses import Response
 from app.api.endpoint import TensorRoute, serve
 from app.api.present import present_sequential
 from app.api.raw_route import RawRoute
-from app.api.routes.layers import MSGPACK_NOTE
+from app.api.routes.layers import MSGPACK_NOTE, openapi_request_body
 from app.api.routes.shapes import ERROR_RESPONSES
 from app.codec import msgpack
 from app.config import Settings
@@ -19,11 +19,9 @@ from app.stacks.run import StackOutcome, run_plan
 
 router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
 
-REQUEST_MODELS = {
-    "SequentialRequest": stack_request_model(
-        "SequentialRequest", SequentialOptions, SequentialLayerOptions,
-        {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()}),
-}
+REQUEST_MODELS = {name: stack_request_model(
+    name, SequentialOptions, SequentialLayerOptions, {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()},
+    msgpack=for_msgpack) for name, for_msgpack in (("SequentialRequest", False), ("SequentialMsgpackRequest", True))}
 """Documented in OpenAPI (see app.main); bodies themselves are parsed by the codec, not FastAPI."""
 
 EXAMPLES = {
@@ -82,9 +80,7 @@ ROUTE: TensorRoute[SequentialOptions, Plan, StackOutcome] = TensorRoute(
                **ERROR_RESPONSES, 413: {**ERROR_RESPONSES[413], "description": "A limit was exceeded (body bytes, a "
                                         "layer's output elements, the stack's parameter elements, the total work); "
                                         "`limit` names the setting."}},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/SequentialRequest"}, "examples": EXAMPLES},
-        msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/SequentialRequest", "description": MSGPACK_NOTE}}}}},
+    openapi_extra=openapi_request_body("Sequential", EXAMPLES),
 )
 async def sequential(request: Request) -> Response:
     """Runs `nn.Sequential(*layers)` on `input`. Tensors not given in a layer's `parameters` are initialized as

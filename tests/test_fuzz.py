@@ -6,48 +6,32 @@ Bounded: a fixed number of examples per operation, derandomized so every run tri
 ones. The server's limits are set small so generated shapes cannot ask for gigabytes; that
 changes which answers come (413 more often), not what the schema promises."""
 
-import base64
+import importlib.util
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
-import msgpack
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from app.codec import msgpack as wire
 from app.config import Settings
 from app.main import create_app
+from tests.live_server import live_server
 
 SPEC = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
 
-# The tensor routes also take and give application/msgpack (app.api.negotiation): generated bodies
-# are packed as they are; a response's `bin` values (raw tensor bytes) become base64 text, the
-# string the schema describes.
-@schemathesis.serializer(wire.MEDIA_TYPE)
-def _to_msgpack(ctx, value):
-    def fit(item):  # msgpack integers stop at 64 bits: larger ones go as floats, a 422 either way
-        if isinstance(item, int) and not isinstance(item, bool) and not -(2**63) <= item < 2**64:
-            return float(item)
-        if isinstance(item, dict):
-            return {k: fit(v) for k, v in item.items()}
-        return [fit(v) for v in item] if isinstance(item, list) else item
+# The tensor routes also take and give application/msgpack: the hooks shipped for the stock CLI
+# (openapi/schemathesis_hooks.py) register its serializer and deserializer here too.
+HOOKS = Path(__file__).resolve().parent.parent / "openapi" / "schemathesis_hooks.py"
+_hooks_spec = importlib.util.spec_from_file_location("layerlab_schemathesis_hooks", HOOKS)
+_hooks_spec.loader.exec_module(importlib.util.module_from_spec(_hooks_spec))
 
-    return msgpack.packb(fit(value), use_bin_type=True)
-
-
-@schemathesis.deserializer(wire.MEDIA_TYPE)
-def _from_msgpack(ctx, response):
-    def text(value):
-        if isinstance(value, bytes):
-            return base64.b64encode(value).decode()
-        if isinstance(value, dict):
-            return {k: text(v) for k, v in value.items()}
-        return [text(v) for v in value] if isinstance(value, list) else value
-
-    return text(msgpack.unpackb(response.content, raw=False))
 EXAMPLES_PER_OPERATION = 30
 
 app = create_app(Settings(max_tensor_elements=100_000, max_parameter_elements=100_000, max_macs=10**8,
@@ -105,7 +89,88 @@ def test_hardening_answers_are_documented(status):
     """Status-code conformance only holds if what the hardening layers answer is in the schema."""
     operation = app.openapi()["paths"]["/v1/layers/linear"]["post"]
     assert status in operation["responses"]
-CALLS = []
-def test_zz_report():
-    import collections
-    c = collections.Counter(l for l, _ in CALLS); print(c); print(sorted(CALLS, key=lambda x: -x[1])[:5]); print(sum(t for _, t in CALLS))
+
+
+# --- The stock `schemathesis run` CLI, as a user runs it against a live server ---------------
+
+STOCK_CLI_ENV = {"LAYERLAB_MAX_TENSOR_ELEMENTS": "100000", "LAYERLAB_MAX_PARAMETER_ELEMENTS": "100000",
+                 "LAYERLAB_MAX_MACS": "100000000", "LAYERLAB_MAX_BODY_BYTES": "1048576", "LAYERLAB_ACCESS_LOG": "false"}
+"""Small limits, so generated shapes cannot ask for gigabytes (they get 413s instead)."""
+
+CROSS_FIELD_RULES = {
+    # Positive-data rejections: requests valid by the schema that the server refuses for a rule no
+    # JSON schema can state, as each ties one field to another (or to a setting). The README lists them.
+    "a limit: the product of a shape, or what the config implies (parameters, output, work), against "
+    "a LAYERLAB_MAX_* setting": lambda e: e["status"] == 413 and e.get("limit") in (
+        "max_tensor_elements", "max_parameter_elements", "max_macs"),
+    "raw bytes or base64 whose length is not the shape's element count times the dtype's size":
+        lambda e: re.search(r"\.(bytes has \d+ bytes|base64 has \d+ characters|base64 decodes to)", e["detail"]),
+    "flat `data` whose length is not the product of `shape`, or nested `data` whose nesting is not `shape`":
+        lambda e: re.search(r"\.data (has \d+ values but shape|is nested as)", e["detail"]),
+    "nested arrays that are ragged or mix numbers and arrays (every row at one depth the same length)":
+        lambda e: "ragged" in e["detail"] or "non-numeric" in e["detail"],
+    "the input's shape against the config (rank, channels or features; a window that does not fit; "
+    "reflect/circular padding wider than the input) or, in a stack, against the layer before":
+        lambda e: e["error"] == "ShapeMismatch" and re.fullmatch(r"input(\.shape)?|layers\[\d+\]", e.get("field", "")),
+    "a given parameter's name or shape against the config (bias=False has no bias; weight is "
+    "(out_features, in_features))": lambda e: re.search(r"parameters\.\w+ (has shape|is not a tensor of)", e["detail"]),
+    "BatchNorm training on one value per channel (the `training` flag against the input's shape)":
+        lambda e: "more than 1 value per channel" in e["detail"],
+    "config fields against each other: groups dividing the channels, padding at most half the kernel, "
+    "padding='same' only with stride 1": lambda e: re.fullmatch(r"(layers\[\d+\]\.)?config\.\w+", e.get("field") or "")
+        and re.search(r"divisible|half|same", e["detail"]),
+    "a device this server lacks (`cuda:N`: GET /v1/info lists the devices), or a device asked of the reference "
+    "backend alone": lambda e: e.get("field") == "device",
+    "num_batches_tracked given as a float that is not a whole number": lambda e: "must hold an integer" in e["detail"],
+}
+
+
+def run_stock_cli(url: str, report: Path, *options: str) -> tuple[str, dict]:
+    """`schemathesis run` (the installed console script, nothing of ours but the hooks module)."""
+    command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{url}/openapi.json", "--checks", "all",
+               "--seed", "1", "--continue-on-failure", "--output-truncate", "false", "--report", "json",
+               "--report-json-path", str(report), *options]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
+    # cwd: the CLI keeps a cache (.schemathesis/) in its working directory, which is not the repository
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, cwd=report.parent)
+    return result.stdout + result.stderr, json.loads(report.read_text())
+
+
+def rejected_positive_cases(output: str) -> list[dict]:
+    """The error bodies of every ST202 (schema-valid request rejected) in the CLI's output."""
+    found = []
+    for block in output.split("- ST202 ")[1:]:
+        body = re.search(r"^\[\d{3}\] [^\n]*:\n\n    `(\{.*?\})`$", block, re.M | re.S)
+        assert body, block[:600]
+        found.append(json.loads(body.group(1)))
+    return found
+
+
+def check_stock_cli_run(output: str, report: dict) -> None:
+    """Zero server errors, response-schema violations, serialization errors, negative data accepted;
+    every rejected positive case a cross-field rule."""
+    assert report["errors"] == [], output[-3000:]
+    assert report["operations"]["tested"] == report["operations"]["selected"] == 22
+    assert {failure["code"] for failure in report["failures"]} <= {"ST202"}, output[-6000:]
+    assert not report["warnings"].get("missing_deserializer"), report["warnings"]
+    rejected = rejected_positive_cases(output)
+    assert len(rejected) == sum(f["count"] for f in report["failures"] if f["code"] == "ST202"), output[-3000:]
+    for error in rejected:
+        assert any(rule(error) for rule in CROSS_FIELD_RULES.values()), error
+
+
+def test_stock_cli_with_the_shipped_hooks(tmp_path):
+    """What the README's command runs, bounded (examples and fuzzing, 8 cases per operation)."""
+    with live_server(env=STOCK_CLI_ENV) as url:
+        output, report = run_stock_cli(url, tmp_path / "report.json", "--phases", "examples,fuzzing",
+                                       "--max-examples", "8")
+    assert report["test_cases"]["generated"] > 100, output[-3000:]
+    check_stock_cli_run(output, report)
+
+
+@pytest.mark.slow
+def test_stock_cli_with_the_shipped_hooks_thorough(tmp_path):
+    """Every phase (the coverage phase tries every boundary of every schema: ~40,000 requests, ~10 min)."""
+    with live_server(env=STOCK_CLI_ENV) as url:
+        output, report = run_stock_cli(url, tmp_path / "report.json", "--max-examples", "30")
+    check_stock_cli_run(output, report)

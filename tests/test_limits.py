@@ -72,7 +72,7 @@ def test_declared_content_length_is_refused_without_reading_the_body():
 @pytest.mark.parametrize("tensor, value", [
     ({"random": "normal", "shape": [10**6, 10**6]}, 10**12),
     ({"random": "uniform", "shape": [2**63, 4]}, 2**65),
-    ({"base64": "AAAA", "shape": [10**6, 10**6]}, 10**12),
+    ({"base64": "AAAAAAAA", "shape": [10**6, 10**6]}, 10**12),
     ({"data": [1.0, 2.0], "shape": [10**6, 10**6], "dtype": "float64"}, 10**12),
 ])
 def test_input_elements(client, tensor, value):
@@ -188,3 +188,37 @@ def test_requests_are_sized_from_config_and_shapes_without_drawing():
     assert size({"config": LINEAR, "input": {"data": [0.0] * 40, "shape": [10, 4]}}) == size(small)
     with pytest.raises(InvalidInput):  # an invalid request is refused while planning, before any lane
         size({"config": {"in_features": -1}, "input": [[1.0]]})
+
+
+# --- Validation before limits: a request both invalid and too large is answered 422 ----------
+
+HUGE_LINEAR = {"in_features": 10**6, "out_features": 10**6}  # 10^12 parameters: a 413 when valid
+HUGE_RANDOM = {"random": "normal", "shape": [10**6, 10**6]}  # 10^12 input elements: a 413 when valid
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"config": HUGE_LINEAR, "input": {"data": [[1.0]], "dtype": "int64"}}, "input.dtype"),
+    ({"config": HUGE_LINEAR, "input": [[1.0, True]]}, "body"),  # refused by the JSON reader itself
+    ({"config": HUGE_LINEAR, "input": [[1.0, 2.0], [3.0]]}, "input"),
+    ({"config": HUGE_LINEAR, "input": [[1.0]], "parameters": {"bias": {"random": "bogus", "shape": [10**6]}}},
+     "parameters.bias.random"),
+    ({"config": LINEAR, "input": {"base64": "AAAA====", "shape": [10**6, 10**6]}}, "input.base64"),
+    ({"config": LINEAR, "input": {"base64": "AAAAA", "shape": [10**6, 10**6]}}, "input.base64"),
+    ({"config": LINEAR, "input": {"base64": "", "shape": [10**6, 10**6]}}, "input.base64"),
+    ({"config": LINEAR, "input": {**HUGE_RANDOM, "seed": 2**64}}, "input.seed"),
+    ({"config": LINEAR, "input": HUGE_RANDOM, "parameters": {"weight": [["NaN", "nope", 1.0, 2.0]]}},
+     "parameters.weight"),
+])
+def test_invalid_and_over_a_limit_is_422(client, body, field):
+    response = client.post("/v1/layers/linear", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+
+
+def test_invalid_and_over_a_limit_is_422_in_a_stack(client):
+    layers = [{"kind": "linear", "config": HUGE_LINEAR, "parameters": {"bias": {"data": [1.0], "dtype": "int32"}}}]
+    response = client.post("/v1/sequential", json={"layers": layers, "input": HUGE_RANDOM})
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "layers[0].parameters.bias.dtype"
+    response = client.post("/v1/sequential", json={"layers": [{"kind": "relu"}], "input": {**HUGE_RANDOM, "dtype": "int64"}})
+    assert response.status_code == 422 and response.json()["field"] == "input.dtype"

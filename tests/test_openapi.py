@@ -5,16 +5,22 @@ tensor form, config field and error response documented."""
 import difflib
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import annotated_types
+import pybase64
 import pytest
 from openapi_spec_validator import validate
 
+from app.codec.tensors import ALL_DTYPES, FLOAT_DTYPES
+from app.config import Settings
 from app.layers.registry import LAYERS
 from app.openapi import COMMAND, PATH, render
+from app.schemas.tensors import SPELLED_OUT_LEVELS
 
 METHODS = ("get", "post", "put", "patch", "delete")
-TENSOR_FORMS = {"NestedNumbers", "TensorData", "TensorBase64", "TensorBytes", "TensorRandom"}
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +98,107 @@ def refs(node: dict) -> set[str]:
     return {branch["$ref"].rsplit("/", 1)[1] for branch in node.get("anyOf", []) if "$ref" in branch}
 
 
+JSON_INPUT_FORMS = {"NestedNumbers", "TensorData", "TensorBase64", "TensorRandom"}
+JSON_PARAMETER_FORMS = {"NestedNumbers", "ParameterData", "ParameterBase64", "TensorRandom"}
+
+
+def media_request(schema: dict, path: str, media_type: str) -> dict:
+    return resolve(schema, schema["paths"][path]["post"]["requestBody"]["content"][media_type]["schema"])
+
+
 @pytest.mark.parametrize("kind", list(LAYERS))
-def test_every_tensor_form_is_documented(schema, kind):
-    properties = layer_request(schema, kind)["properties"]
-    assert refs(properties["input"]) == TENSOR_FORMS
-    assert refs(properties["parameters"]["additionalProperties"]) == TENSOR_FORMS
-    assert properties["input"]["description"]
+def test_every_tensor_form_is_documented_per_media_type(schema, kind):
+    """JSON bodies: the JSON forms; msgpack bodies: the same and raw bytes (a msgpack bin, which
+    JSON cannot carry: the server refuses `bytes` there)."""
+    path = f"/v1/layers/{kind}"
+    as_json = media_request(schema, path, "application/json")["properties"]
+    as_msgpack = media_request(schema, path, "application/msgpack")["properties"]
+    assert refs(as_json["input"]) == JSON_INPUT_FORMS
+    assert refs(as_json["parameters"]["additionalProperties"]) == JSON_PARAMETER_FORMS
+    assert refs(as_msgpack["input"]) == JSON_INPUT_FORMS | {"TensorBytes"}
+    assert refs(as_msgpack["parameters"]["additionalProperties"]) == JSON_PARAMETER_FORMS | {"ParameterBytes"}
+    assert {"type": "number"} in as_json["input"]["anyOf"]  # a bare number: a 0-d tensor
+    assert as_json["input"]["description"] and as_msgpack["input"]["description"]
     components = schema["components"]["schemas"]
-    for form in TENSOR_FORMS - {"NestedNumbers"}:
+    for form in (JSON_INPUT_FORMS | JSON_PARAMETER_FORMS | {"TensorBytes", "ParameterBytes"}) - {"NestedNumbers"}:
         for name, field in components[form]["properties"].items():
-            assert field.get("description"), f"{form}.{name}"
+            assert field.get("description") or resolve(schema, field).get("description"), f"{form}.{name}"
     out = components["TensorOut"]["properties"]
     assert {"data", "base64", "bytes", "summary"} <= set(out)
+
+
+def test_sequential_tensors_per_media_type(schema):
+    as_json = media_request(schema, "/v1/sequential", "application/json")["properties"]
+    as_msgpack = media_request(schema, "/v1/sequential", "application/msgpack")["properties"]
+    assert refs(as_json["input"]) == JSON_INPUT_FORMS
+    assert refs(as_msgpack["input"]) == JSON_INPUT_FORMS | {"TensorBytes"}
+    for body, layer_union, forms in ((as_json, "SequentialLayer", JSON_PARAMETER_FORMS),
+                                     (as_msgpack, "SequentialMsgpackLayer", JSON_PARAMETER_FORMS | {"ParameterBytes"})):
+        assert body["layers"]["items"] == {"$ref": f"#/components/schemas/{layer_union}"}
+        for variant in schema["components"]["schemas"][layer_union]["oneOf"]:
+            assert refs(resolve(schema, variant)["properties"]["parameters"]["additionalProperties"]) == forms
+
+
+def test_dtype_enums_are_what_each_field_accepts(schema, client):
+    """Inputs and random draws take float32 and float64 (int64 is refused); given parameters and
+    buffers take int64 too (num_batches_tracked)."""
+    components = schema["components"]["schemas"]
+    floats, any_dtype = components["FloatDType"]["enum"], components["TensorDType"]["enum"]
+    assert floats == list(FLOAT_DTYPES) and any_dtype == list(ALL_DTYPES)
+    for form, expected in (("TensorData", "FloatDType"), ("TensorBase64", "FloatDType"), ("TensorBytes", "FloatDType"),
+                           ("TensorRandom", "FloatDType"), ("ParameterData", "TensorDType"),
+                           ("ParameterBase64", "TensorDType"), ("ParameterBytes", "TensorDType")):
+        assert components[form]["properties"]["dtype"]["$ref"] == f"#/components/schemas/{expected}", form
+    linear = {"in_features": 2, "out_features": 1}
+    refused = client.post("/v1/layers/linear", json={"config": linear, "input": {"data": [[1, 2]], "dtype": "int64"}})
+    assert refused.status_code == 422 and refused.json()["field"] == "input.dtype"
+    for dtype in floats:
+        assert client.post("/v1/layers/linear", json={"config": linear, "input": {"data": [[1, 2]], "dtype": dtype}}).status_code == 200
+    counted = client.post("/v1/layers/batchnorm1d", json={
+        "config": {"num_features": 2}, "input": [[1.0, 2.0], [3.0, 5.0]],
+        "parameters": {"num_batches_tracked": {"data": 3, "shape": [], "dtype": "int64"}}})
+    assert counted.status_code == 200, counted.text
+
+
+def test_base64_pattern_is_what_the_server_decodes(schema):
+    pattern = re.compile(schema["components"]["schemas"]["TensorBase64"]["properties"]["base64"]["pattern"])
+    for text in ("AAAAAA==", "AAAAAAA=", "AAAAAAAA", "q83vq83vq80="):
+        assert pattern.search(text) and pybase64.b64decode(text, validate=True) is not None, text
+    for text in ("AAAAAAA", "AA=AAAAA", "AAAA AAA", "AAAA\nAAA", "AAAA-_AA", "AAAAAAAAA==="):
+        assert not pattern.search(text), text
+        with pytest.raises(ValueError):
+            pybase64.b64decode(text, validate=True)
+
+
+def test_shapes_are_bounded_like_the_server(schema):
+    shape = schema["components"]["schemas"]["TensorShape"]
+    assert shape["items"]["minimum"] == 1 and shape["maxItems"] == Settings().max_json_depth
+    assert "LAYERLAB_MAX_JSON_DEPTH" in shape["description"] and "LAYERLAB_MAX_TENSOR_ELEMENTS" in shape["description"]
+
+
+def test_nested_numbers_are_not_recursive(schema):
+    """Client generators cannot handle a recursive schema (openapi-python-client dropped every
+    tensor route): no component may reach itself through its references."""
+    components = schema["components"]["schemas"]
+
+    def references(node) -> set[str]:
+        if isinstance(node, dict):
+            found = {node["$ref"].rsplit("/", 1)[1]} if "$ref" in node else set()
+            return found.union(*(references(value) for value in node.values()))
+        return set().union(*(references(value) for value in node)) if isinstance(node, list) else set()
+
+    direct = {name: references(body) for name, body in components.items()}
+    for name in components:
+        seen, frontier = set(), set(direct[name])
+        while frontier:
+            assert name not in frontier, f"{name} refers to itself"
+            seen |= frontier
+            frontier = set().union(*(direct[n] for n in frontier)) - seen
+    nested = components["NestedNumbers"]
+    depth = 0
+    while nested.get("items", {}).get("anyOf"):
+        depth, nested = depth + 1, nested["items"]["anyOf"][-1]
+    assert depth == SPELLED_OUT_LEVELS and nested == {"type": "array", "items": {}}
 
 
 def constraint_keywords(node: dict, schema: dict) -> set[str]:
@@ -170,3 +265,47 @@ def test_docs_are_served_offline(client):
         assert scripts and all(url.startswith("/") for url in scripts), scripts
         for url in scripts:
             assert client.get(url).status_code == 200, url
+
+
+# --- Lint: what redocly's recommended rules ask, checked here too, and redocly itself where installed ---
+
+def test_document_says_where_and_under_what_terms(schema):
+    assert schema["servers"] and all(server["url"] for server in schema["servers"])
+    assert schema["info"]["license"] == {"name": "MIT", "identifier": "MIT"}  # as pyproject.toml
+    assert "msgpack" in schema["info"]["description"] and "base64 on the wire" not in schema["info"]["description"]
+
+
+def test_every_operation_has_a_security_requirement_and_an_error_answer(schema):
+    for path, method, operation in operations(schema):
+        assert "security" in operation, f"{method.upper()} {path}"
+        assert any(status.startswith("4") for status in operation["responses"]), f"{method.upper()} {path}"
+
+
+def test_every_component_is_used_and_every_reference_resolves(schema):
+    components = schema["components"]["schemas"]
+    text = json.dumps({key: value for key, value in schema.items() if key != "components"})
+    used, frontier = set(), set(re.findall(r'"#/components/schemas/([^"]+)"', text))
+    while frontier:
+        assert frontier <= set(components), frontier - set(components)
+        used |= frontier
+        frontier = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps([components[n] for n in frontier]))) - used
+    assert used == set(components), set(components) - used
+
+
+REDOCLY = Path(__file__).resolve().parent.parent / ".ci" / "npm" / "node_modules" / ".bin" / "redocly"
+
+
+@pytest.mark.parametrize("keys", [False, True], ids=["without-keys", "with-keys"])
+def test_redocly_lint_is_clean(make_client, tmp_path, keys):
+    """`redocly lint` with its recommended rules: no error, no warning (the committed document, and
+    the one a server with API keys serves)."""
+    redocly = str(REDOCLY) if REDOCLY.exists() else shutil.which("redocly")
+    if redocly is None:
+        pytest.skip("redocly is not installed: run .ci/install-npm-tools (npm install @redocly/cli)")
+    document = PATH if not keys else tmp_path / "openapi.json"
+    if keys:
+        document.write_text(json.dumps(make_client(api_key=["k" * 32]).get("/openapi.json").json()))
+    result = subprocess.run([redocly, "lint", str(document), "--format", "json"], capture_output=True, text=True,
+                            timeout=300)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["totals"] == {"errors": 0, "warnings": 0, "ignored": 0}, report

@@ -124,12 +124,24 @@ def test_keys_are_never_logged(tmp_path):
 
 
 def test_openapi_documents_the_keys_and_the_401(make_client):
+    """With keys, a key (either way, not none) on every /v1 route; none on the open ones."""
     schema = make_client(api_key=KEYS).get("/openapi.json").json()
     assert set(schema["components"]["securitySchemes"]) == {"BearerAuth", "ApiKeyAuth"}
     for method, path in v1_operations():
         operation = schema["paths"][path][method]
-        assert "401" in operation["responses"] and {} in operation["security"]
-    assert "401" not in schema["paths"]["/healthz"]["get"]["responses"]
+        assert "401" in operation["responses"]
+        assert operation["security"] == [{"BearerAuth": []}, {"ApiKeyAuth": []}]
+    for path in ("/healthz", "/readyz"):
+        assert "401" not in schema["paths"][path]["get"]["responses"]
+        assert schema["paths"][path]["get"]["security"] == []
+
+
+def test_openapi_without_keys_requires_none(make_client):
+    """No padlock in Swagger UI when the server has no keys: every operation says `security: []`."""
+    schema = make_client().get("/openapi.json").json()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            assert operation["security"] == [], f"{method.upper()} {path}"
 
 
 # --- CORS -----------------------------------------------------------------------------------

@@ -149,7 +149,8 @@ def test_too_many_layers_is_422(client):
 def test_openapi_documents_shapes(client):
     spec = documented_stack_route(client, "/v1/shapes", "ShapesRequest", EXAMPLES)
     request = spec["components"]["schemas"]["ShapesRequest"]
-    variants = request["properties"]["layers"]["items"]["discriminator"]["mapping"]
+    assert request["properties"]["layers"]["items"] == {"$ref": "#/components/schemas/StackLayer"}
+    variants = spec["components"]["schemas"]["StackLayer"]["discriminator"]["mapping"]
     assert {"linear", "relu", "flatten"} <= set(variants)
     linear = spec["components"]["schemas"]["LinearStackLayer"]
     assert linear["properties"]["config"]["$ref"] == "#/components/schemas/LinearConfig"

@@ -87,10 +87,12 @@ def field(driver, index: int, name: str):
 
 
 def shape_rows(driver) -> list[str]:
-    """The output-shape column of the shape table, once it is up to date."""
-    wait(driver, lambda: driver.find_element(By.ID, "shape-table").get_attribute("data-state") != "pending")
-    return [row.find_elements(By.TAG_NAME, "td")[2].text
-            for row in driver.find_elements(By.CSS_SELECTOR, "#shape-table tbody tr:not(.formula-row)")]
+    """The output-shape column of the shape table, once it is up to date. Read in one script: the
+    table is redrawn whenever a /v1/shapes answer arrives, so element handles can go stale."""
+    script = """const table = document.getElementById('shape-table');
+        if (table.getAttribute('data-state') === 'pending') return null;
+        return [...table.querySelectorAll('tbody tr:not(.formula-row)')].map(row => row.cells[2].innerText.trim());"""
+    return wait(driver, lambda: driver.execute_script(script))
 
 
 def checkerboard(height: int, width: int, cell: int) -> np.ndarray:

@@ -129,7 +129,8 @@ class ComputePool:
                 retry_after=self.retry_after_s, limit="compute_queue_timeout_s")
 
     async def _result(self, future: "Future[T]", disconnected: Callable[[], Awaitable[object]] | None) -> T:
-        outcome = await _first_of(asyncio.wrap_future(future), disconnected, self.timeout_s, shield=True)
+        waited = asyncio.wrap_future(future)
+        outcome = await _first_of(waited, disconnected, self.timeout_s, shield=True)
         if outcome == "done":
             return future.result()
         if outcome == "gone":

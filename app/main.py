@@ -137,7 +137,7 @@ def _document_parsed_bodies(app: FastAPI) -> None:
         document_protections(schema, app.state.settings)
         return schema
 
-    app.openapi = openapi
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
 app = create_app()

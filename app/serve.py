@@ -35,10 +35,10 @@ except ImportError:  # pragma: no cover - uvicorn[standard] brings httptools
     from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornHttp  # type: ignore[assignment]
 
 
-class HttpProtocol(_UvicornHttp):  # type: ignore[misc, valid-type]
+class HttpProtocol(_UvicornHttp):
     """uvicorn's HTTP protocol, with Nagle's algorithm off on each accepted TCP connection."""
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             with suppress(OSError):

@@ -122,7 +122,7 @@ async def read_body_buffer(request: Request, settings: Settings) -> memoryview:
     declared = _declared_length(request, settings.max_body_bytes)
     if declared is None or declared < PREALLOCATE_BYTES:
         return memoryview(await read_body(request, settings))
-    buffer = memoryview(np.empty(declared, np.uint8))
+    buffer = np.empty(declared, np.uint8).data
     size = 0
     try:
         async for chunk in request.stream():

@@ -7,7 +7,8 @@ tensor routes read and parse their bodies themselves (app.api.endpoint, through 
 endpoint's signature and the route's arguments for the OpenAPI document.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -17,7 +18,7 @@ from app.config import Settings
 
 
 class RawRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         return self.endpoint
 
 

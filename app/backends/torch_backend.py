@@ -144,7 +144,8 @@ class ReusableModule:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.meta = dict(module.state_dict(keep_vars=True))
-        self._slots = []
+        # (state_dict name, the module's registry it lives in, its key there, is it a parameter)
+        self._slots: list[tuple[str, dict[str, Any], str, bool]] = []
         for name, tensor in self.meta.items():
             owner, _, leaf = name.rpartition(".")
             target = module.get_submodule(owner) if owner else module
@@ -243,11 +244,11 @@ class TorchBackend:
             # No tensor here requires grad, so autograd records nothing (no need for no_grad's ~2 us);
             # forward(), not __call__: no hooks are registered on these modules.
             out = module.forward(inputs)
-            extras = EXTRAS[spec.kind](module, inputs, training) if spec.kind in EXTRAS else {}
+            tensors = EXTRAS[spec.kind](module, inputs, training) if spec.kind in EXTRAS else {}
             output, indices = (out if isinstance(out, tuple) else (out, None))
             if indices is not None:
-                extras["indices"] = indices
-            extras = {k: to_numpy(v) if isinstance(v, torch.Tensor) else v for k, v in extras.items()}
+                tensors["indices"] = indices
+            extras = {k: to_numpy(v) for k, v in tensors.items()}
             buffers = {k: to_numpy(v) for k, v in reusable.buffers().items()}
         finally:
             reusable.unload()

@@ -39,7 +39,7 @@ def _default(value: Any) -> Any:
 def _array_bytes(array: np.ndarray) -> memoryview:
     """The array's little-endian C-order bytes, without a copy when it already is (the usual case)."""
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
-    return memoryview(array).cast("B")
+    return array.data.cast("B")
 
 
 def _bin_header(size: int) -> bytes:

@@ -361,7 +361,7 @@ def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
     array = np.asarray(array, order="C")  # keeps 0-d arrays 0-d
     out: dict[str, Any] = {"shape": list(array.shape), "dtype": dtype_name(array.dtype)}
     if encoding == "base64":
-        out["base64"] = pybase64.b64encode(array.astype(array.dtype.newbyteorder("<"), copy=False)).decode("ascii")
+        out["base64"] = pybase64.b64encode(array.astype(array.dtype.newbyteorder("<"), copy=False).data).decode("ascii")
     elif encoding == "none":
         out["summary"] = summarize(array)
     elif encoding == "bytes":

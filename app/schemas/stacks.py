@@ -108,13 +108,13 @@ def stack_request_model(name: str, base: type[BaseModel], layer_base: type[BaseM
         layer_models.append(create_model(
             f"{title}{suffix}",
             __base__=layer_base,
-            kind=(Literal[kind], Field(description=KIND_DESCRIPTION)),
+            kind=(Literal[kind], Field(description=KIND_DESCRIPTION)),  # type: ignore[arg-type]  # a run-time Literal
             config=(config_model, Field(... if required else {}, description=f"torch.nn.{title}'s constructor arguments.")),
             **tensors,
         ))
     item = layer_models[0] if len(layer_models) == 1 else TypeAliasType(
         suffix, Annotated[Union[tuple(layer_models)], Field(discriminator="kind")])  # noqa: UP007 (built at run time)
-    fields: dict[str, Any] = {"layers": (list[item], base.model_fields["layers"])}
+    fields: dict[str, Any] = {"layers": (list[item], base.model_fields["layers"])}  # type: ignore[valid-type]
     if msgpack:
         fields["input"] = (MsgpackInputTensor, Field(description=MSGPACK_INPUT_DESCRIPTION))
     return create_model(name, __base__=base, **fields)

@@ -116,6 +116,23 @@ class Window:
                     field=field, expected=f"padded input {word} >= {d * (k - 1) + 1}", actual=size)
         return sizes
 
+    def padding_only_windows(self, spatial: Sequence[int]) -> list[tuple[str, int, list[int]]]:
+        """(dimension name, output index, the padded positions it reads) of every window that reads
+        no input element in some dimension, so none at all: with a dilation that steps over the
+        input, e.g. kernel 2, padding 1, dilation 3 on a length-2 input reads positions -1 and 2.
+
+        Windows start before the input only in the left padding (start = i*s - left < 0, so
+        i < left / s: a handful), and every window starts before the input's end (output_size drops
+        a ceil_mode window that would start in the right padding), so only those few are checked."""
+        found = []
+        for (name, size, k, s, (left, _), d), n in zip(self._per_dim(spatial), self.output_sizes(spatial), strict=True):
+            for i in range(min(n, -(-left // s))):
+                start = i * s - left  # < 0
+                first = (-start + d - 1) // d  # the first kernel offset at or past position 0
+                if first >= k or start + first * d >= size:
+                    found.append((name, i, [start + j * d for j in range(k)]))
+        return found
+
 
 def split_input_shape(shape: Sequence[int], dims: int, torch_name: str, field: str = "input") -> tuple[bool, int, Shape]:
     """(batched, channels, spatial) of a batched (N, C, *spatial) or unbatched (C, *spatial) input."""

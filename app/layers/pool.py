@@ -117,7 +117,37 @@ def output_shape(config: PoolConfigBase, input_shape: Shape) -> Shape:
                     f"input {DIM_WORDS[name]} {size} is smaller than the kernel size {k}: AvgPool3d needs every "
                     "input dimension at least the kernel size, before padding (PyTorch: input image smaller than kernel size)",
                     field="input", expected=f"input {DIM_WORDS[name]} >= {k}", actual=size)
-    return (*input_shape[:-config.dims], *win.check(spatial))
+    out = win.check(spatial)
+    if "dilation" in type(config).model_fields:
+        _refuse_padding_only_windows(_torch_name(config), win, spatial)
+    return (*input_shape[:-config.dims], *out)
+
+
+def _refuse_padding_only_windows(torch_name: str, win: Window, spatial: Shape) -> None:
+    """A deliberate difference from torch: a max-pool window that reads only padding is a 422.
+
+    torch 2.13 accepts such a window (a dilation that steps over the whole input, e.g.
+    MaxPool1d(2, stride=1, padding=1, dilation=3) on a length-2 input: positions -1 and 2); its
+    forward gives -inf and an index outside the input plane, and autograd's backward then writes
+    the gradient at that index, out of bounds: silent memory corruption, or an abort ("double
+    free or corruption") that takes the whole server down. Such a window has no maximum and no
+    input element to send a gradient to, so it is refused here, from config and input shape,
+    before anything is computed, on every backend, forward and backward alike. (Average pooling
+    has no dilation, and with padding <= kernel_size / 2 each of its windows reads the input.)
+    """
+    windows = win.padding_only_windows(spatial)
+    if not windows:
+        return
+    name, index, positions = windows[0]
+    dim = win.names.index(name)
+    word = DIM_WORDS[name]
+    raise ShapeMismatch(
+        f"{torch_name} window {index} along the {word} reads only padding: positions {positions} of an input "
+        f"{word} {spatial[dim]} (kernel_size {win.kernel[dim]}, stride {win.stride[dim]}, padding {win.padding[dim][0]}, "
+        f"dilation {win.dilation[dim]}); it has no maximum (torch gives -inf, an index outside the input and an "
+        "out-of-bounds write in its backward). Use a smaller dilation or padding, or a larger input",
+        field="input", expected=f"every window reads at least one input element along the {word}",
+        actual=f"window {index} reads positions {positions} of 0..{spatial[dim] - 1}")
 
 
 def work(config: PoolConfigBase, input_shape: Shape, out_shape: Shape) -> int:

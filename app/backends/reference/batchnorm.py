@@ -1,5 +1,7 @@
 """Batch normalization, as torch.nn.BatchNorm1d/2d/3d in training and evaluation mode."""
 
+import math
+
 import numpy as np
 
 
@@ -73,3 +75,54 @@ def batch_norm(
     y *= scale.astype(x.dtype)[:, None]
     y += shift.astype(x.dtype)[:, None]
     return y.reshape(x.shape), mean.astype(x.dtype), var.astype(x.dtype), buffers
+
+
+def batch_norm_backward(
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    weight: np.ndarray | None,
+    mean: np.ndarray,
+    var: np.ndarray,
+    *,
+    batch_statistics: bool,
+    eps: float = 1e-5,
+    bias: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Gradients of `batch_norm` given the upstream gradient dY, with x̂ = (x - E[x]) / σ, σ = sqrt(Var[x] + eps).
+
+    batch statistics (training, or evaluation without running statistics), through E[x] and Var[x]:
+        dX = (γ / σ) · (dY - mean(dY) - x̂ · mean(dY · x̂))        means over (N, *spatial) per channel
+    running statistics (evaluation), a per-channel affine map:
+        dX = (γ / σ) · dY
+    both:   dγ = Σ dY · x̂,   dβ = Σ dY                               sums over (N, *spatial)
+
+    x, grad_output: (N, C) or (N, C, *spatial); weight: (C,) or None (affine=False: γ = 1, no dγ);
+    mean, var: (C,) what normalized x (`batch_norm`'s returned statistics, or the running ones);
+    bias: whether the layer has β. Returns (dX like x, dγ (C,) or None, dβ (C,) or None).
+    An empty batch gives an empty dX and zero dγ, dβ, as torch.
+    """
+    N, C = x.shape[:2]
+    L = math.prod(x.shape[2:])
+    xr, dyr = x.reshape(N, C, L), grad_output.reshape(N, C, L)
+    count = N * L
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)  # (C,), 1/σ
+    # Per-channel sums in float64 over N of sums along the contiguous L (pairwise for Σ dY; a dot
+    # product per (n, c) row for Σ dY · (x - E[x]), which needs no scratch array), as the forward.
+    sum_dy = dyr.sum(axis=2).sum(axis=0, dtype=np.float64)  # (C,), Σ dY
+    centered = np.subtract(xr, mean.astype(x.dtype)[:, None])  # (N, C, L), x - E[x]; becomes dX below
+    dots = np.matmul(dyr[:, :, None, :], centered[:, :, :, None])  # (N, C, 1, 1)
+    sum_dy_xhat = dots.sum(axis=(0, 2, 3), dtype=np.float64) * inv_std  # (C,), Σ dY · x̂
+    scale = (1.0 if weight is None else weight.astype(np.float64)) * inv_std  # (C,), γ / σ
+    grad_weight = None if weight is None else sum_dy_xhat.astype(weight.dtype)
+    grad_bias = sum_dy.astype(x.dtype) if bias and weight is not None else None
+    if not batch_statistics:
+        return np.multiply(dyr, scale.astype(x.dtype)[:, None]).reshape(x.shape), grad_weight, grad_bias
+    if count == 0:
+        return np.zeros_like(x), grad_weight, grad_bias
+    # dX = (γ/σ) · (dY - mean(dY) - x̂ · mean(dY · x̂)) with x̂ · mean(dY · x̂) = (x - E[x]) · mean(dY · x̂) / σ,
+    # four passes in place on x - E[x]
+    centered *= (sum_dy_xhat / count * inv_std).astype(x.dtype)[:, None]
+    np.subtract(dyr, centered, out=centered)
+    centered -= (sum_dy / count).astype(x.dtype)[:, None]
+    centered *= scale.astype(x.dtype)[:, None]
+    return centered.reshape(x.shape), grad_weight, grad_bias

@@ -1,7 +1,9 @@
 """Convolution, as torch.nn.Conv1d/2d/3d: padding, then im2col and one matrix product per group."""
 
+import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -67,3 +69,98 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Seq
             if bias is not None:  # added while the block is still in cache
                 part += bias.reshape(groups, C_out // groups, 1)
     return y.reshape(N, C_out, *out)
+
+
+def _along(axis: int, index: slice | int) -> tuple[slice | int, ...]:
+    return (*[slice(None)] * axis, index)
+
+
+def pad_backward(grad: np.ndarray, padding: Padding, mode: str = "zeros") -> np.ndarray:
+    """The adjoint of `pad`: the gradient of the padded array folded back onto the input's positions.
+
+    Per padded dimension of input size S (one dimension at a time; padding is separable):
+        zeros      the padding's gradient is dropped:            dx = g[left : left+S]
+        replicate  it goes to the edge it copied:                dx[0] += Σ g[:left], dx[S-1] += Σ g[left+S:]
+        reflect    to the mirrored position:                     dx[left-j] += g[j], dx[S-1-j] += g[left+S-1+j]
+        circular   to the position it wrapped from:              dx[S-left+j] += g[j], dx[j] += g[left+S+j]
+
+    grad: (*, *padded); padding: (left, right) for the trailing len(padding) dims; returns (*, *input)
+    """
+    for axis, (left, right) in zip(range(grad.ndim - len(padding), grad.ndim), padding, strict=True):
+        if not (left or right):
+            continue
+        size = grad.shape[axis] - left - right
+        inner = grad[_along(axis, slice(left, left + size))]
+        if mode == "zeros":
+            grad = inner
+            continue
+        inner = inner.copy()
+        before, after = grad[_along(axis, slice(0, left))], grad[_along(axis, slice(left + size, None))]
+        if mode == "replicate":
+            inner[_along(axis, slice(0, 1))] += before.sum(axis=axis, keepdims=True)
+            inner[_along(axis, slice(size - 1, size))] += after.sum(axis=axis, keepdims=True)
+        elif mode == "reflect":  # before[j] copied x[left - j], after[j] copied x[S - 2 - j]
+            inner[_along(axis, slice(1, left + 1))] += np.flip(before, axis=axis)
+            inner[_along(axis, slice(size - 1 - right, size - 1))] += np.flip(after, axis=axis)
+        else:  # circular: before copied x[S-left:], after copied x[:right]
+            inner[_along(axis, slice(size - left, size))] += before
+            inner[_along(axis, slice(0, right))] += after
+        grad = inner
+    return np.ascontiguousarray(grad)
+
+
+def conv_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, stride: Sequence[int],
+                  padding: Padding, dilation: Sequence[int], groups: int, padding_mode: str = "zeros",
+                  bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of `conv` given the upstream gradient dY = dL/dY (2-D written out, as in `conv`).
+
+    dW[o, c, p, q] = sum_{n, i, j} dY[n, o, i, j] * x_pad[n, g(o)*C_in/groups + c, i*sH + p*dH, j*sW + q*dW]
+                     (the correlation of X with dY: im2col columns times dY, per group)
+    dX_pad[n, g*C_in/groups + c, i*sH + p*dH, j*sW + q*dW] += sum_o weight[o, c, p, q] * dY[n, o, i, j]
+                     (the transposed convolution: Wᵀ dY per group, then col2im adds each column back
+                     where it was read, accumulating where windows overlap)
+    dX = dX_pad with the padding's gradient folded back (`pad_backward`: dropped for zeros, added to
+         the positions it copied for reflect, replicate and circular)
+    db[o] = sum_{n, i, j} dY[n, o, i, j]
+
+    x: (N, C_in, *spatial); weight: (C_out, C_in/groups, *kernel_size); grad_output: (N, C_out, *out)
+    padding: (left, right) per spatial dim, as `conv` takes it
+    returns (dX like x, dW like weight, db (C_out,) or None without a bias)
+    """
+    x_pad = pad(x, padding, padding_mode)
+    N, C_in = x_pad.shape[:2]
+    C_out, C_group, *kernel = weight.shape
+    out = list(grad_output.shape[2:])
+    K, L = C_group * math.prod(kernel), math.prod(out)
+    batch_step, channel_step, *steps = x_pad.strides
+    windows = as_strided(
+        x_pad, shape=(N, C_in, *kernel, *out),
+        strides=(batch_step, channel_step, *(st * d for st, d in zip(steps, dilation, strict=True)),
+                 *(st * s for st, s in zip(steps, stride, strict=True))),
+        writeable=False)
+    kernels_t = weight.reshape(groups, C_out // groups, K).transpose(0, 2, 1)  # (groups, K, C_out/groups)
+    dy = grad_output.reshape(N, groups, C_out // groups, L)
+    grad_kernels = np.zeros((groups, C_out // groups, K), dtype=np.result_type(x, weight))
+    grad_x_pad = np.zeros(x_pad.shape, dtype=grad_kernels.dtype)  # (N, C_in, *padded)
+    offsets = list(itertools.product(*(range(k) for k in kernel)))
+    # The same cache-sized blocks as the forward: each im2col block is copied once and used twice
+    # (dW, and the shape of the columns col2im adds back) while it is in cache.
+    row = L // out[0]
+    per_sample = C_in * math.prod(kernel) * L
+    samples = max(1, IM2COL_BUDGET // per_sample)
+    rows = out[0] if per_sample <= IM2COL_BUDGET else max(1, IM2COL_BUDGET // (per_sample // out[0]))
+    for n in range(0, N, samples):
+        for r in range(0, out[0], rows):
+            rows_of_samples: tuple[Any, ...] = (slice(n, n + samples), ..., slice(r, r + rows), *[slice(None)] * (len(out) - 1))
+            block = windows[rows_of_samples]
+            taken = block.shape[0], block.shape[2 + len(kernel)]  # samples, first-dimension rows in this block
+            cols = block.reshape(taken[0], groups, K, -1)  # the im2col copy: (n, groups, K, positions)
+            part = dy[n:n + samples, :, :, r * row:(r + rows) * row]  # (n, groups, C_out/groups, positions)
+            grad_kernels += np.matmul(part, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+            grad_cols = np.matmul(kernels_t, part).reshape(taken[0], C_in, *kernel, taken[1], *out[1:])
+            for offset in offsets:  # col2im: add each kernel offset's columns back where they were read
+                starts = [o * d + (r * s if dim == 0 else 0) for dim, (o, d, s) in enumerate(zip(offset, dilation, stride, strict=True))]
+                target = [slice(start, start + (size - 1) * s + 1, s) for start, size, s in zip(starts, (taken[1], *out[1:]), stride, strict=True)]
+                grad_x_pad[n:n + samples, :, *target] += grad_cols[:, :, *offset]  # (n, C_in, rows, *out[1:])
+    grad_bias = grad_output.sum(axis=(0, *range(2, grad_output.ndim))) if bias else None
+    return pad_backward(grad_x_pad, padding, padding_mode), grad_kernels.reshape(weight.shape), grad_bias

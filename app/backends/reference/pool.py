@@ -109,11 +109,82 @@ def avg_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
         total = summed
     if divisor_override is not None:
         return total / np.asarray(divisor_override, dtype=x.dtype)
+    total /= _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad).astype(x.dtype)
+    return total
+
+
+def _avg_divisor(out: Sequence[int], spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                 padding: Sequence[int], count_include_pad: bool) -> np.ndarray:
+    """Each window's divisor, (*out): its size clipped to the padded input, or to the input alone."""
     counts = []
     for n, size, k, s, p in zip(out, spatial, kernel, stride, padding):
         start = np.arange(n) * s - p
         end = np.minimum(start + k, size + p)
         counts.append(end - start if count_include_pad else np.minimum(end, size) - np.maximum(start, 0))
-    divisor = math.prod(np.ix_(*counts))  # (*out)
-    total /= divisor.astype(x.dtype)
-    return total
+    return np.asarray(math.prod(np.ix_(*counts)))
+
+
+def max_pool_backward(grad_output: np.ndarray, indices: np.ndarray, input_shape: Sequence[int],
+                      kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> np.ndarray:
+    """Gradient of `max_pool`: each upstream gradient goes to the arg-max of its window.
+
+    dX[..., indices[..., i, j]] += dY[..., i, j]      (indices: `max_pool`'s, flat per input plane)
+
+    accumulating where windows overlap (a position that is the maximum of several windows gets the
+    sum). The -inf padding has no position in dX, so it never receives gradient; a window that reads
+    only padding (refused by the layer's shape check) would carry an index outside the plane, and
+    its gradient is dropped here rather than written out of bounds.
+
+    grad_output, indices: (*, *out); input_shape: (*, *spatial); returns dX (*, *spatial)
+    """
+    dims = len(kernel)
+    plane = math.prod(input_shape[-dims:])
+    planes, windows = math.prod(input_shape[:-dims]), math.prod(indices.shape[-dims:])
+    flat = indices.reshape(planes, windows) + (np.arange(planes) * plane)[:, None]  # (planes, windows) into dX
+    upstream = grad_output.reshape(planes, windows)
+    if indices.size and (indices.min() < 0 or indices.max() >= plane):
+        inside = ((indices >= 0) & (indices < plane)).reshape(planes, windows)
+        flat, upstream = flat[inside], upstream[inside]
+    grad = np.zeros(planes * plane, dtype=grad_output.dtype)
+    if all(s >= d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation, strict=True)):
+        grad[flat.ravel()] = upstream.ravel()  # windows are disjoint: every index appears once
+    else:
+        np.add.at(grad, flat.ravel(), upstream.ravel())
+    return grad.reshape(input_shape)
+
+
+def avg_pool_backward(grad_output: np.ndarray, input_shape: Sequence[int], kernel: Sequence[int],
+                      stride: Sequence[int], padding: Sequence[int], ceil_mode: bool = False,
+                      count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
+    """Gradient of `avg_pool`: each upstream gradient spread evenly over its window by its divisor.
+
+    dX[..., i*sH + p - pH, j*sW + q - pW] += dY[..., i, j] / divisor[i, j]   for 0 <= p < kH, 0 <= q < kW
+
+    with `avg_pool`'s divisor (divisor_override, or the window clipped per count_include_pad and
+    ceil_mode); what lands in the zero padding is dropped. Spread one dimension at a time, the
+    adjoint of the forward's separable box sum.
+
+    grad_output: (*, *out); input_shape: (*, *spatial); returns dX (*, *spatial)
+    """
+    dims = len(kernel)
+    spatial, out = input_shape[-dims:], grad_output.shape[-dims:]
+    if divisor_override is not None:
+        grad = grad_output / np.asarray(divisor_override, dtype=grad_output.dtype)
+    else:
+        grad = grad_output / _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad).astype(grad_output.dtype)
+    for axis, n, size, k, s, p in zip(range(grad.ndim - dims, grad.ndim), out, spatial, kernel, stride, padding, strict=True):
+        spread = np.zeros((*grad.shape[:axis], size, *grad.shape[axis + 1:]), dtype=grad.dtype)
+        before = (slice(None),) * axis
+        for offset in range(k):  # window i reads position i*s + offset - p: keep those inside the input
+            first = max(0, -(-(p - offset) // s))
+            last = min(n - 1, (size - 1 + p - offset) // s)
+            if first > last:
+                continue
+            target = spread[(*before, slice(first * s + offset - p, last * s + offset - p + 1, s))]
+            values = grad[(*before, slice(first, last + 1))]
+            if s >= k:  # windows are disjoint along this axis: nothing to accumulate
+                target[...] = values
+            else:
+                target += values
+        grad = spread
+    return grad

@@ -1,4 +1,5 @@
-"""Convolution, as torch.nn.Conv1d/2d/3d: padding, then im2col and one matrix product per group."""
+"""Convolution, as torch.nn.Conv1d/2d/3d: padding, then im2col and one matrix product per group;
+its backward: the same columns for dW, their transposed product with dY added back (col2im) for dX."""
 
 import itertools
 import math
@@ -143,8 +144,9 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, st
     grad_kernels = np.zeros((groups, C_out // groups, K), dtype=np.result_type(x, weight))
     grad_x_pad = np.zeros(x_pad.shape, dtype=grad_kernels.dtype)  # (N, C_in, *padded)
     offsets = list(itertools.product(*(range(k) for k in kernel)))
-    # The same cache-sized blocks as the forward: each im2col block is copied once and used twice
-    # (dW, and the shape of the columns col2im adds back) while it is in cache.
+    # The forward's cache-sized blocks (a few samples, or a few output rows): each block's im2col
+    # copy meets its dY for dW while in cache, and its columns' gradient Wᵀ dY goes straight back
+    # into the same rows of dX_pad (col2im), one strided addition per kernel offset.
     row = L // out[0]
     per_sample = C_in * math.prod(kernel) * L
     samples = max(1, IM2COL_BUDGET // per_sample)

@@ -5,6 +5,9 @@ strided slice of the padded input that every window reads at that offset: one ve
 offset over all windows at once. It is PyTorch's own loop order, so ties and NaNs come out the same.
 Average pooling sums one dimension at a time (kH slices, then kW), as a box sum allows: the same
 sums up to rounding, with far less memory read.
+
+Their backward passes: max pooling sends each upstream gradient to the index its forward returned;
+average pooling spreads it over the window one dimension at a time, the box sum's adjoint.
 """
 
 import itertools
@@ -135,7 +138,9 @@ def max_pool_backward(grad_output: np.ndarray, indices: np.ndarray, input_shape:
     only padding (refused by the layer's shape check) would carry an index outside the plane, and
     its gradient is dropped here rather than written out of bounds.
 
-    grad_output, indices: (*, *out); input_shape: (*, *spatial); returns dX (*, *spatial)
+    grad_output, indices: (*, *out); input_shape: (*, *spatial); kernel, stride, dilation: to know
+    whether windows can overlap (if not, the indices are distinct and a plain assignment does);
+    returns dX (*, *spatial)
     """
     dims = len(kernel)
     plane = math.prod(input_shape[-dims:])
@@ -176,7 +181,7 @@ def avg_pool_backward(grad_output: np.ndarray, input_shape: Sequence[int], kerne
         spread = np.zeros((*grad.shape[:axis], size, *grad.shape[axis + 1:]), dtype=grad.dtype)
         before = (slice(None),) * axis
         for offset in range(k):  # window i reads position i*s + offset - p: keep those inside the input
-            first = max(0, -(-(p - offset) // s))
+            first = max(0, -(-(p - offset) // s))  # ceil((p - offset) / s)
             last = min(n - 1, (size - 1 + p - offset) // s)
             if first > last:
                 continue

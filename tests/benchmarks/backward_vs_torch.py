@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from anywhere
 
-from app import tuning  # no NumPy or torch: safe before they load
+from app import process_environment  # no NumPy or torch: safe before they load
 
-tuning.reexec_with_process_environment()
+process_environment.reexec_with_process_environment()
 
 import argparse  # noqa: E402
 import platform  # noqa: E402

@@ -234,6 +234,9 @@ def test_random_configs_accepted_exactly_when_torch_accepts(seed):
         if kind.startswith("conv") and config["padding_mode"] != "zeros" and _negative(config["padding"]):
             assert mine[0] == "rejected"  # torch crops there; see the test below
             continue
+        if kind.startswith("maxpool") and mine[0] == "rejected" and "reads only padding" in str(mine[1]):
+            assert theirs[0] == "ok"  # torch gives -inf there; see tests/test_maxpool_padding_windows.py
+            continue
         assert mine[0] == theirs[0], f"{kind}({config}) on {list(shape)}:\nmine: {mine}\ntheirs: {theirs}"
         if mine[0] == "ok":
             assert mine[1] == theirs[1], f"{kind}({config}) on {list(shape)}: mine {mine[1]}, theirs {theirs[1]}"

@@ -105,19 +105,34 @@ def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES
             "or an object with 'data', 'base64', 'bytes' or 'random'",
             field=field, actual=type(value).__name__,
         )
-    forms = [k for k in ("data", "base64", "bytes", "random") if k in value]
+    form = _form_key(value, field)
+    _check_dtype_and_shape(value, field, dtypes)
+    _check_payload(value, form, field)
+    return form
+
+
+FORM_KEYS = {"data": {"data", "shape", "dtype"}, "base64": {"base64", "shape", "dtype"},
+             "bytes": {"bytes", "shape", "dtype"}, "random": {"random", "shape", "seed", "dtype"}}
+
+
+def _form_key(value: dict, field: str) -> str:
+    """Which of the object forms `value` is; 422 for none, several, or a key the form does not have."""
+    forms = [k for k in FORM_KEYS if k in value]
     if len(forms) != 1:
         raise InvalidInput(
             f"{field} needs exactly one of 'data', 'base64', 'bytes' or 'random' (got {forms or sorted(value)})",
             field=field,
         )
     form = forms[0]
-    allowed = {"data": {"data", "shape", "dtype"}, "base64": {"base64", "shape", "dtype"},
-               "bytes": {"bytes", "shape", "dtype"}, "random": {"random", "shape", "seed", "dtype"}}[form]
+    allowed = FORM_KEYS[form]
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
                            field=f"{field}.{unknown[0]}")
+    return form
+
+
+def _check_dtype_and_shape(value: dict, field: str, dtypes: tuple[str, ...]) -> None:
     if "dtype" in value and value["dtype"] not in dtypes:
         dtype = value["dtype"]
         raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {_brief(dtype)!r}",
@@ -127,11 +142,15 @@ def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES
         if 0 in shape:
             raise InvalidInput(f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
                                field=field, actual=list(shape))
+
+
+def _check_payload(value: dict, form: str, field: str) -> None:
+    """The payload's type for its form; every form but `data` needs a shape."""
     if form == "data":
         if not isinstance(value["data"], (list, np.ndarray)) and not _is_number(value["data"]):
             raise InvalidInput(f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
                                field=f"{field}.data", actual=type(value["data"]).__name__)
-        return form
+        return
     if value.get("shape") is None:
         raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
     if form == "base64" and not isinstance(value["base64"], (str, DecodedBase64)):
@@ -142,7 +161,6 @@ def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES
                            field=f"{field}.bytes", actual=type(value["bytes"]).__name__)
     if form == "random":
         _check_random(value, field)
-    return form
 
 
 def _check_random(value: dict, field: str) -> None:

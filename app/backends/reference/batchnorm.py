@@ -38,8 +38,10 @@ def batch_norm(
     N, C = x.shape[:2]
     xr = x.reshape(N, C, -1)  # (N, C, L), L = prod(spatial), 1 for (N, C)
     tracked = running_mean is not None
-    buffers = {"running_mean": running_mean, "running_var": running_var,
-               "num_batches_tracked": num_batches_tracked} if tracked else {}
+    buffers: dict[str, np.ndarray] = {}
+    if tracked:  # unchanged unless training updates them below
+        assert running_mean is not None and running_var is not None and num_batches_tracked is not None
+        buffers = {"running_mean": running_mean, "running_var": running_var, "num_batches_tracked": num_batches_tracked}
     if training or not tracked:
         count = N * xr.shape[2]
         if count < 2:
@@ -53,6 +55,7 @@ def batch_norm(
         squares = np.square(work, out=work).sum(axis=2).sum(axis=0, dtype=np.float64)
         var = squares / count - (mean - pivot) ** 2  # (C,), biased
         if training and tracked:
+            assert running_mean is not None and running_var is not None and num_batches_tracked is not None
             batches = num_batches_tracked + 1
             factor = 1.0 / batches if momentum is None else momentum
             buffers = {
@@ -61,6 +64,7 @@ def batch_norm(
                 "num_batches_tracked": np.asarray(batches, dtype=np.int64),
             }
     else:
+        assert running_mean is not None and running_var is not None  # tracked
         mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
         pivot, work = running_mean.astype(x.dtype), None
     # y = (x - m) * scale + shift with scale = weight / sqrt(Var + eps), shift = bias - (E[x] - m) * scale:

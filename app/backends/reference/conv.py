@@ -27,7 +27,7 @@ def pad(x: np.ndarray, padding: Padding, mode: str = "zeros") -> np.ndarray:
     if not any(left or right for left, right in padding):
         return x
     widths = [(0, 0)] * (x.ndim - len(padding)) + list(padding)
-    return np.pad(x, widths, mode=NUMPY_PAD_MODES[mode])
+    return np.pad(x, widths, mode=NUMPY_PAD_MODES[mode])  # type: ignore[call-overload]  # mode: a str from the table
 
 
 def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Sequence[int],
@@ -63,7 +63,7 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Seq
     rows = out[0] if per_sample <= IM2COL_BUDGET else max(1, IM2COL_BUDGET // (per_sample // out[0]))
     for n in range(0, N, samples):
         for r in range(0, out[0], rows):
-            block = windows[n:n + samples, ..., r:r + rows, *[slice(None)] * (len(out) - 1)]
+            block = windows[n:n + samples, ..., r:r + rows, *[slice(None)] * (len(out) - 1)]  # type: ignore[arg-type]
             cols = block.reshape(block.shape[0], groups, K, -1)  # the im2col copy: (n, groups, K, positions)
             part = y[n:n + samples, :, :, r * row:(r + rows) * row]  # (n, groups, C_out/groups, positions)
             np.matmul(kernels, cols, out=part)

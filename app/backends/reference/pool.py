@@ -36,7 +36,7 @@ def _window_slices(x_pad: np.ndarray, out: Sequence[int], kernel: Sequence[int],
     """(offset, x_pad[..., i*sH + p*dH, j*sW + q*dW] for all output positions (i, j)) per kernel offset (p, q)."""
     for offset in itertools.product(*(range(k) for k in kernel)):
         slices = tuple(slice(o * d, o * d + (n - 1) * s + 1, s) for o, d, n, s in zip(offset, dilation, out, stride))
-        yield offset, x_pad[(..., *slices)]
+        yield offset, x_pad[(..., *slices)]  # type: ignore[arg-type]  # numpy's stubs reject Ellipsis + slices
 
 
 def max_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],

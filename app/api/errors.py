@@ -12,7 +12,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import HTTPError, LayerlabError, validation_error
 
-
 PROTOCOL_V2_PREFIX = "/v2"
 
 

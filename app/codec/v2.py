@@ -28,9 +28,9 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
+from app.codec.tensors import _brief, check_elements, check_shape, decode_tensor, to_json_values
 from app.errors import BadRequest, InvalidInput, ShapeMismatch, validation_error
 from app.schemas.requests import LayerRequestOptions
-from app.codec.tensors import _brief, check_elements, check_shape, decode_tensor, to_json_values
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -188,6 +188,22 @@ def _read_inputs(inputs: Any, binary: memoryview, signature: ModelSignature, max
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors, one named 'input'", field="inputs")
     described = [_describe_input(i, item, signature, max_elements, max_depth) for i, item in enumerate(inputs)]
+    _check_together(described, binary, signature)
+    tensors: dict[str, np.ndarray] = {}
+    offset = 0
+    for d in described:
+        if d.binary_size is not None:
+            part = binary[offset:offset + d.binary_size]
+            offset += d.binary_size
+            tensors[d.name] = np.frombuffer(part, dtype=DATATYPES[d.datatype]).reshape(d.shape)
+        else:
+            tensors[d.name] = _from_data(d, max_elements, max_depth)
+    return tensors
+
+
+def _check_together(described: list["_Described"], binary: memoryview, signature: ModelSignature) -> None:
+    """What the inputs must satisfy together: unique names, an `input`, one float datatype, and
+    binary sizes that add up to the bytes after the JSON header."""
     names = [d.name for d in described]
     for name in names:
         if names.count(name) > 1:
@@ -207,16 +223,6 @@ def _read_inputs(inputs: Any, binary: memoryview, signature: ModelSignature, max
         raise BadRequest(f"the inputs' binary_data_size add up to {declared} bytes, but {len(binary)} bytes follow "
                          f"the JSON header ({HEADER_LENGTH})", field="binary_data_size",
                          expected=declared, actual=len(binary))
-    tensors: dict[str, np.ndarray] = {}
-    offset = 0
-    for d in described:
-        if d.binary_size is not None:
-            part = binary[offset:offset + d.binary_size]
-            offset += d.binary_size
-            tensors[d.name] = np.frombuffer(part, dtype=DATATYPES[d.datatype]).reshape(d.shape)
-        else:
-            tensors[d.name] = _from_data(d, max_elements, max_depth)
-    return tensors
 
 
 @dataclass

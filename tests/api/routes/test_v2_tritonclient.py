@@ -8,8 +8,8 @@ import torch
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from app.layers.registry import LAYERS
 from app.codec.tensors import probable_shape
+from app.layers.registry import LAYERS
 from tests.stacking import TORCH_MODULES
 from tests.wire import decode
 

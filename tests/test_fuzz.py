@@ -150,7 +150,7 @@ def check_stock_cli_run(output: str, report: dict) -> None:
     """Zero server errors, response-schema violations, serialization errors, negative data accepted;
     every rejected positive case a cross-field rule."""
     assert report["errors"] == [], output[-3000:]
-    assert report["operations"]["tested"] == report["operations"]["selected"] == 22
+    assert report["operations"]["tested"] == report["operations"]["selected"] == 32  # /v1 and /docs (22), /v2 (10)
     assert {failure["code"] for failure in report["failures"]} <= {"ST202"}, output[-6000:]
     assert not report["warnings"].get("missing_deserializer"), report["warnings"]
     rejected = rejected_positive_cases(output)

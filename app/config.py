@@ -51,8 +51,9 @@ class Settings(BaseSettings):
         "or `X-API-Key: <key>` (app.api.security).",
     )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json",
-                                 "/static/docs/*", "/playground", "/static/playground/*"],
+        default_factory=lambda: ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs",
+                                 "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/static/docs/*", "/playground",
+                                 "/static/playground/*"],
         description="Paths open without a key when keys are set: exact paths, or prefixes ending in `*` "
         "(comma-separated or JSON).",
     )

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp
 from app import __version__, process_environment, tracing
 from app.api.body_limits import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
-from app.api.routes import layers, ops, sequential, shapes
+from app.api.routes import layers, ops, sequential, shapes, v2
 from app.api.routes.docs import install_docs
 from app.api.routes.playground import install_playground
 from app.api.security import document_protections, install_security
@@ -52,6 +52,9 @@ TAGS = [
     {"name": "layers", "description": "One `torch.nn` layer per operation: config, input, parameters in; "
                                       "output, shapes, parameters (and buffers, formulas, comparison) out."},
     {"name": "operations", "description": "For operators and load balancers."},
+    {"name": "open inference protocol (v2)",
+     "description": "KServe's and Triton's Open Inference Protocol: `tritonclient.http` and plain V2 JSON call "
+                    "layerlab, each layer kind a model; tensors as JSON or as binary data after the JSON header."},
 ]
 
 
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(layers.router)
     app.include_router(shapes.router)
     app.include_router(sequential.router)
+    app.include_router(v2.router)
     install_docs(app)
     install_playground(app)
     # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body_limits).

@@ -85,8 +85,11 @@ def test_every_example_works(schema, client):
         if "requestBody" not in operation:
             continue
         for name, example in operation["requestBody"]["content"]["application/json"]["examples"].items():
-            response = client.request(method.upper(), path, json=example["value"])
-            assert response.status_code == 200, f"{path} example {name!r}: {response.text[:300]}"
+            # Path parameters (/v2/models/{model_name}/infer): the example's own (`x-path`), else the parameter's.
+            values = {p["name"]: p.get("example") for p in operation.get("parameters", []) if p["in"] == "path"}
+            target = path.format(**{**values, **example.get("x-path", {})})
+            response = client.request(method.upper(), target, json=example["value"])
+            assert response.status_code == 200, f"{target} example {name!r}: {response.text[:300]}"
 
 
 def layer_request(schema: dict, kind: str) -> dict:

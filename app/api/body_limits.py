@@ -36,7 +36,7 @@ class BodyLimitMiddleware:
     async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.limit:
-            await error_response(too_large(declared, self.limit))(scope, receive, send)
+            await error_response(too_large(declared, self.limit), path=scope["path"])(scope, receive, send)
             return
         received = 0
         refused: PayloadTooLarge | None = None
@@ -65,7 +65,7 @@ class BodyLimitMiddleware:
             if refused is None or started:
                 raise
         if refused is not None and not started:
-            await error_response(refused)(scope, receive, send)
+            await error_response(refused, path=scope["path"])(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

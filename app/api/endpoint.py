@@ -50,12 +50,15 @@ class TensorRoute(Generic[Options, Planned, Outcome]):
     options: type[Options]
     plan: Callable[[Options, Settings], Planned]
     run: Callable[[Planned], Outcome]
-    present: Callable[[Outcome, Encoding], dict[str, Any]]
-    """(outcome, tensor encoding) -> the response body."""
+    present: Callable[[Outcome, Encoding], Any]
+    """(outcome, tensor encoding) -> the response body (what the exchange's `respond` writes)."""
     size: Callable[[Planned], int]
     """What picks the lane (see app.config's light_request_size and inline_request_size)."""
     record: Callable[[Outcome], None] | None = None
     """Metrics of the computation (app.observability)."""
+    negotiate: Callable[[Request], Any] = Exchange.negotiate
+    """The request -> its exchange (read, tensor_encoding, respond): JSON or msgpack by default; the
+    Open Inference Protocol's JSON header with binary tensors on /v2 (app.api.routes.v2)."""
 
     def parse(self, body: dict[str, Any]) -> Options:
         try:
@@ -69,7 +72,7 @@ async def serve(route: TensorRoute[Any, Any, Any], request: Request) -> Response
     settings, pool = app_settings(request), compute_pool(request)
     logged = access_fields(request)
     logged["kind"] = route.name
-    exchange = Exchange.negotiate(request)
+    exchange = route.negotiate(request)
     incoming = await exchange.read(request, settings)
 
     def parse() -> Any:

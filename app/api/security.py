@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.errors import error_response
+from app.api.errors import error_response, speaks_v2
 from app.config import Settings
 from app.errors import Unauthorized
 from app.schemas.responses import ErrorBody
@@ -53,7 +53,7 @@ class APIKeyMiddleware:
         else:
             await self.app(scope, receive, send)
             return
-        await error_response(error, headers=error.headers)(scope, receive, send)
+        await error_response(error, headers=error.headers, path=scope["path"])(scope, receive, send)
 
     def accepts(self, presented: bytes) -> bool:
         digest = _digest(presented)
@@ -96,6 +96,7 @@ def install_security(app: FastAPI, settings: Settings) -> None:
 
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+_V2_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
 PROTECTION_RESPONSES: dict[str, dict[str, Any]] = {
     "401": {"description": "The server has API keys (LAYERLAB_API_KEY) and none, or a wrong one, was sent.",
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}, "content": _ERROR},
@@ -113,7 +114,7 @@ COMPUTE_RESPONSES: dict[str, dict[str, Any]] = {
 
 def document_protections(schema: dict[str, Any], settings: Settings) -> None:
     """Adds to the OpenAPI schema the answers any operation may give (413; 401 unless exempt;
-    503 and 504 for /v1 POSTs, which compute) and each operation's security requirement. A server
+    503 and 504 for /v1 POSTs and /v2 inference, which compute) and each operation's security requirement. A server
     with keys documents the two ways to send one and requires a key (either way) on the routes that
     need one; the exempt routes, and every route of a server without keys, say `security: []` (no
     padlock in Swagger UI). The 401 stays documented either way: it tells a reader the keys exist."""
@@ -138,8 +139,12 @@ def document_protections(schema: dict[str, Any], settings: Settings) -> None:
                 extra.pop("401")
             needs_key = keys_required and not is_exempt(path)
             operation.setdefault("security", [{BEARER_SCHEME: []}, {HEADER_SCHEME: []}] if needs_key else [])
-            if method == "post" and path.startswith("/v1"):
+            if method == "post" and (path.startswith("/v1") or path.endswith("/infer")):
                 extra.update(COMPUTE_RESPONSES)
+            if speaks_v2(path):  # the protocol's error body, {"error": message}
+                extra = {status: {**response, "content": _V2_ERROR,
+                                  "description": response["description"].replace("`limit` names", "the message names")}
+                         for status, response in extra.items()}
             responses = operation.setdefault("responses", {})
             for status, response in extra.items():
                 responses.setdefault(status, response)

@@ -122,6 +122,9 @@ CROSS_FIELD_RULES = {
     "a device this server lacks (`cuda:N`: GET /v1/info lists the devices), or a device asked of the reference "
     "backend alone": lambda e: e.get("field") == "device",
     "num_batches_tracked given as a float that is not a whole number": lambda e: "must hold an integer" in e["detail"],
+    "the backward pass's start: grad_output against the output's shape, a loss target against the output "
+    "(and its function), grad_output and loss not both": lambda e: e.get("field") in ("grad_output", "loss", "loss.target")
+        or "grad_output and loss both" in e["detail"],
 }
 
 

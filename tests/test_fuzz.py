@@ -125,6 +125,9 @@ CROSS_FIELD_RULES = {
     "a V2 requested output the config does not produce (bias=False has no bias; BatchNorm without "
     "track_running_stats has no running statistics)":
         lambda e: re.fullmatch(r"output '[\w.]+' is not an output of this model; it has \[.*\]", e["detail"]),
+    "the backward pass's start: grad_output against the output's shape, a loss target against the output "
+    "(and its function), grad_output and loss not both": lambda e: e.get("field") in ("grad_output", "loss", "loss.target")
+        or "grad_output and loss both" in e["detail"],
 }
 
 

@@ -3,8 +3,8 @@
 torch 2.13 accepts such a window (a dilation stepping over the whole input) and its backward then
 writes out of bounds, which can abort the process. The service refuses the config from its shape
 arithmetic before anything is computed (app/layers/pool.py): every such request, on every backend,
-single layer or in a stack, is a 422 naming the window, and the server stays up. (When gradients
-are wired into the routes, their requests join BODY_VARIANTS.)
+single layer or in a stack, with or without gradients (torch's backward is where it would crash),
+is a 422 naming the window, and the server stays up.
 """
 
 import itertools
@@ -21,6 +21,10 @@ BODY_VARIANTS = [  # what else a request may ask for: the refusal comes first in
     {"backend": "reference", "config": {}},
     {"backend": "torch", "compare": True, "config": {}},
     {"backend": "reference", "compare": True, "config": {"return_indices": True}},
+    {"backend": "torch", "gradients": True, "config": {}},
+    {"backend": "torch", "gradients": True, "compare": True, "config": {"return_indices": True}},
+    {"backend": "reference", "loss": {"function": "sum"}, "config": {}},
+    {"backend": "torch", "loss": {"function": "sum", "reduction": "sum"}, "compare": True, "config": {}},
 ]
 
 

@@ -7,7 +7,7 @@ and the /v1/shapes rows beside them.
 import math
 from typing import Any
 
-from app.codec.tensors import DTYPES, Encoding, encode_tensor
+from app.codec.tensors import DTYPES, Encoding, encode_tensor, json_scalar
 from app.stacks.plan import PlannedLayer, ShapesPlan
 from app.stacks.run import LayerRun, StackOutcome
 
@@ -33,6 +33,8 @@ def layer_fields(run: LayerRun, encoding: Encoding) -> dict[str, Any]:
         body["formula"] = planned.formula
     if run.output is not None:
         body["output"] = encode_tensor(run.output, encoding)
+    if run.gradients is not None:
+        body["gradients"] = {k: encode_tensor(v, encoding) for k, v in run.gradients.items()}
     if run.comparison is not None:
         body["comparison"] = run.comparison
     body["elapsed_ms"] = round(run.elapsed_ms, 3)
@@ -42,8 +44,23 @@ def layer_fields(run: LayerRun, encoding: Encoding) -> dict[str, Any]:
 def present_layer(outcome: StackOutcome, encoding: Encoding) -> dict[str, Any]:
     """/v1/layers/{kind}: the stack of one's only layer, with the request's backend and device."""
     run, request = outcome.layers[0], outcome.plan.request
-    return {"kind": run.layer.entry.spec.kind, "backend": request.backend, "device": request.device,
+    body = {"kind": run.layer.entry.spec.kind, "backend": request.backend, "device": request.device,
             "output": encode_tensor(outcome.output, encoding), **layer_fields(run, encoding)}
+    if outcome.gradients is not None:  # the input's gradient first, then the parameters' (one object)
+        body["gradients"] = {"input": encode_tensor(outcome.gradients.input, encoding), **body.get("gradients", {})}
+        body.update(gradient_fields(outcome))
+        if run.comparison is not None and outcome.comparison is not None:
+            run.comparison["gradients"] = outcome.comparison["gradients"]
+    return body
+
+
+def gradient_fields(outcome: StackOutcome) -> dict[str, Any]:
+    """The loss (when the request gave one) and the output's grad_fn (torch backend)."""
+    assert outcome.gradients is not None
+    fields: dict[str, Any] = {"grad_fn": outcome.gradients.grad_fn}
+    if outcome.gradients.loss is not None:
+        fields["loss"] = json_scalar(outcome.gradients.loss)
+    return fields
 
 
 def present_sequential(outcome: StackOutcome, encoding: Encoding) -> dict[str, Any]:
@@ -59,6 +76,9 @@ def present_sequential(outcome: StackOutcome, encoding: Encoding) -> dict[str, A
                    for run in outcome.layers],
         "parameter_count": sum(run.layer.parameter_count for run in outcome.layers),
     }
+    if outcome.gradients is not None:
+        body["gradients"] = {"input": encode_tensor(outcome.gradients.input, encoding)}
+        body.update(gradient_fields(outcome))
     if outcome.comparison is not None:
         body["comparison"] = outcome.comparison
     body["elapsed_ms"] = round(outcome.elapsed_ms, 3)

@@ -23,9 +23,29 @@ class ForwardResult:
     """Other tensors a layer returns: max-pool `indices`, BatchNorm `statistics`..."""
 
 
+@dataclass
+class GradientResult:
+    """One layer's backward pass: dL/dx, and dL/d(parameter) for each trainable parameter by state_dict name."""
+
+    input: np.ndarray
+    parameters: State = field(default_factory=dict)
+    grad_fn: str | None = None
+    """The output's autograd node as torch names it ("AddmmBackward0"); None from the reference backend."""
+
+
 class Backend(Protocol):
     name: str
 
     def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
         """Run one layer on a batch; `state` is not modified."""
+        ...
+
+    def backward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool,
+                 forward: ForwardResult, grad_output: np.ndarray) -> GradientResult:
+        """The gradients of one layer's pass (`forward`, its result) given dL/d(output); `state` is not modified
+        and buffers are not updated again."""
+        ...
+
+    def loss(self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str) -> tuple[float, np.ndarray]:
+        """torch.nn.functional's `function` ("mse_loss", "cross_entropy", "sum") of the output and dL/d(output)."""
         ...

@@ -6,12 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.base import ForwardResult, State
-from app.backends.reference.activation import flatten, relu
-from app.backends.reference.batchnorm import batch_norm
-from app.backends.reference.conv import conv
-from app.backends.reference.linear import linear
-from app.backends.reference.pool import avg_pool, max_pool
+from app.backends.base import ForwardResult, GradientResult, State
+from app.backends.reference.activation import flatten, flatten_backward, relu, relu_backward
+from app.backends.reference.batchnorm import batch_norm, batch_norm_backward
+from app.backends.reference.conv import conv, conv_backward
+from app.backends.reference.linear import linear, linear_backward
+from app.backends.reference.loss import cross_entropy, mse_loss, sum_loss
+from app.backends.reference.pool import avg_pool, avg_pool_backward, max_pool, max_pool_backward
 from app.layers.activation import flatten_dims
 from app.layers.base import LayerSpec
 from app.layers.conv import window as conv_window
@@ -74,9 +75,95 @@ FORWARD: dict[str, Adapter] = {
 """Every layer kind's forward adapter (tests check it covers the registry)."""
 
 
+BackwardAdapter = Callable[[Any, np.ndarray, State, bool, ForwardResult, np.ndarray], GradientResult]
+"""(config, x, state, training, the forward's result, dL/d(output)) -> the layer's gradients by its formulas."""
+
+
+def _with_parameters(grad_input: np.ndarray, **grads: np.ndarray | None) -> GradientResult:
+    return GradientResult(grad_input, {k: v for k, v in grads.items() if v is not None})
+
+
+def linear_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                            grad_output: np.ndarray) -> GradientResult:
+    dx, dw, db = linear_backward(x, state["weight"], grad_output, bias="bias" in state)
+    return _with_parameters(dx, weight=dw, bias=db)
+
+
+def conv_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                          grad_output: np.ndarray) -> GradientResult:
+    win = conv_window(config)
+    batched = x.ndim == config.dims + 2
+    dx, dw, db = conv_backward(x if batched else x[None], state["weight"], grad_output if batched else grad_output[None],
+                               win.stride, win.padding, win.dilation, config.groups, config.padding_mode,
+                               bias="bias" in state)
+    return _with_parameters(dx if batched else dx[0], weight=dw, bias=db)
+
+
+def max_pool_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                              grad_output: np.ndarray) -> GradientResult:
+    win = pool_window(config)
+    indices = result.extras.get("indices")
+    if indices is None:  # the forward kept no indices (return_indices false): find the arg-maxes again
+        _, indices = max_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], win.dilation,
+                              config.ceil_mode, True)
+    assert indices is not None
+    return GradientResult(max_pool_backward(grad_output, indices, x.shape, win.kernel, win.stride, win.dilation))
+
+
+def avg_pool_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                              grad_output: np.ndarray) -> GradientResult:
+    win = pool_window(config)
+    return GradientResult(avg_pool_backward(grad_output, x.shape, win.kernel, win.stride,
+                                            [left for left, _ in win.padding], config.ceil_mode,
+                                            config.count_include_pad, getattr(config, "divisor_override", None)))
+
+
+def batch_norm_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                                grad_output: np.ndarray) -> GradientResult:
+    batch_statistics = training or "running_mean" not in state
+    dx, dw, db = batch_norm_backward(grad_output, x, state.get("weight"), result.extras["mean"], result.extras["var"],
+                                     batch_statistics=batch_statistics, eps=config.eps, bias="bias" in state)
+    return _with_parameters(dx, weight=dw, bias=db)
+
+
+def relu_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                          grad_output: np.ndarray) -> GradientResult:
+    return GradientResult(relu_backward(x, grad_output))
+
+
+def flatten_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
+                             grad_output: np.ndarray) -> GradientResult:
+    return GradientResult(flatten_backward(grad_output, x.shape))
+
+
+BACKWARD: dict[str, BackwardAdapter] = {
+    "linear": linear_backward_adapter,
+    **{f"conv{d}d": conv_backward_adapter for d in (1, 2, 3)},
+    **{f"maxpool{d}d": max_pool_backward_adapter for d in (1, 2, 3)},
+    **{f"avgpool{d}d": avg_pool_backward_adapter for d in (1, 2, 3)},
+    **{f"batchnorm{d}d": batch_norm_backward_adapter for d in (1, 2, 3)},
+    "relu": relu_backward_adapter,
+    "flatten": flatten_backward_adapter,
+}
+"""Every layer kind's backward adapter, calling the phase-1 formulas."""
+
+
 class ReferenceBackend:
     name = "reference"
 
     def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
         # Copies keep `state` untouched (BatchNorm updates its running statistics in place).
         return FORWARD[spec.kind](config, x, {k: v.copy() for k, v in state.items()}, training)
+
+    def backward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool,
+                 forward: ForwardResult, grad_output: np.ndarray) -> GradientResult:
+        return BACKWARD[spec.kind](config, x, state, training, forward, grad_output)
+
+    def loss(self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str) -> tuple[float, np.ndarray]:
+        """The loss.py formulas: the loss of the output and its gradient dL/d(output)."""
+        if function == "sum":
+            value, grad = sum_loss(output, reduction)
+        else:
+            assert target is not None
+            value, grad = (mse_loss if function == "mse_loss" else cross_entropy)(output, target, reduction)
+        return float(value), grad

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from app.backends.base import ForwardResult, State
+from app.backends.base import ForwardResult, GradientResult, State
 from app.layers.base import LayerSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -253,3 +253,47 @@ class TorchBackend:
         finally:
             reusable.unload()
         return ForwardResult(output=to_numpy(output), buffers=buffers, extras=extras)
+
+    def backward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool,
+                 forward: ForwardResult, grad_output: np.ndarray) -> GradientResult:
+        """Autograd: the forward pass again with the input and parameters requiring grad (buffers on
+        copies, so running statistics move once, in `forward`), then `output.backward(grad_output)`."""
+        reusable = reusable_module(spec, config)
+        module = reusable.module
+        leaves: dict[str, torch.Tensor] = {}
+        tensors: dict[str, torch.Tensor] = {}
+        for name, value in state.items():
+            if name in reusable.buffer_names:
+                tensors[name] = self._on_device(as_tensor(value, copy=True))
+            else:
+                tensors[name] = leaves[name] = self._on_device(as_tensor(value, copy=True)).requires_grad_(True)
+        reusable.load(tensors)
+        try:
+            reusable.train(training)
+            inputs = self._on_device(as_tensor(x, copy=True)).requires_grad_(True)
+            with torch.enable_grad():
+                out = module(inputs)
+                output = out[0] if isinstance(out, tuple) else out
+                output.backward(self._on_device(as_tensor(grad_output, copy=True)))
+            grad_fn = type(output.grad_fn).__name__ if output.grad_fn is not None else None
+            zeros = torch.zeros_like
+            parameters = {k: to_numpy(v.grad if v.grad is not None else zeros(v)) for k, v in leaves.items()}
+            grad_input = to_numpy(inputs.grad if inputs.grad is not None else zeros(inputs))
+        finally:
+            reusable.unload()
+        return GradientResult(grad_input, parameters, grad_fn)
+
+    def loss(self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str) -> tuple[float, np.ndarray]:
+        """torch.nn.functional's loss of the output and its gradient dL/d(output) (autograd)."""
+        out = self._on_device(as_tensor(output, copy=True)).requires_grad_(True)
+        with torch.enable_grad():
+            if function == "sum":
+                value = out.sum() if reduction == "sum" else out.mean()
+            else:
+                assert target is not None
+                t = self._on_device(as_tensor(target))
+                loss_function = torch.nn.functional.mse_loss if function == "mse_loss" else torch.nn.functional.cross_entropy
+                value = loss_function(out, t, reduction=reduction)
+            value.backward()
+        assert out.grad is not None
+        return float(value.item()), to_numpy(out.grad)

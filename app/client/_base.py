@@ -24,7 +24,8 @@ DEFAULT_MAX_RETRIES = 2
 INITIAL_RETRY_DELAY = 0.5
 """Seconds before the first retry; doubled at each one, up to MAX_RETRY_DELAY."""
 MAX_RETRY_DELAY = 8.0
-LAYER_OPTIONS = frozenset({"parameters", "seed", "backend", "compare", "training", "encoding", "device"})
+LAYER_OPTIONS = frozenset({"parameters", "seed", "backend", "compare", "training", "encoding", "device",
+                           "gradients", "grad_output", "loss"})
 JSON_TYPE = "application/json"
 
 
@@ -158,6 +159,14 @@ class BaseClient:
         body: dict[str, Any] = {"config": config, "input": encode(x, self.codec), "encoding": self.codec.encoding}
         for name, value in options.items():
             body[name] = encode_parameters(value, self.codec) if name == "parameters" else value
+        return self._with_gradient_tensors(body)
+
+    def _with_gradient_tensors(self, body: dict[str, Any]) -> dict[str, Any]:
+        """grad_output and a loss target in the codec's form (class indices stay integers)."""
+        if body.get("grad_output") is not None:
+            body["grad_output"] = encode(body["grad_output"], self.codec)
+        if body.get("loss") is not None and body["loss"].get("target") is not None:
+            body["loss"] = {**body["loss"], "target": encode(body["loss"]["target"], self.codec, integers=True)}
         return body
 
     def _shapes_body(self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]],
@@ -172,7 +181,7 @@ class BaseClient:
         body: dict[str, Any] = {"layers": [_stack_layer(layer, self.codec) for layer in layers],
                                 "input": encode(x, self.codec), "encoding": self.codec.encoding}
         body.update({name: value for name, value in options.items() if value is not None})
-        return body
+        return self._with_gradient_tensors(body)
 
 
 def _stack_layer(layer: Mapping[str, Any], codec: Codec | None) -> dict[str, Any]:

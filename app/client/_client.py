@@ -88,11 +88,13 @@ class Client(BaseClient, LayerMethods[LayerResult]):
     def sequential(self, layers: Sequence[Mapping[str, Any]], x: Tensor, *, seed: int | None = None,
                    backend: Backend | None = None, compare: bool | None = None, training: bool | None = None,
                    encoding: Encoding | None = None, return_intermediates: bool | None = None,
-                   device: str | None = None) -> SequentialResult:
+                   device: str | None = None, gradients: bool | None = None, grad_output: Tensor | None = None,
+                   loss: Mapping[str, Any] | None = None) -> SequentialResult:
         """Run a stack as `nn.Sequential` would; each `layer(...)` may carry its own `parameters`.
         Options left as None take the server's default."""
         options = dict(seed=seed, backend=backend, compare=compare, training=training, encoding=encoding,
-                       return_intermediates=return_intermediates, device=device)
+                       return_intermediates=return_intermediates, device=device, gradients=gradients,
+                       grad_output=grad_output, loss=loss)
         return SequentialResult.from_json(self._send("POST", "/v1/sequential",
                                                      body=self._sequential_body(layers, x, options)))
 
@@ -160,9 +162,11 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
     async def sequential(self, layers: Sequence[Mapping[str, Any]], x: Tensor, *, seed: int | None = None,
                          backend: Backend | None = None, compare: bool | None = None, training: bool | None = None,
                          encoding: Encoding | None = None, return_intermediates: bool | None = None,
-                         device: str | None = None) -> SequentialResult:
+                         device: str | None = None, gradients: bool | None = None, grad_output: Tensor | None = None,
+                         loss: Mapping[str, Any] | None = None) -> SequentialResult:
         options = dict(seed=seed, backend=backend, compare=compare, training=training, encoding=encoding,
-                       return_intermediates=return_intermediates, device=device)
+                       return_intermediates=return_intermediates, device=device, gradients=gradients,
+                       grad_output=grad_output, loss=loss)
         return SequentialResult.from_json(
             await self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options)))
 

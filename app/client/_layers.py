@@ -44,6 +44,13 @@ class LayerOptions(TypedDict, total=False):
     """How tensors come back: the codec's (base64) by default; `none` for a summary only."""
     device: str
     """`cpu` or `cuda` for the torch backend, where the server offers it."""
+    gradients: bool
+    """Also the backward pass: `result.gradients` (input and trainable parameters), `result.grad_fn`."""
+    grad_output: Tensor
+    """The upstream gradient, of the output's shape (implies gradients); default all ones (output.sum())."""
+    loss: Mapping[str, Any]
+    """`{"function": "mse_loss" | "cross_entropy" | "sum", "target": ..., "reduction": "mean" | "sum"}`
+    (implies gradients); its value is `result.loss`."""
 
 
 def _config(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:

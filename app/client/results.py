@@ -81,6 +81,11 @@ class LayerResult:
     """With `compare=True`: how far the other backend's output is."""
     elapsed_ms: float
     raw: dict[str, Any]
+    gradients: dict[str, np.ndarray | None] = field(default_factory=dict)
+    """With gradients: "input" and each trainable parameter's gradient (in a stack's rows: the parameters')."""
+    loss: float | None = None
+    grad_fn: str | None = None
+    """The output's autograd node, as torch names it ("AddmmBackward0"); None from the reference backend."""
 
     @classmethod
     def from_json(cls, body: dict[str, Any], backend: str | None = None) -> "LayerResult":
@@ -91,7 +96,8 @@ class LayerResult:
             parameter_count=body.get("parameter_count", 0), buffers=_tensors(body.get("buffers")),
             indices=decode(body.get("indices")), statistics=_tensors(body.get("statistics")),
             formula=body.get("formula") or [], comparison=Comparison.from_json(body.get("comparison")),
-            elapsed_ms=body.get("elapsed_ms", math.nan), raw=body,
+            elapsed_ms=body.get("elapsed_ms", math.nan), raw=body, gradients=_tensors(body.get("gradients")),
+            loss=_number(body.get("loss")), grad_fn=body.get("grad_fn"),
         )
 
     @property
@@ -149,6 +155,10 @@ class SequentialResult:
     comparison: Comparison | None
     elapsed_ms: float
     raw: dict[str, Any]
+    gradients: dict[str, np.ndarray | None] = field(default_factory=dict)
+    """With gradients: {"input": dL/d(input)}; each layer's parameter gradients are in `layers[i].gradients`."""
+    loss: float | None = None
+    grad_fn: str | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "SequentialResult":
@@ -158,7 +168,8 @@ class SequentialResult:
             output_shape=tuple(body.get("output_shape", ())), output=decode(body.get("output")),
             layers=[LayerResult.from_json(layer, backend) for layer in body.get("layers", [])],
             parameter_count=body.get("parameter_count", 0), comparison=Comparison.from_json(body.get("comparison")),
-            elapsed_ms=body.get("elapsed_ms", math.nan), raw=body,
+            elapsed_ms=body.get("elapsed_ms", math.nan), raw=body, gradients=_tensors(body.get("gradients")),
+            loss=_number(body.get("loss")), grad_fn=body.get("grad_fn"),
         )
 
     @property

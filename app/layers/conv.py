@@ -165,6 +165,14 @@ EXAMPLES = {
             "value": {"config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
                       "input": {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0}, "encoding": "none"},
         },
+        "notebook_mse_loss": {
+            "summary": "The notebook's Conv2d(3, 16, 3, stride=2) with an MSE loss: its gradients, on a (2, 3, 12, 16) batch",
+            "value": {"config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
+                      "input": {"random": "uniform", "shape": [2, 3, 12, 16], "seed": 0},
+                      "loss": {"function": "mse_loss", "reduction": "mean",
+                               "target": {"random": "normal", "shape": [2, 16, 5, 7], "seed": 1}},
+                      "encoding": "none"},
+        },
         "small": {
             "summary": "Conv2d 1 to 2, kernel 2, padding \"same\", on a (1, 1, 3, 3) image, compared",
             "value": {"config": {"in_channels": 1, "out_channels": 2, "kernel_size": 2, "padding": "same"},

@@ -78,6 +78,12 @@ SPECS = [
                           "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
                           "compare": True},
             },
+            "notebook_gradients": {
+                "summary": "The notebook's Linear with its gradients (of output.sum(); grad_output or loss to choose)",
+                "value": {"config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_INPUT,
+                          "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
+                          "gradients": True, "compare": True},
+            },
             "no_bias": {
                 "summary": "Linear 4 to 1 without bias, seeded weights",
                 "value": {"config": {"in_features": 4, "out_features": 1, "bias": False}, "input": NOTEBOOK_INPUT, "seed": 0},

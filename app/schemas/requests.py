@@ -19,7 +19,42 @@ PARAMETERS_DESCRIPTION = (
     "Any not given is initialized as `torch.manual_seed(seed)` then building the module would.")
 
 
-class LayerRequestOptions(BaseModel):
+class LossOptions(BaseModel):
+    """A loss on the output, with torch.nn.functional's semantics; its gradient starts the backward pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: Literal["mse_loss", "cross_entropy", "sum"] = Field(
+        description="`mse_loss`, `cross_entropy` (logits; class indices or probabilities as target) or `sum`.")
+    target: InputTensor | None = Field(
+        None, description="mse_loss: the output's shape. cross_entropy: integer class indices of shape (N,) or "
+        "(N, d1, ...), or class probabilities of the output's shape. sum: none.")
+    reduction: Literal["mean", "sum"] = Field("mean", description="As torch.nn.functional's `reduction`.")
+
+
+class GradientOptions(BaseModel):
+    """The backward pass a layer or stack request may ask for (app.stacks.run's backward step)."""
+
+    gradients: StrictBool = Field(
+        False, description="Also compute the gradients of the input and of every trainable parameter "
+        "(grad_output or loss imply it).")
+    grad_output: InputTensor | None = Field(
+        None, description="The upstream gradient dL/d(output), of the output's shape; default all ones "
+        "(the gradient of output.sum()). Not with `loss`.")
+    loss: LossOptions | None = Field(None, description="A loss of the output whose gradient starts the backward pass.")
+
+    def _gradient_forms(self) -> None:
+        if self.grad_output is not None and self.loss is not None:
+            raise ValueError("grad_output and loss both start the backward pass: give one of them")
+        if self.grad_output is not None or self.loss is not None:
+            self.gradients = True
+        if self.grad_output is not None:
+            self.grad_output = checked_tensor(self.grad_output, field="grad_output", dtypes=FLOAT_DTYPES)
+        if self.loss is not None and self.loss.target is not None:
+            self.loss.target = checked_tensor(self.loss.target, field="loss.target", dtypes=ALL_DTYPES)
+
+
+class LayerRequestOptions(GradientOptions):
     """Everything in `POST /v1/layers/{kind}` but the typed config."""
 
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +80,7 @@ class LayerRequestOptions(BaseModel):
         """Every tensor's form is checked with the rest of the request, before any limit: a request
         both invalid (422) and too large (413) is answered 422."""
         self.input = checked_tensor(self.input, field="input", dtypes=FLOAT_DTYPES)
+        self._gradient_forms()
         self.parameters = {name: checked_tensor(value, field=f"parameters.{name}", dtypes=ALL_DTYPES)
                            for name, value in self.parameters.items()}
         return self

@@ -7,6 +7,20 @@ from pydantic import BaseModel, Field, create_model
 from app.schemas.tensors import NonFinite, TensorOut
 
 
+class GradientComparison(BaseModel):
+    """One gradient against the other backend's, with the same tolerances as the output."""
+
+    max_abs_diff: float | NonFinite
+    max_rel_diff: float | NonFinite
+    allclose: bool
+
+
+GRADIENTS_DESCRIPTION = ("With gradients (or grad_output, or loss): dL/d(input) as `input` and dL/d(parameter) "
+                         "for each trainable parameter by state_dict name, in the requested encoding.")
+GRAD_FN_DESCRIPTION = "The output's autograd node as torch names it (\"AddmmBackward0\"); null from the reference backend."
+LOSS_DESCRIPTION = "The loss's value (with `loss`)."
+
+
 class Comparison(BaseModel):
     """The other backend against the requested one, with torch.testing.assert_close's tolerances."""
 
@@ -17,6 +31,8 @@ class Comparison(BaseModel):
     rtol: float = Field(description="Relative tolerance: torch.testing.assert_close's default for the dtype.")
     atol: float = Field(description="Absolute tolerance: torch.testing.assert_close's default for the dtype.")
     elapsed_ms: float = Field(description="The other backend's compute time.")
+    gradients: dict[str, GradientComparison] | None = Field(
+        None, description="With gradients: each gradient by name against the other backend's.")
     indices_equal: bool | None = Field(None, description="Max-pool indices identical (return_indices).")
     buffers_max_abs_diff: float | NonFinite | None = Field(None, description="max |this - other| over the buffers.")
 
@@ -36,7 +52,10 @@ class LayerResponse(BaseModel):
     statistics: dict[str, TensorOut] | None = Field(None, description="Per-channel statistics used (BatchNorm).")
     formula: list[str] | None = Field(None, description="Output-size formulas with the numbers substituted.")
     comparison: Comparison | None = Field(None, description="With compare=true: the other backend's output against this one.")
-    elapsed_ms: float = Field(description="Compute time of the requested backend.")
+    gradients: dict[str, TensorOut] | None = Field(None, description=GRADIENTS_DESCRIPTION)
+    grad_fn: str | None = Field(None, description=GRAD_FN_DESCRIPTION)
+    loss: float | NonFinite | None = Field(None, description=LOSS_DESCRIPTION)
+    elapsed_ms: float = Field(description="Compute time of the requested backend (forward and backward).")
 
 
 def layer_response_model(title: str, config_model: type[BaseModel]) -> type[BaseModel]:

@@ -11,13 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create
 from typing_extensions import TypeAliasType
 
 from app.codec.tensors import ALL_DTYPES, FLOAT_DTYPES, checked_tensor
-from app.schemas.requests import INPUT_DESCRIPTION, MSGPACK_INPUT_DESCRIPTION, BackendName, EncodingName
-from app.schemas.responses import Comparison
+from app.schemas.requests import (
+    INPUT_DESCRIPTION,
+    MSGPACK_INPUT_DESCRIPTION,
+    BackendName,
+    EncodingName,
+    GradientOptions,
+)
+from app.schemas.responses import GRAD_FN_DESCRIPTION, LOSS_DESCRIPTION, Comparison
 from app.schemas.tensors import (
     FloatDType,
     InputTensor,
     MsgpackInputTensor,
     MsgpackParameterTensor,
+    NonFinite,
     ParameterTensor,
     TensorOut,
 )
@@ -61,7 +68,7 @@ class ShapesOptions(BaseModel):
     dtype: FloatDType = Field("float32", description="Element type, for the memory totals (4 or 8 bytes per element).")
 
 
-class SequentialOptions(BaseModel):
+class SequentialOptions(GradientOptions):
     """POST /v1/sequential: run a stack on an input, as `nn.Sequential` would."""
 
     model_config = ConfigDict(extra="forbid")
@@ -86,6 +93,7 @@ class SequentialOptions(BaseModel):
     def _tensor_forms(self) -> "SequentialOptions":
         """Every tensor's form is checked with the rest of the request, before any limit (422 before 413)."""
         self.input = checked_tensor(self.input, field="input", dtypes=FLOAT_DTYPES)
+        self._gradient_forms()
         for index, layer in enumerate(self.layers):
             layer.parameters = {name: checked_tensor(value, field=f"layers[{index}].parameters.{name}", dtypes=ALL_DTYPES)
                                 for name, value in layer.parameters.items()}
@@ -190,6 +198,8 @@ class SequentialLayerResult(BaseModel):
     formula: list[str] | None = Field(None, description="Output-size formulas with the numbers substituted.")
     output: TensorOut | None = Field(None, description="This layer's output (return_intermediates).")
     comparison: Comparison | None = Field(None, description="This layer's output against the other backend's chain.")
+    gradients: dict[str, TensorOut] | None = Field(
+        None, description="With gradients: dL/d(parameter) for this layer's trainable parameters by state_dict name.")
     elapsed_ms: float
 
 
@@ -202,4 +212,8 @@ class SequentialResponse(BaseModel):
     layers: list[SequentialLayerResult]
     parameter_count: int = Field(description="Trainable elements in the whole stack.")
     comparison: StackComparison | None = None
+    gradients: dict[str, TensorOut] | None = Field(
+        None, description="With gradients: dL/d(input) as `input`; each layer's parameter gradients are in its row.")
+    grad_fn: str | None = Field(None, description=GRAD_FN_DESCRIPTION)
+    loss: float | NonFinite | None = Field(None, description=LOSS_DESCRIPTION)
     elapsed_ms: float = Field(description="Compute time of the requested backend, all layers.")

@@ -30,11 +30,13 @@ from pydantic import BaseModel, ValidationError
 from app.backends.registry import available_devices, draw_random
 from app.codec.tensors import DTYPES, check_elements, declared_shape, decode_tensor
 from app.config import Settings
-from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, validation_error
+from app.errors import InvalidInput, LayerlabError, PayloadTooLarge, ShapeMismatch, validation_error
 from app.layers.base import LayerSpec, Shape
 from app.layers.registry import LAYERS
 
-INTEGER_BUFFER_BYTES = 8  # num_batches_tracked is int64 whatever the dtype
+INTEGER_BUFFER_BYTES = 8
+BACKWARD_WORK_FACTOR = 2
+"""A backward pass costs about twice its forward pass (the input's and the weights' gradients)."""  # num_batches_tracked is int64 whatever the dtype
 
 
 @dataclass(slots=True)
@@ -59,6 +61,12 @@ class StackRequest:
     device: str = "cpu"
     return_intermediates: bool = False
     single: bool = False
+    gradients: bool = False
+    """Also the backward pass: the input's and every trainable parameter's gradient."""
+    grad_output: Any = None
+    """The upstream gradient (any tensor form), of the output's shape; None: all ones."""
+    loss: Any = None
+    """A `LossOptions` whose gradient starts the backward pass instead of grad_output."""
 
 
 @dataclass(slots=True)
@@ -120,7 +128,13 @@ def stack_of_one(kind: str, options: Any) -> StackRequest:
     its errors keep their own field names (`config`, `input`, `parameters`)."""
     return StackRequest([LayerRequest(kind, options.config, options.parameters)], options.input,
                         seed=options.seed, backend=options.backend, compare=options.compare,
-                        training=options.training, device=options.device, single=True)
+                        training=options.training, device=options.device, single=True,
+                        **gradient_options(options))
+
+
+def gradient_options(options: Any) -> dict[str, Any]:
+    """A request's `gradients`, `grad_output` and `loss` (app.schemas.requests.GradientOptions)."""
+    return {"gradients": options.gradients, "grad_output": options.grad_output, "loss": options.loss}
 
 
 def check_device(device: str, backend: str, compare: bool) -> None:
@@ -239,6 +253,26 @@ def check_modes(planned: list[PlannedLayer], training: bool) -> None:
                 raise at_layer(exc, layer.entry, layer.input_shape) from None
 
 
+def check_gradient_start(request: StackRequest, output_shape: Shape, settings: Settings) -> None:
+    """grad_output's (or a loss target's) declared shape against the output's, before decoding a byte."""
+    if request.grad_output is not None:
+        declared = declared_shape(request.grad_output, "grad_output", settings.max_json_depth)
+        if declared is not None:  # nested numbers are checked once decoded (app.stacks.run)
+            check_grad_output_shape(declared, output_shape)
+    loss = request.loss
+    if loss is not None and loss.function != "sum" and loss.target is None:
+        raise InvalidInput(f"loss.target is required for {loss.function}", field="loss.target")
+    if loss is not None and loss.function == "cross_entropy" and len(output_shape) < 1:
+        raise InvalidInput("cross_entropy needs an output of shape (C,), (N, C) or (N, C, d1, ...)",
+                           field="loss", actual=list(output_shape))
+
+
+def check_grad_output_shape(shape: Shape, output_shape: Shape) -> None:
+    if tuple(shape) != tuple(output_shape):
+        raise ShapeMismatch(f"grad_output has shape {list(shape)}; the output's shape is {list(output_shape)}",
+                            field="grad_output", expected=list(output_shape), actual=list(shape))
+
+
 def decode_input(raw: Any, settings: Settings, field: str = "input") -> np.ndarray:
     return decode_tensor(raw, field=field, max_elements=settings.max_tensor_elements,
                          max_depth=settings.max_json_depth, draw=draw_random)
@@ -259,6 +293,9 @@ def plan_stack(request: StackRequest, settings: Settings) -> Plan:
     planned = plan_layers(entries, input_shape, settings)
     check_modes(planned, request.training)
     work = sum(p.work for p in planned)
+    if request.gradients:  # the backward pass: about twice the forward's work (dX and dW each as dear as Y)
+        work *= BACKWARD_WORK_FACTOR + 1
+        check_gradient_start(request, planned[-1].output_shape if planned else tuple(input_shape), settings)
     check_macs(work, settings, field="config" if request.single else "layers")
     outputs = sum(math.prod(p.output_shape) for p in planned)
     if request.return_intermediates:  # every output kept for the response counts, together

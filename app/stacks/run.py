@@ -1,8 +1,10 @@
 """The compute step: a plan's tensors decoded, its states resolved, its layers run on a backend.
 
 `run_plan` walks the planned layers in order on the primary backend and, with `compare`, on the
-other one beside it. One path for /v1/layers/{kind} (a stack of one) and /v1/sequential; a
-backward pass would walk `StackOutcome.layers` back from the last one, with each run's state.
+other one beside it. One path for /v1/layers/{kind} (a stack of one) and /v1/sequential. With
+`gradients`, `backward_pass` then walks the layers back from the last one (the chain rule: each
+layer's input gradient is the upstream gradient of the layer before it), from grad_output, a loss's
+gradient, or all ones (the gradient of output.sum()).
 """
 
 import math
@@ -13,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.base import Backend, ForwardResult, State
+from app.backends.base import Backend, ForwardResult, GradientResult, State
 from app.backends.registry import draw_random, get_backend, initial_states, other_backend
 from app.codec.tensors import declared_shape, decode_tensor, dtype_name, json_scalar
 from app.config import Settings
 from app.errors import InvalidInput, LayerlabError, ShapeMismatch
-from app.stacks.plan import Plan, PlannedLayer, StackEntry, at_layer, check_kept, decode_input
+from app.stacks.plan import Plan, PlannedLayer, StackEntry, at_layer, check_grad_output_shape, check_kept, decode_input
 
 # torch.testing.assert_close's defaults
 TOLERANCES = {"float32": (1.3e-6, 1e-5), "float64": (1e-7, 1e-7)}
@@ -35,6 +37,19 @@ class LayerRun:
     output: np.ndarray | None = None
     """Kept only when intermediates were asked for (else only two outputs live at once)."""
     comparison: dict[str, Any] | None = None
+    gradients: State | None = None
+    """dL/d(parameter) by state_dict name, trainable parameters only (with `gradients`)."""
+
+
+@dataclass
+class Gradients:
+    """The backward pass's results beside the layers' own (`LayerRun.gradients`)."""
+
+    input: np.ndarray
+    grad_fn: str | None
+    loss: float | None
+    comparison: dict[str, Any] | None = None
+    """With compare: the input gradient's difference from the other backend's."""
 
 
 @dataclass
@@ -46,6 +61,7 @@ class StackOutcome:
     elapsed_ms: float
     input_nbytes: int
     """Bytes of the decoded input and of the tensors the request gave (for metrics)."""
+    gradients: Gradients | None = None
 
 
 def run_plan(plan: Plan) -> StackOutcome:
@@ -57,20 +73,130 @@ def run_plan(plan: Plan) -> StackOutcome:
     other = get_backend(other_backend(request.backend), request.device) if request.compare else None
     kept = sum(math.prod(p.output_shape) for p in plan.layers) if request.return_intermediates else 0
     runs: list[LayerRun] = []
+    # With gradients, each layer's input and forward result are kept for the backward pass.
+    passes: list[tuple[np.ndarray, ForwardResult]] = []
+    passes_other: list[tuple[np.ndarray, ForwardResult]] = []
     y, y_other = x, x
     # Both backends walk the stack side by side, each from its own previous output, so each
     # layer's comparison shows how far the two chains have drifted; only two outputs live at once.
     for layer, state in zip(plan.layers, states):
         run, result = run_layer(primary, layer, y, state, request.training, keep_output=request.return_intermediates)
+        if request.gradients:
+            passes.append((y, result))
         if other is not None:
-            run.comparison, y_other = compare_layer(other, layer, y_other, state, request.training, result, x.dtype)
+            x_other = y_other
+            run.comparison, y_other, result_other = compare_layer(other, layer, y_other, state, request.training,
+                                                                  result, x.dtype)
+            if request.gradients:
+                passes_other.append((x_other, result_other))
         y = result.output
         runs.append(run)
         kept += sum(v.size for v in run.extras.values())  # max-pool indices, known only per kind
         check_kept(kept, settings)
     given = sum(run.state[name].nbytes for run, layer in zip(runs, request.layers) for name in layer.parameters)
-    return StackOutcome(plan, y, runs, stack_comparison(runs) if other is not None else None,
-                        sum(run.elapsed_ms for run in runs), x.nbytes + given)
+    gradients = None
+    if request.gradients:
+        started = time.perf_counter()
+        gradients, grads = backward_pass(plan, primary, runs, passes, y)
+        if other is not None:
+            other_gradients, other_grads = backward_pass(plan, other, runs, passes_other, y_other)
+            gradients.comparison = compare_gradients({"input": gradients.input}, {"input": other_gradients.input},
+                                                     dtype_name(x.dtype))
+            for run, mine, theirs in zip(runs, grads, other_grads):
+                assert run.comparison is not None
+                run.comparison["gradients"] = compare_gradients(mine, theirs, dtype_name(x.dtype))
+        for run, layer_grads in zip(runs, grads):
+            run.gradients = layer_grads
+        runs[-1].elapsed_ms += (time.perf_counter() - started) * 1000
+    outcome = StackOutcome(plan, y, runs, stack_comparison(runs) if other is not None else None,
+                           sum(run.elapsed_ms for run in runs), x.nbytes + given, gradients)
+    if gradients is not None and outcome.comparison is not None:
+        outcome.comparison["gradients"] = {**(runs[-1].comparison or {}).get("gradients", {}),
+                                           **(gradients.comparison or {})}
+        outcome.comparison["all_layers_allclose"] = outcome.comparison["all_layers_allclose"] and all(
+            c["allclose"] for run in runs for c in (run.comparison or {}).get("gradients", {}).values()) and all(
+            c["allclose"] for c in (gradients.comparison or {}).values())
+    return outcome
+
+
+def backward_pass(plan: Plan, backend: Backend, runs: list[LayerRun], passes: list[tuple[np.ndarray, ForwardResult]],
+                  output: np.ndarray) -> tuple[Gradients, list[State]]:
+    """The chain rule through the stack in reverse, from the request's upstream gradient; returns the
+    input's gradient (with the loss and torch's grad_fn of the output) and each layer's parameter gradients."""
+    loss, grad = start_gradient(plan, backend, output)
+    grads: list[State] = [{} for _ in runs]
+    grad_fn = None
+    for index in reversed(range(len(runs))):
+        run = runs[index]
+        x, result = passes[index]
+        try:
+            step: GradientResult = backend.backward(run.layer.entry.spec, run.layer.entry.config, x, run.state,
+                                                    plan.request.training, result, grad)
+        except LayerlabError as exc:
+            raise at_layer(exc, run.layer.entry, x.shape) from None
+        if index == len(runs) - 1:
+            grad_fn = step.grad_fn
+        grads[index] = {name: step.parameters[name] for name in run.layer.parameter_shapes if name in step.parameters}
+        grad = step.input.astype(x.dtype, copy=False)
+    return Gradients(grad, grad_fn, loss), grads
+
+
+def start_gradient(plan: Plan, backend: Backend, output: np.ndarray) -> tuple[float | None, np.ndarray]:
+    """dL/d(output): the request's grad_output, a loss's gradient, or all ones (output.sum())."""
+    request, settings = plan.request, plan.settings
+    if request.grad_output is not None:
+        grad = decode_tensor(request.grad_output, field="grad_output", max_elements=settings.max_tensor_elements,
+                             max_depth=settings.max_json_depth, default_dtype=dtype_name(output.dtype), draw=draw_random)
+        check_grad_output_shape(grad.shape, output.shape)
+        return None, grad.astype(output.dtype, copy=False)
+    if request.loss is None:
+        return None, np.ones_like(output)
+    loss = request.loss
+    target = None
+    if loss.target is not None:
+        target = decode_tensor(loss.target, field="loss.target", max_elements=settings.max_tensor_elements,
+                               max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
+                               default_dtype=dtype_name(output.dtype), draw=draw_random)
+        target = loss_target(loss.function, target, output)
+    value, grad = backend.loss(loss.function, output, target, loss.reduction)
+    return value, grad.astype(output.dtype, copy=False)
+
+
+def loss_target(function: str, target: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """The target as torch takes it (class indices int64, else the output's dtype), its shape checked (422)."""
+    if function == "cross_entropy":
+        axis = 0 if output.ndim == 1 else 1
+        indices_shape = output.shape[:axis] + output.shape[axis + 1:]
+        if target.shape == output.shape and target.shape != indices_shape:
+            return target.astype(output.dtype, copy=False)  # class probabilities
+        if target.shape != indices_shape:
+            raise ShapeMismatch(
+                f"loss.target has shape {list(target.shape)}; cross_entropy takes class indices of shape "
+                f"{list(indices_shape)} or class probabilities of the output's shape {list(output.shape)}",
+                field="loss.target", expected=[list(indices_shape), list(output.shape)], actual=list(target.shape))
+        if not (np.isfinite(target).all() and (target == np.round(target)).all()):
+            raise InvalidInput("loss.target: class indices must be integers", field="loss.target")
+        classes = output.shape[axis]
+        if target.size and ((target < 0) | (target >= classes)).any():
+            raise InvalidInput(f"loss.target: class indices must lie in [0, {classes})", field="loss.target",
+                               expected=f"0 <= index < {classes}")
+        return target.astype(np.int64)
+    if target.shape != output.shape:
+        raise ShapeMismatch(f"loss.target has shape {list(target.shape)}; {function} needs the output's shape "
+                            f"{list(output.shape)}", field="loss.target", expected=list(output.shape),
+                            actual=list(target.shape))
+    return target.astype(output.dtype, copy=False)
+
+
+def compare_gradients(mine: State, theirs: State, dtype: str) -> dict[str, Any]:
+    """Each gradient by name against the other backend's, with torch.testing's tolerances."""
+    rtol, atol = TOLERANCES[dtype]
+    compared = {}
+    for name in mine:
+        abs_diff, rel_diff = _differences(mine[name], theirs[name])
+        compared[name] = {"max_abs_diff": json_scalar(abs_diff), "max_rel_diff": json_scalar(rel_diff),
+                          "allclose": bool(np.allclose(mine[name], theirs[name], rtol=rtol, atol=atol, equal_nan=True))}
+    return compared
 
 
 def run_layer(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool,
@@ -84,13 +210,14 @@ def run_layer(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State
 
 
 def compare_layer(other: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool,
-                  primary: ForwardResult, dtype: np.dtype) -> tuple[dict[str, Any], np.ndarray]:
+                  primary: ForwardResult, dtype: np.dtype) -> tuple[dict[str, Any], np.ndarray, ForwardResult]:
     """The same layer on the other backend, from that backend's own previous output, and how far apart
     the two are (torch.testing's tolerances for the stack's input `dtype`)."""
     started = time.perf_counter()
     result = forward(other, layer, x, state, training)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    return {**compare_results(primary, result, other.name, dtype_name(dtype)), "elapsed_ms": elapsed_ms}, result.output
+    comparison = {**compare_results(primary, result, other.name, dtype_name(dtype)), "elapsed_ms": elapsed_ms}
+    return comparison, result.output, result
 
 
 def stack_comparison(runs: list[LayerRun]) -> dict[str, Any]:

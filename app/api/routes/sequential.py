@@ -14,7 +14,7 @@ from app.config import Settings
 from app.layers.registry import LAYERS
 from app.observability import record_compute
 from app.schemas.stacks import SequentialLayerOptions, SequentialOptions, SequentialResponse, stack_request_model
-from app.stacks.plan import LayerRequest, Plan, StackRequest, plan_stack
+from app.stacks.plan import LayerRequest, Plan, StackRequest, gradient_options, plan_stack
 from app.stacks.run import StackOutcome, run_plan
 
 router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
@@ -60,7 +60,8 @@ def plan_sequential(options: SequentialOptions, settings: Settings) -> Plan:
     layers = [LayerRequest(layer.kind, layer.config, layer.parameters) for layer in options.layers]
     return plan_stack(StackRequest(layers, options.input, seed=options.seed, backend=options.backend,
                                    compare=options.compare, training=options.training, device=options.device,
-                                   return_intermediates=options.return_intermediates), settings)
+                                   return_intermediates=options.return_intermediates,
+                                   **gradient_options(options)), settings)
 
 
 ROUTE: TensorRoute[SequentialOptions, Plan, StackOutcome] = TensorRoute(

@@ -102,8 +102,9 @@ class ComputePool:
             raise
         return await self._result(future, disconnected)
 
-    async def _admit(self, slots: anyio.CapacityLimiter, slot: object,
-                     disconnected: Callable[[], Awaitable[object]] | None) -> None:
+    async def _admit(
+        self, slots: anyio.CapacityLimiter, slot: object, disconnected: Callable[[], Awaitable[object]] | None
+    ) -> None:
         """Wait for a slot: 503 when the queue is full or the wait runs out, ClientGone if the client leaves."""
         try:
             slots.acquire_on_behalf_of_nowait(slot)
@@ -116,7 +117,10 @@ class ComputePool:
             raise Overloaded(
                 f"all {workers} compute workers are busy and {waiting} requests are waiting "
                 f"(setting LAYERLAB_COMPUTE_QUEUE_SIZE); retry in {self.retry_after_s} s",
-                retry_after=self.retry_after_s, limit="compute_queue_size", value=waiting)
+                retry_after=self.retry_after_s,
+                limit="compute_queue_size",
+                value=waiting,
+            )
         outcome = await _first_of(slots.acquire_on_behalf_of(slot), disconnected, self.queue_timeout_s)
         if outcome == "gone":
             self._count("dropped")
@@ -126,7 +130,9 @@ class ComputePool:
             raise Overloaded(
                 f"all {workers} compute workers stayed busy for {self.queue_timeout_s} s "
                 f"(setting LAYERLAB_COMPUTE_QUEUE_TIMEOUT_S); retry in {self.retry_after_s} s",
-                retry_after=self.retry_after_s, limit="compute_queue_timeout_s")
+                retry_after=self.retry_after_s,
+                limit="compute_queue_timeout_s",
+            )
 
     async def _result(self, future: "Future[T]", disconnected: Callable[[], Awaitable[object]] | None) -> T:
         waited = asyncio.wrap_future(future)
@@ -139,10 +145,17 @@ class ComputePool:
         raise ComputeTimeout(
             f"the computation took longer than {self.timeout_s} s (setting LAYERLAB_COMPUTE_TIMEOUT_S); "
             "its worker finishes it unseen and then takes new work",
-            limit="compute_timeout_s")
+            limit="compute_timeout_s",
+        )
 
-    def _work(self, fn: Callable[..., T], args: tuple, slots: anyio.CapacityLimiter, slot: object,
-              loop: asyncio.AbstractEventLoop) -> T:
+    def _work(
+        self,
+        fn: Callable[..., T],
+        args: tuple,
+        slots: anyio.CapacityLimiter,
+        slot: object,
+        loop: asyncio.AbstractEventLoop,
+    ) -> T:
         self._count("started")
         try:
             return fn(*args)

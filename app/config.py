@@ -29,7 +29,8 @@ class Settings(BaseSettings):
         description="Proxies trusted for X-Forwarded-For/-Proto, comma-separated, or * (behind a load balancer).",
     )
     drain_s: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="Seconds between SIGTERM and the server's shutdown: /readyz answers 503 at once and "
         "requests are still served, so a load balancer stops routing here before connections are refused "
         "(app.lifecycle). 0: shut down at once.",
@@ -37,7 +38,8 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field("info", description="Least severe log level written.")
     access_log: bool = Field(True, description="One JSON access line per request on stdout.")
     tracing: bool = Field(
-        False, description="OpenTelemetry spans for each request and its steps (needs `pip install "
+        False,
+        description="OpenTelemetry spans for each request and its steps (needs `pip install "
         "'layerlab[otel]'`; exported where the OTEL_* variables say, see app.tracing).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -51,35 +53,39 @@ class Settings(BaseSettings):
         "or `X-API-Key: <key>` (app.api.security).",
     )
     auth_exempt_paths: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/docs",
-                                 "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/static/docs/*", "/playground",
-                                 "/static/playground/*"],
+        default_factory=lambda: [
+            "/healthz",
+            "/readyz",
+            "/v2/health/live",
+            "/v2/health/ready",
+            "/docs",
+            "/docs/oauth2-redirect",
+            "/redoc",
+            "/openapi.json",
+            "/static/docs/*",
+            "/playground",
+            "/static/playground/*",
+        ],
         description="Paths open without a key when keys are set: exact paths, or prefixes ending in `*` "
         "(comma-separated or JSON).",
     )
 
-    max_body_bytes: int = Field(
-        256 * 2**20, gt=0, description="Largest request body accepted, in bytes (413 above)."
-    )
-    max_tensor_elements: int = Field(
-        2**25, gt=0, description="Most elements in any one input or output tensor."
-    )
+    max_body_bytes: int = Field(256 * 2**20, gt=0, description="Largest request body accepted, in bytes (413 above).")
+    max_tensor_elements: int = Field(2**25, gt=0, description="Most elements in any one input or output tensor.")
     max_parameter_elements: int = Field(
         2**25, gt=0, description="Most trainable parameter elements in one layer or stack."
     )
-    max_macs: int = Field(
-        20 * 10**9, gt=0, description="Most estimated multiply-adds in one request."
-    )
-    max_json_depth: int = Field(
-        64, gt=0, description="Deepest nesting of arrays accepted in a tensor."
-    )
+    max_macs: int = Field(20 * 10**9, gt=0, description="Most estimated multiply-adds in one request.")
+    max_json_depth: int = Field(64, gt=0, description="Deepest nesting of arrays accepted in a tensor.")
 
     compute_workers: int = Field(
         2, gt=0, description="Requests computed at once in each process; more wait in a queue."
     )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads per process (0: torch's default; with several "
-        "workers, `python -m app.serve` shares the CPUs out among them)."
+        0,
+        ge=0,
+        description="torch intra-op threads per process (0: torch's default; with several "
+        "workers, `python -m app.serve` shares the CPUs out among them).",
     )
     tune_allocator: bool = Field(
         True, description="Tune glibc's allocator for big tensors at start (see app/process_environment.py)."
@@ -87,17 +93,20 @@ class Settings(BaseSettings):
 
     # --- Overload (issue 8): lanes, queue and time limits of the compute pool (app.compute_pool). ---
     compute_light_workers: int = Field(
-        1, ge=0,
+        1,
+        ge=0,
         description="Extra compute threads kept for light requests (see light_request_size), so "
         "small requests never queue behind big ones. 0: one shared lane.",
     )
     light_request_size: int = Field(
-        10**7, ge=0,
+        10**7,
+        ge=0,
         description="A request is light when its parameter, input and output elements plus its "
         "estimated multiply-adds, known from the config and shapes alone, are at most this.",
     )
     inline_request_size: int = Field(
-        20_000, ge=0,
+        20_000,
+        ge=0,
         description="Requests this small (same measure as light_request_size) compute on the event "
         "loop itself: ~0.1 ms there costs less than the hand-off to a worker thread. 0: never.",
     )
@@ -108,7 +117,8 @@ class Settings(BaseSettings):
         64, ge=0, description="Most requests waiting for a compute worker; more get a 503 at once."
     )
     compute_timeout_s: float = Field(
-        120.0, gt=0,
+        120.0,
+        gt=0,
         description="Per-request compute time limit: past it the answer is a 504 (the worker "
         "thread cannot be killed; it finishes and only then frees its slot).",
     )

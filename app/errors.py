@@ -56,7 +56,10 @@ class HTTPError(LayerlabError):
         self.status_code = status_code
 
     def body(self) -> dict[str, Any]:
-        return {**super().body(), "error": HTTPStatus(self.status_code).phrase.title().replace(" ", "").replace("-", "")}
+        return {
+            **super().body(),
+            "error": HTTPStatus(self.status_code).phrase.title().replace(" ", "").replace("-", ""),
+        }
 
 
 class BadRequest(LayerlabError):

@@ -68,8 +68,9 @@ class Drain:
         return True
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        logger.info("SIGTERM: draining for %s s (readiness 503, requests still served), then shutting down",
-                    self.seconds)
+        logger.info(
+            "SIGTERM: draining for %s s (readiness 503, requests still served), then shutting down", self.seconds
+        )
         loop.call_later(self.seconds, self._hand_over)
 
     def _hand_over(self) -> None:

@@ -45,16 +45,26 @@ the raw-bytes tensor form `{shape, dtype, bytes}`), and answers in the type `Acc
 """
 
 LICENSE = {"name": "MIT", "identifier": "MIT"}  # as pyproject.toml
-SERVERS = [{"url": "/", "description": "The server that serves this document (locally, `python -m app.serve` "
-            "listens on http://127.0.0.1:8000)."}]
+SERVERS = [
+    {
+        "url": "/",
+        "description": "The server that serves this document (locally, `python -m app.serve` "
+        "listens on http://127.0.0.1:8000).",
+    }
+]
 
 TAGS = [
-    {"name": "layers", "description": "One `torch.nn` layer per operation: config, input, parameters in; "
-                                      "output, shapes, parameters (and buffers, formulas, comparison) out."},
+    {
+        "name": "layers",
+        "description": "One `torch.nn` layer per operation: config, input, parameters in; "
+        "output, shapes, parameters (and buffers, formulas, comparison) out.",
+    },
     {"name": "operations", "description": "For operators and load balancers."},
-    {"name": "open inference protocol (v2)",
-     "description": "KServe's and Triton's Open Inference Protocol: `tritonclient.http` and plain V2 JSON call "
-                    "layerlab, each layer kind a model; tensors as JSON or as binary data after the JSON header."},
+    {
+        "name": "open inference protocol (v2)",
+        "description": "KServe's and Triton's Open Inference Protocol: `tritonclient.http` and plain V2 JSON call "
+        "layerlab, each layer kind a model; tensors as JSON or as binary data after the JSON header.",
+    },
 ]
 
 
@@ -67,8 +77,12 @@ class LayerlabAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         # Outermost, around Starlette's error middleware: an unhandled error's 500 is counted,
         # logged and carries its request id like every other response.
-        return ObservabilityMiddleware(super().build_middleware_stack(), access_log=self.state.settings.access_log,
-                                       routes=self.router.routes, draining=lambda: self.state.drain.draining)
+        return ObservabilityMiddleware(
+            super().build_middleware_stack(),
+            access_log=self.state.settings.access_log,
+            routes=self.router.routes,
+            draining=lambda: self.state.drain.draining,
+        )
 
 
 @asynccontextmanager
@@ -101,10 +115,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.drain = Drain(settings.drain_s)
     tracing.configure(settings.tracing)
     app.state.compute = ComputePool(
-        settings.compute_workers, light_workers=settings.compute_light_workers,
+        settings.compute_workers,
+        light_workers=settings.compute_light_workers,
         queue_timeout_s=settings.compute_queue_timeout_s,
-        queue_size=settings.compute_queue_size, timeout_s=settings.compute_timeout_s,
-        retry_after_s=settings.retry_after_s)
+        queue_size=settings.compute_queue_size,
+        timeout_s=settings.compute_timeout_s,
+        retry_after_s=settings.retry_after_s,
+    )
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(layers.router)
@@ -129,8 +146,14 @@ def _document_parsed_bodies(app: FastAPI) -> None:
             return app.openapi_schema
         schema = default_openapi()
         _, defs = models_json_schema(
-            [(model, "validation") for model in (*layers.REQUEST_MODELS.values(), *shapes.REQUEST_MODELS.values(),
-                                                 *sequential.REQUEST_MODELS.values())],
+            [
+                (model, "validation")
+                for model in (
+                    *layers.REQUEST_MODELS.values(),
+                    *shapes.REQUEST_MODELS.values(),
+                    *sequential.REQUEST_MODELS.values(),
+                )
+            ],
             ref_template="#/components/schemas/{model}",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})

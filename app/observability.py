@@ -46,20 +46,26 @@ ACCESS_FIELDS = "layerlab.access"
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 REQUESTS = Counter(
-    "layerlab_http_requests", "HTTP requests answered, by method, route template and status.",
+    "layerlab_http_requests",
+    "HTTP requests answered, by method, route template and status.",
     ["method", "route", "status"],
 )
 LATENCY = Histogram(
-    "layerlab_http_request_duration_seconds", "From the request's arrival to the response's last byte.",
-    ["method", "route"], buckets=_SECONDS,
+    "layerlab_http_request_duration_seconds",
+    "From the request's arrival to the response's last byte.",
+    ["method", "route"],
+    buckets=_SECONDS,
 )
 IN_FLIGHT = Gauge(
-    "layerlab_http_requests_in_flight", "Requests being handled now (all worker processes).",
+    "layerlab_http_requests_in_flight",
+    "Requests being handled now (all worker processes).",
     multiprocess_mode="livesum",
 )
 COMPUTE = Histogram(
-    "layerlab_compute_seconds", "Time in a backend's forward pass, by layer kind and backend.",
-    ["kind", "backend"], buckets=(0.0001, 0.00025, *_SECONDS),
+    "layerlab_compute_seconds",
+    "Time in a backend's forward pass, by layer kind and backend.",
+    ["kind", "backend"],
+    buckets=(0.0001, 0.00025, *_SECONDS),
 )
 TENSOR_BYTES = Counter(
     "layerlab_tensor_bytes",
@@ -68,8 +74,10 @@ TENSOR_BYTES = Counter(
     ["kind", "direction"],
 )
 BUILD = Gauge(
-    "layerlab_build_info", "Always 1; the labels say which versions run.",
-    ["version", "torch", "numpy"], multiprocess_mode="max",
+    "layerlab_build_info",
+    "Always 1; the labels say which versions run.",
+    ["version", "torch", "numpy"],
+    multiprocess_mode="max",
 )
 BUILD.labels(__version__, torch.__version__, np.__version__).set(1)
 
@@ -116,15 +124,18 @@ class WorkerProcessCollector:
         self.folder = folder
 
     def worker_pids(self) -> list[int]:
-        pids = {int(match.group(1)) for path in self.folder.glob("*.db")
-                if (match := re.search(r"_(\d+)\.db$", path.name))}
+        pids = {
+            int(match.group(1)) for path in self.folder.glob("*.db") if (match := re.search(r"_(\d+)\.db$", path.name))
+        }
         return sorted(pid for pid in pids if _parent_pid(pid) == os.getppid())
 
     def collect(self) -> Iterator[Metric]:
-        cpu = CounterMetricFamily("process_cpu_seconds", "Total user and system CPU time of each worker process, "
-                                  "in seconds.", labels=["pid"])
-        memory = GaugeMetricFamily("process_resident_memory_bytes", "Resident memory of each worker process, "
-                                   "in bytes.", labels=["pid"])
+        cpu = CounterMetricFamily(
+            "process_cpu_seconds", "Total user and system CPU time of each worker process, in seconds.", labels=["pid"]
+        )
+        memory = GaugeMetricFamily(
+            "process_resident_memory_bytes", "Resident memory of each worker process, in bytes.", labels=["pid"]
+        )
         for pid in self.worker_pids():
             stat = _proc_stat(pid)
             if stat is None:
@@ -249,8 +260,14 @@ class ObservabilityMiddleware:
     is counted, logged and carries its request id.
     """
 
-    def __init__(self, app: ASGIApp, *, access_log: bool = True, routes: Iterable[BaseRoute] = (),
-                 draining: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access_log: bool = True,
+        routes: Iterable[BaseRoute] = (),
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.app = app
         self.access_log = access_log
         self.routes = routes
@@ -318,5 +335,6 @@ class ObservabilityMiddleware:
                 }
                 # makeRecord + handle is logger.log without its stack walk for the caller's
                 # file and line, which the access line does not show.
-                access_logger.handle(access_logger.makeRecord(
-                    ACCESS_LOGGER, level, __file__, 0, orjson.dumps(line).decode(), (), None))
+                access_logger.handle(
+                    access_logger.makeRecord(ACCESS_LOGGER, level, __file__, 0, orjson.dumps(line).decode(), (), None)
+                )

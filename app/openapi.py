@@ -26,8 +26,11 @@ def main(argv: list[str]) -> int:
     text = render()
     if "--check" in argv:
         if not PATH.exists() or PATH.read_text(encoding="utf-8") != text:
-            print(f"{PATH.relative_to(Path.cwd()) if PATH.is_relative_to(Path.cwd()) else PATH} is out of date; "
-                  f"regenerate it with `{COMMAND}`", file=sys.stderr)
+            print(
+                f"{PATH.relative_to(Path.cwd()) if PATH.is_relative_to(Path.cwd()) else PATH} is out of date; "
+                f"regenerate it with `{COMMAND}`",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PATH.parent.mkdir(parents=True, exist_ok=True)

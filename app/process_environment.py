@@ -36,8 +36,11 @@ _MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_T
 def process_environment(allocator: bool = True) -> dict[str, str]:
     """The variables to start a server process with (without MALLOC_* when `allocator` is false);
     values already in the environment win."""
-    return {name: os.environ.get(name, value) for name, value in PROCESS_ENVIRONMENT.items()
-            if allocator or name not in _MALLOPT}
+    return {
+        name: os.environ.get(name, value)
+        for name, value in PROCESS_ENVIRONMENT.items()
+        if allocator or name not in _MALLOPT
+    }
 
 
 def tune_allocator() -> bool:

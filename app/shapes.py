@@ -40,8 +40,14 @@ def same_padding(kernel: Sequence[int], dilation: Sequence[int]) -> Padding:
     return tuple((t // 2, t - t // 2) for t in totals)
 
 
-def output_size(size: int, kernel: int, stride: int = 1, padding: tuple[int, int] = (0, 0),
-                dilation: int = 1, ceil_mode: bool = False) -> int:
+def output_size(
+    size: int,
+    kernel: int,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+    ceil_mode: bool = False,
+) -> int:
     """floor((size + left + right - dilation*(kernel-1) - 1) / stride) + 1, or ceil with ceil_mode,
     in which case a last window that would start in the right padding is dropped (PyTorch's rule:
     every window starts inside the input or the left padding). May be < 1: callers check."""
@@ -53,8 +59,9 @@ def output_size(size: int, kernel: int, stride: int = 1, padding: tuple[int, int
     return out
 
 
-def formula(name: str, size: int, kernel: int, stride: int, padding: tuple[int, int],
-            dilation: int, ceil_mode: bool = False) -> str:
+def formula(
+    name: str, size: int, kernel: int, stride: int, padding: tuple[int, int], dilation: int, ceil_mode: bool = False
+) -> str:
     """'H_out = floor((120 + 2*0 - 1*(3-1) - 1) / 2) + 1 = 59', the numbers substituted."""
     left, right = padding
     pad = f"2*{left}" if left == right else f"{left}+{right}"
@@ -65,8 +72,10 @@ def formula(name: str, size: int, kernel: int, stride: int, padding: tuple[int, 
     out = output_size(size, kernel, stride, padding, dilation, ceil_mode)
     if out == unclipped:
         return f"{text} = {out}"
-    return (f"{text} - 1 = {out} (ceil_mode: the last window would start at {(unclipped - 1) * stride} "
-            f"of the padded input, inside the right padding, so it is dropped)")
+    return (
+        f"{text} - 1 = {out} (ceil_mode: the last window would start at {(unclipped - 1) * stride} "
+        f"of the padded input, inside the right padding, so it is dropped)"
+    )
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,10 @@ class Window:
                     f"output {word} would be {out}, less than 1: the kernel spans {d * (k - 1) + 1} "
                     f"(dilation*(kernel_size-1) + 1) but the padded input {word} is {size + p[0] + p[1]}: "
                     f"{formula(name, size, k, s, p, d, self.ceil_mode)}",
-                    field=field, expected=f"padded input {word} >= {d * (k - 1) + 1}", actual=size)
+                    field=field,
+                    expected=f"padded input {word} >= {d * (k - 1) + 1}",
+                    actual=size,
+                )
         return sizes
 
     def padding_only_windows(self, spatial: Sequence[int]) -> list[tuple[str, int, list[int]]]:
@@ -134,13 +146,18 @@ class Window:
         return found
 
 
-def split_input_shape(shape: Sequence[int], dims: int, torch_name: str, field: str = "input") -> tuple[bool, int, Shape]:
+def split_input_shape(
+    shape: Sequence[int], dims: int, torch_name: str, field: str = "input"
+) -> tuple[bool, int, Shape]:
     """(batched, channels, spatial) of a batched (N, C, *spatial) or unbatched (C, *spatial) input."""
     if len(shape) not in (dims + 1, dims + 2):
         names = ", ".join(f"{n}_in" for n in DIM_NAMES[dims])
         raise ShapeMismatch(
             f"{torch_name} expects a {dims + 1}-D (C, {names}) unbatched or {dims + 2}-D (N, C, {names}) batched "
             f"input; got a {len(shape)}-D input of shape {list(shape)}",
-            field=field, expected=[dims + 1, dims + 2], actual=list(shape))
+            field=field,
+            expected=[dims + 1, dims + 2],
+            actual=list(shape),
+        )
     batched = len(shape) == dims + 2
     return batched, shape[1 if batched else 0], tuple(shape[-dims:])

@@ -53,8 +53,9 @@ def configure(enabled: bool) -> None:
     try:
         from opentelemetry import trace
     except ImportError:
-        raise RuntimeError("LAYERLAB_TRACING is on but OpenTelemetry is not installed: "
-                           "pip install 'layerlab[otel]'") from None
+        raise RuntimeError(
+            "LAYERLAB_TRACING is on but OpenTelemetry is not installed: pip install 'layerlab[otel]'"
+        ) from None
     if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):  # nobody set one up yet
         trace.set_tracer_provider(_sdk_provider())
     _tracer = trace.get_tracer("layerlab", __version__)
@@ -74,8 +75,9 @@ def _sdk_provider() -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    provider = TracerProvider(resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME",
-                                                                                       "layerlab")}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "layerlab")})
+    )
     exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
@@ -124,8 +126,9 @@ def start_request(method: str, traceparent: str | None) -> RequestTrace:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     parent_context = TraceContextTextMapPropagator().extract({"traceparent": traceparent}) if parent else None
-    span = _tracer.start_span(method, context=parent_context, kind=trace.SpanKind.SERVER,
-                              attributes={"http.request.method": method})
+    span = _tracer.start_span(
+        method, context=parent_context, kind=trace.SpanKind.SERVER, attributes={"http.request.method": method}
+    )
     token = context.attach(trace.set_span_in_context(span))
     ids = span.get_span_context()
     return RequestTrace(f"{ids.trace_id:032x}", f"{ids.span_id:016x}", int(ids.trace_flags), span, token)
@@ -136,4 +139,3 @@ def step(name: str) -> AbstractContextManager[Any]:
     if _tracer is None:
         return _NO_STEP
     return _tracer.start_as_current_span(name)
-

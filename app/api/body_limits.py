@@ -78,7 +78,11 @@ def _content_length(scope: Scope) -> int | None:
 def too_large(size: int, limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"request body is over {limit} bytes (setting LAYERLAB_MAX_BODY_BYTES)",
-        field="body", limit="max_body_bytes", value=size, expected=f"<= {limit}")
+        field="body",
+        limit="max_body_bytes",
+        value=size,
+        expected=f"<= {limit}",
+    )
 
 
 PREALLOCATE_BYTES = 2**20
@@ -128,8 +132,12 @@ async def read_body_buffer(request: Request, settings: Settings) -> memoryview:
         async for chunk in request.stream():
             end = size + len(chunk)
             if end > declared:  # HTTP servers frame the body by its Content-Length; other ASGI callers might not
-                raise BadRequest(f"request body is longer than its Content-Length of {declared} bytes",
-                                 field="content-length", expected=declared, actual=f"> {declared}")
+                raise BadRequest(
+                    f"request body is longer than its Content-Length of {declared} bytes",
+                    field="content-length",
+                    expected=declared,
+                    actual=f"> {declared}",
+                )
             buffer[size:end] = chunk
             size = end
     except ClientDisconnect:

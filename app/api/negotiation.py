@@ -36,7 +36,10 @@ def request_format(content_type: str) -> Format:
         return "msgpack"
     raise UnsupportedMediaType(
         f"content type {media[:100]!r} is not supported; send {JSON_MEDIA_TYPE} or {msgpack.MEDIA_TYPE}",
-        field="content-type", expected=[JSON_MEDIA_TYPE, msgpack.MEDIA_TYPE], actual=media[:100])
+        field="content-type",
+        expected=[JSON_MEDIA_TYPE, msgpack.MEDIA_TYPE],
+        actual=media[:100],
+    )
 
 
 def response_format(accept: str | None, default: Format) -> Format:
@@ -132,4 +135,3 @@ class Exchange:
 
 def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(dumps_json(content), status_code=status_code, media_type=JSON_MEDIA_TYPE)
-

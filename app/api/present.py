@@ -44,8 +44,13 @@ def layer_fields(run: LayerRun, encoding: Encoding) -> dict[str, Any]:
 def present_layer(outcome: StackOutcome, encoding: Encoding) -> dict[str, Any]:
     """/v1/layers/{kind}: the stack of one's only layer, with the request's backend and device."""
     run, request = outcome.layers[0], outcome.plan.request
-    body = {"kind": run.layer.entry.spec.kind, "backend": request.backend, "device": request.device,
-            "output": encode_tensor(outcome.output, encoding), **layer_fields(run, encoding)}
+    body = {
+        "kind": run.layer.entry.spec.kind,
+        "backend": request.backend,
+        "device": request.device,
+        "output": encode_tensor(outcome.output, encoding),
+        **layer_fields(run, encoding),
+    }
     if outcome.gradients is not None:  # the input's gradient first, then the parameters' (one object)
         body["gradients"] = {"input": encode_tensor(outcome.gradients.input, encoding), **body.get("gradients", {})}
         body.update(gradient_fields(outcome))
@@ -72,8 +77,10 @@ def present_sequential(outcome: StackOutcome, encoding: Encoding) -> dict[str, A
         "input_shape": list(plan.input_shape),
         "output_shape": list(outcome.output.shape),
         "output": encode_tensor(outcome.output, encoding),
-        "layers": [{"index": run.layer.entry.index, "kind": run.layer.entry.spec.kind, **layer_fields(run, encoding)}
-                   for run in outcome.layers],
+        "layers": [
+            {"index": run.layer.entry.index, "kind": run.layer.entry.spec.kind, **layer_fields(run, encoding)}
+            for run in outcome.layers
+        ],
         "parameter_count": sum(run.layer.parameter_count for run in outcome.layers),
     }
     if outcome.gradients is not None:
@@ -88,9 +95,13 @@ def present_sequential(outcome: StackOutcome, encoding: Encoding) -> dict[str, A
 def present_shapes(plan: ShapesPlan, encoding: Encoding) -> dict[str, Any]:
     """/v1/shapes: one row of arithmetic per layer, then the totals (no tensors: `encoding` is unused)."""
     itemsize = DTYPES[plan.dtype].itemsize
-    return {"input_shape": list(plan.input_shape), "dtype": plan.dtype,
-            "output_shape": list(plan.layers[-1].output_shape),
-            "layers": [_shapes_row(p, itemsize) for p in plan.layers], "totals": plan.totals}
+    return {
+        "input_shape": list(plan.input_shape),
+        "dtype": plan.dtype,
+        "output_shape": list(plan.layers[-1].output_shape),
+        "layers": [_shapes_row(p, itemsize) for p in plan.layers],
+        "totals": plan.totals,
+    }
 
 
 def _shapes_row(p: PlannedLayer, itemsize: int) -> dict[str, Any]:

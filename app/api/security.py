@@ -46,8 +46,10 @@ class APIKeyMiddleware:
             return
         presented = _presented_key(scope)
         if presented is None:
-            error = Unauthorized("this route needs an API key: send 'Authorization: Bearer <key>' or "
-                                 "'X-API-Key: <key>'", field="authorization")
+            error = Unauthorized(
+                "this route needs an API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                field="authorization",
+            )
         elif not self.accepts(presented):
             error = Unauthorized("the API key sent is not valid", field="authorization", invalid=True)
         else:
@@ -98,17 +100,28 @@ def install_security(app: FastAPI, settings: Settings) -> None:
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 _V2_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}}
 PROTECTION_RESPONSES: dict[str, dict[str, Any]] = {
-    "401": {"description": "The server has API keys (LAYERLAB_API_KEY) and none, or a wrong one, was sent.",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}, "content": _ERROR},
-    "413": {"description": "A limit was exceeded (body bytes, tensor, output or parameter elements, work, "
-                           "nesting depth); `limit` names the setting.", "content": _ERROR},
+    "401": {
+        "description": "The server has API keys (LAYERLAB_API_KEY) and none, or a wrong one, was sent.",
+        "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        "content": _ERROR,
+    },
+    "413": {
+        "description": "A limit was exceeded (body bytes, tensor, output or parameter elements, work, "
+        "nesting depth); `limit` names the setting.",
+        "content": _ERROR,
+    },
 }
 COMPUTE_RESPONSES: dict[str, dict[str, Any]] = {
-    "503": {"description": "Every compute worker stayed busy for the queue wait, or the queue is full; "
-                           "retry after `Retry-After` seconds.",
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}}, "content": _ERROR},
-    "504": {"description": "The computation passed the per-request time limit (LAYERLAB_COMPUTE_TIMEOUT_S).",
-            "content": _ERROR},
+    "503": {
+        "description": "Every compute worker stayed busy for the queue wait, or the queue is full; "
+        "retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        "content": _ERROR,
+    },
+    "504": {
+        "description": "The computation passed the per-request time limit (LAYERLAB_COMPUTE_TIMEOUT_S).",
+        "content": _ERROR,
+    },
 }
 
 
@@ -121,14 +134,24 @@ def document_protections(schema: dict[str, Any], settings: Settings) -> None:
     components = schema.setdefault("components", {})
     keys_required = any(key.get_secret_value() for key in settings.api_key)
     if keys_required:  # a server without keys has no schemes to offer (and lint tools flag unused ones)
-        components.setdefault("securitySchemes", {}).update({
-            BEARER_SCHEME: {"type": "http", "scheme": "bearer",
-                            "description": "Authorization: Bearer <key> (a key of LAYERLAB_API_KEY)."},
-            HEADER_SCHEME: {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                            "description": "X-API-Key: <key> (a key of LAYERLAB_API_KEY)."},
-        })
+        components.setdefault("securitySchemes", {}).update(
+            {
+                BEARER_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Authorization: Bearer <key> (a key of LAYERLAB_API_KEY).",
+                },
+                HEADER_SCHEME: {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "X-API-Key: <key> (a key of LAYERLAB_API_KEY).",
+                },
+            }
+        )
     components.setdefault("schemas", {}).setdefault(
-        "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}"))
+        "ErrorBody", ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
     is_exempt = exemption(settings.auth_exempt_paths)
     for path, operations in schema.get("paths", {}).items():
         for method, operation in operations.items():
@@ -142,9 +165,14 @@ def document_protections(schema: dict[str, Any], settings: Settings) -> None:
             if method == "post" and (path.startswith("/v1") or path.endswith("/infer")):
                 extra.update(COMPUTE_RESPONSES)
             if speaks_v2(path):  # the protocol's error body, {"error": message}
-                extra = {status: {**response, "content": _V2_ERROR,
-                                  "description": response["description"].replace("`limit` names", "the message names")}
-                         for status, response in extra.items()}
+                extra = {
+                    status: {
+                        **response,
+                        "content": _V2_ERROR,
+                        "description": response["description"].replace("`limit` names", "the message names"),
+                    }
+                    for status, response in extra.items()
+                }
             responses = operation.setdefault("responses", {})
             for status, response in extra.items():
                 responses.setdefault(status, response)

@@ -40,12 +40,22 @@ class Backend(Protocol):
         """Run one layer on a batch; `state` is not modified."""
         ...
 
-    def backward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool,
-                 forward: ForwardResult, grad_output: np.ndarray) -> GradientResult:
+    def backward(
+        self,
+        spec: LayerSpec,
+        config: Any,
+        x: np.ndarray,
+        state: State,
+        training: bool,
+        forward: ForwardResult,
+        grad_output: np.ndarray,
+    ) -> GradientResult:
         """The gradients of one layer's pass (`forward`, its result) given dL/d(output); `state` is not modified
         and buffers are not updated again."""
         ...
 
-    def loss(self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str) -> tuple[float, np.ndarray]:
+    def loss(
+        self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str
+    ) -> tuple[float, np.ndarray]:
         """torch.nn.functional's `function` ("mse_loss", "cross_entropy", "sum") of the output and dL/d(output)."""
         ...

@@ -29,28 +29,60 @@ def linear_forward(config: Any, x: np.ndarray, state: State, training: bool) -> 
 def conv_forward(config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
     win = conv_window(config)
     batched = x.ndim == config.dims + 2
-    y = conv(x if batched else x[None], state["weight"], state.get("bias"), win.stride, win.padding,
-             win.dilation, config.groups, config.padding_mode)
+    y = conv(
+        x if batched else x[None],
+        state["weight"],
+        state.get("bias"),
+        win.stride,
+        win.padding,
+        win.dilation,
+        config.groups,
+        config.padding_mode,
+    )
     return ForwardResult(y if batched else y[0])
 
 
 def max_pool_forward(config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
     win = pool_window(config)
-    out, indices = max_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], win.dilation,
-                            config.ceil_mode, config.return_indices)
+    out, indices = max_pool(
+        x,
+        win.kernel,
+        win.stride,
+        [left for left, _ in win.padding],
+        win.dilation,
+        config.ceil_mode,
+        config.return_indices,
+    )
     return ForwardResult(out, extras={} if indices is None else {"indices": indices})
 
 
 def avg_pool_forward(config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
     win = pool_window(config)
-    return ForwardResult(avg_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], config.ceil_mode,
-                                  config.count_include_pad, getattr(config, "divisor_override", None)))
+    return ForwardResult(
+        avg_pool(
+            x,
+            win.kernel,
+            win.stride,
+            [left for left, _ in win.padding],
+            config.ceil_mode,
+            config.count_include_pad,
+            getattr(config, "divisor_override", None),
+        )
+    )
 
 
 def batch_norm_forward(config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
     y, mean, var, buffers = batch_norm(
-        x, state.get("weight"), state.get("bias"), state.get("running_mean"), state.get("running_var"),
-        state.get("num_batches_tracked"), training=training, momentum=config.momentum, eps=config.eps)
+        x,
+        state.get("weight"),
+        state.get("bias"),
+        state.get("running_mean"),
+        state.get("running_var"),
+        state.get("num_batches_tracked"),
+        training=training,
+        momentum=config.momentum,
+        eps=config.eps,
+    )
     return ForwardResult(y, buffers=buffers, extras={"mean": mean, "var": var})
 
 
@@ -83,56 +115,89 @@ def _with_parameters(grad_input: np.ndarray, **grads: np.ndarray | None) -> Grad
     return GradientResult(grad_input, {k: v for k, v in grads.items() if v is not None})
 
 
-def linear_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                            grad_output: np.ndarray) -> GradientResult:
+def linear_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     dx, dw, db = linear_backward(x, state["weight"], grad_output, bias="bias" in state)
     return _with_parameters(dx, weight=dw, bias=db)
 
 
-def conv_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                          grad_output: np.ndarray) -> GradientResult:
+def conv_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     win = conv_window(config)
     batched = x.ndim == config.dims + 2
-    dx, dw, db = conv_backward(x if batched else x[None], state["weight"], grad_output if batched else grad_output[None],
-                               win.stride, win.padding, win.dilation, config.groups, config.padding_mode,
-                               bias="bias" in state)
+    dx, dw, db = conv_backward(
+        x if batched else x[None],
+        state["weight"],
+        grad_output if batched else grad_output[None],
+        win.stride,
+        win.padding,
+        win.dilation,
+        config.groups,
+        config.padding_mode,
+        bias="bias" in state,
+    )
     return _with_parameters(dx if batched else dx[0], weight=dw, bias=db)
 
 
-def max_pool_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                              grad_output: np.ndarray) -> GradientResult:
+def max_pool_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     win = pool_window(config)
     indices = result.extras.get("indices")
     if indices is None:  # the forward kept no indices (return_indices false): find the arg-maxes again
-        _, indices = max_pool(x, win.kernel, win.stride, [left for left, _ in win.padding], win.dilation,
-                              config.ceil_mode, True)
+        _, indices = max_pool(
+            x, win.kernel, win.stride, [left for left, _ in win.padding], win.dilation, config.ceil_mode, True
+        )
     assert indices is not None
     return GradientResult(max_pool_backward(grad_output, indices, x.shape, win.kernel, win.stride, win.dilation))
 
 
-def avg_pool_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                              grad_output: np.ndarray) -> GradientResult:
+def avg_pool_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     win = pool_window(config)
-    return GradientResult(avg_pool_backward(grad_output, x.shape, win.kernel, win.stride,
-                                            [left for left, _ in win.padding], config.ceil_mode,
-                                            config.count_include_pad, getattr(config, "divisor_override", None)))
+    return GradientResult(
+        avg_pool_backward(
+            grad_output,
+            x.shape,
+            win.kernel,
+            win.stride,
+            [left for left, _ in win.padding],
+            config.ceil_mode,
+            config.count_include_pad,
+            getattr(config, "divisor_override", None),
+        )
+    )
 
 
-def batch_norm_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                                grad_output: np.ndarray) -> GradientResult:
+def batch_norm_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     batch_statistics = training or "running_mean" not in state
-    dx, dw, db = batch_norm_backward(grad_output, x, state.get("weight"), result.extras["mean"], result.extras["var"],
-                                     batch_statistics=batch_statistics, eps=config.eps, bias="bias" in state)
+    dx, dw, db = batch_norm_backward(
+        grad_output,
+        x,
+        state.get("weight"),
+        result.extras["mean"],
+        result.extras["var"],
+        batch_statistics=batch_statistics,
+        eps=config.eps,
+        bias="bias" in state,
+    )
     return _with_parameters(dx, weight=dw, bias=db)
 
 
-def relu_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                          grad_output: np.ndarray) -> GradientResult:
+def relu_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     return GradientResult(relu_backward(x, grad_output))
 
 
-def flatten_backward_adapter(config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult,
-                             grad_output: np.ndarray) -> GradientResult:
+def flatten_backward_adapter(
+    config: Any, x: np.ndarray, state: State, training: bool, result: ForwardResult, grad_output: np.ndarray
+) -> GradientResult:
     return GradientResult(flatten_backward(grad_output, x.shape))
 
 
@@ -155,11 +220,21 @@ class ReferenceBackend:
         # Copies keep `state` untouched (BatchNorm updates its running statistics in place).
         return FORWARD[spec.kind](config, x, {k: v.copy() for k, v in state.items()}, training)
 
-    def backward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool,
-                 forward: ForwardResult, grad_output: np.ndarray) -> GradientResult:
+    def backward(
+        self,
+        spec: LayerSpec,
+        config: Any,
+        x: np.ndarray,
+        state: State,
+        training: bool,
+        forward: ForwardResult,
+        grad_output: np.ndarray,
+    ) -> GradientResult:
         return BACKWARD[spec.kind](config, x, state, training, forward, grad_output)
 
-    def loss(self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str) -> tuple[float, np.ndarray]:
+    def loss(
+        self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str
+    ) -> tuple[float, np.ndarray]:
         """The loss.py formulas: the loss of the output and its gradient dL/d(output)."""
         if function == "sum":
             value, grad = sum_loss(output, reduction)

@@ -36,7 +36,9 @@ warnings.filterwarnings("ignore", message="The given NumPy array is not writable
 def as_tensor(array: np.ndarray, copy: bool = False) -> torch.Tensor:
     """A view of an array (read-only ones too: torch never writes to an input or a weight), or a
     copy for what the layer updates in place (BatchNorm's running statistics)."""
-    return torch.from_numpy(np.array(array, order="C", copy=copy or None))  # not ascontiguousarray: it makes 0-d arrays 1-d
+    return torch.from_numpy(
+        np.array(array, order="C", copy=copy or None)
+    )  # not ascontiguousarray: it makes 0-d arrays 1-d
 
 
 def config_key(config: BaseModel) -> bytes:
@@ -60,7 +62,9 @@ def _relu_kwargs(config: BaseModel) -> dict[str, Any]:
 
 
 CONSTRUCTOR_KWARGS: dict[str, Callable[[BaseModel], dict[str, Any]]] = {
-    "relu": _relu_kwargs, **{f"batchnorm{d}d": _batch_norm_kwargs for d in (1, 2, 3)}}
+    "relu": _relu_kwargs,
+    **{f"batchnorm{d}d": _batch_norm_kwargs for d in (1, 2, 3)},
+}
 """Kinds whose torch.nn constructor takes other than the config's fields as they are."""
 
 
@@ -76,7 +80,8 @@ def _batch_norm_statistics(module: Any, x: torch.Tensor, training: bool) -> dict
 
 
 EXTRAS: dict[str, Callable[[Any, torch.Tensor, bool], dict[str, torch.Tensor]]] = {
-    f"batchnorm{d}d": _batch_norm_statistics for d in (1, 2, 3)}
+    f"batchnorm{d}d": _batch_norm_statistics for d in (1, 2, 3)
+}
 """Tensors a kind returns beside its output (BatchNorm's `statistics`), as the reference does."""
 
 
@@ -155,8 +160,9 @@ class ReusableModule:
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         if tensors.keys() != self.meta.keys():
-            raise RuntimeError(f"state {sorted(tensors)} does not match "
-                               f"{type(self.module).__name__}'s {sorted(self.meta)}")
+            raise RuntimeError(
+                f"state {sorted(tensors)} does not match {type(self.module).__name__}'s {sorted(self.meta)}"
+            )
         for name, registry, leaf, _ in self._slots:
             registry[leaf] = tensors[name]
 
@@ -245,7 +251,7 @@ class TorchBackend:
             # forward(), not __call__: no hooks are registered on these modules.
             out = module.forward(inputs)
             tensors = EXTRAS[spec.kind](module, inputs, training) if spec.kind in EXTRAS else {}
-            output, indices = (out if isinstance(out, tuple) else (out, None))
+            output, indices = out if isinstance(out, tuple) else (out, None)
             if indices is not None:
                 tensors["indices"] = indices
             extras = {k: to_numpy(v) for k, v in tensors.items()}
@@ -254,8 +260,16 @@ class TorchBackend:
             reusable.unload()
         return ForwardResult(output=to_numpy(output), buffers=buffers, extras=extras)
 
-    def backward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool,
-                 forward: ForwardResult, grad_output: np.ndarray) -> GradientResult:
+    def backward(
+        self,
+        spec: LayerSpec,
+        config: Any,
+        x: np.ndarray,
+        state: State,
+        training: bool,
+        forward: ForwardResult,
+        grad_output: np.ndarray,
+    ) -> GradientResult:
         """Autograd: the forward pass again with the input and parameters requiring grad (buffers on
         copies, so running statistics move once, in `forward`), then `output.backward(grad_output)`."""
         reusable = reusable_module(spec, config)
@@ -283,7 +297,9 @@ class TorchBackend:
             reusable.unload()
         return GradientResult(grad_input, parameters, grad_fn)
 
-    def loss(self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str) -> tuple[float, np.ndarray]:
+    def loss(
+        self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str
+    ) -> tuple[float, np.ndarray]:
         """torch.nn.functional's loss of the output and its gradient dL/d(output) (autograd)."""
         out = self._on_device(as_tensor(output, copy=True)).requires_grad_(True)
         with torch.enable_grad():
@@ -292,7 +308,9 @@ class TorchBackend:
             else:
                 assert target is not None
                 t = self._on_device(as_tensor(target))
-                loss_function = torch.nn.functional.mse_loss if function == "mse_loss" else torch.nn.functional.cross_entropy
+                loss_function = (
+                    torch.nn.functional.mse_loss if function == "mse_loss" else torch.nn.functional.cross_entropy
+                )
                 value = loss_function(out, t, reduction=reduction)
             value.backward()
         assert out.grad is not None

@@ -24,8 +24,9 @@ DEFAULT_MAX_RETRIES = 2
 INITIAL_RETRY_DELAY = 0.5
 """Seconds before the first retry; doubled at each one, up to MAX_RETRY_DELAY."""
 MAX_RETRY_DELAY = 8.0
-LAYER_OPTIONS = frozenset({"parameters", "seed", "backend", "compare", "training", "encoding", "device",
-                           "gradients", "grad_output", "loss"})
+LAYER_OPTIONS = frozenset(
+    {"parameters", "seed", "backend", "compare", "training", "encoding", "device", "gradients", "grad_output", "loss"}
+)
 JSON_TYPE = "application/json"
 
 
@@ -102,8 +103,17 @@ class BaseClient:
 
     # -- requests --------------------------------------------------------------------------------
 
-    def _build(self, http: httpx.Client | httpx.AsyncClient, method: str, path: str, *, body: Any = None,
-               json: Any = None, content: Any = None, headers: Mapping[str, str] | None = None) -> httpx.Request:
+    def _build(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        json: Any = None,
+        content: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
         """`body` goes through the codec, `json` is plain JSON, `content` is sent as it is."""
         all_headers = dict(self._headers)
         chunked = getattr(self.codec, "dump_chunks", None) if self.sends_chunks else None
@@ -118,11 +128,17 @@ class BaseClient:
         elif json is not None:
             content, all_headers["Content-Type"] = orjson.dumps(json), JSON_TYPE
         all_headers.update(headers or {})
-        return http.build_request(method, f"{self.base_url}{path}", content=content, headers=all_headers,
-                                  timeout=self.timeout if self.timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        return http.build_request(
+            method,
+            f"{self.base_url}{path}",
+            content=content,
+            headers=all_headers,
+            timeout=self.timeout if self.timeout is not None else httpx.USE_CLIENT_DEFAULT,
+        )
 
-    def _outcome(self, attempt: int, request: httpx.Request, response: httpx.Response | None,
-                 exc: Exception | None) -> tuple[LayerlabError | None, float | None]:
+    def _outcome(
+        self, attempt: int, request: httpx.Request, response: httpx.Response | None, exc: Exception | None
+    ) -> tuple[LayerlabError | None, float | None]:
         """After one attempt: (None, None) done; (error, None) raise it; (error, seconds) retry after a sleep."""
         retry_after = None
         if exc is not None:
@@ -139,8 +155,9 @@ class BaseClient:
             retry_after = response.headers.get("retry-after")
         if attempt >= self.max_retries:
             return error, None
-        return error, retry_delay(attempt, initial=self.initial_retry_delay, maximum=self.max_retry_delay,
-                                  retry_after=retry_after)
+        return error, retry_delay(
+            attempt, initial=self.initial_retry_delay, maximum=self.max_retry_delay, retry_after=retry_after
+        )
 
     def _decode(self, response: httpx.Response, content: bytes | bytearray | memoryview | None = None) -> Any:
         content = response.content if content is None else content
@@ -154,8 +171,10 @@ class BaseClient:
     def _layer_body(self, kind: str, x: Any, config: dict[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - LAYER_OPTIONS)
         if unknown:
-            raise TypeError(f"{kind}() got unexpected keyword arguments {unknown}: not a torch.nn constructor "
-                            f"argument of this kind nor a request option ({sorted(LAYER_OPTIONS)})")
+            raise TypeError(
+                f"{kind}() got unexpected keyword arguments {unknown}: not a torch.nn constructor "
+                f"argument of this kind nor a request option ({sorted(LAYER_OPTIONS)})"
+            )
         body: dict[str, Any] = {"config": config, "input": encode(x, self.codec), "encoding": self.codec.encoding}
         for name, value in options.items():
             body[name] = encode_parameters(value, self.codec) if name == "parameters" else value
@@ -169,17 +188,23 @@ class BaseClient:
             body["loss"] = {**body["loss"], "target": encode(body["loss"]["target"], self.codec, integers=True)}
         return body
 
-    def _shapes_body(self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]],
-                     dtype: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"input_shape": [int(d) for d in input_shape],
-                                "layers": [_stack_layer(layer, None) for layer in layers]}
+    def _shapes_body(
+        self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]], dtype: str | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "input_shape": [int(d) for d in input_shape],
+            "layers": [_stack_layer(layer, None) for layer in layers],
+        }
         if dtype is not None:
             body["dtype"] = dtype
         return body
 
     def _sequential_body(self, layers: Sequence[Mapping[str, Any]], x: Any, options: dict[str, Any]) -> dict[str, Any]:
-        body: dict[str, Any] = {"layers": [_stack_layer(layer, self.codec) for layer in layers],
-                                "input": encode(x, self.codec), "encoding": self.codec.encoding}
+        body: dict[str, Any] = {
+            "layers": [_stack_layer(layer, self.codec) for layer in layers],
+            "input": encode(x, self.codec),
+            "encoding": self.codec.encoding,
+        }
         body.update({name: value for name, value in options.items() if value is not None})
         return self._with_gradient_tensors(body)
 

@@ -29,13 +29,20 @@ class Client(BaseClient, LayerMethods[LayerResult]):
 
     sends_chunks = True
 
-    def __init__(self, base_url: str | None = None, *, http_client: httpx.Client | None = None,
-                 transport: httpx.BaseTransport | None = None, **options: Unpack[ClientOptions]) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
         """`http_client` (yours to close) or `transport` replace the network: e.g. the app in-process.
         The other options (api_key, timeout, retries, codec) are `BaseClient`'s."""
         super().__init__(base_url=base_url, **options)
         self._http, self._owns_http = own_http_client(
-            http_client, transport, lambda: httpx.Client(transport=transport or FastHTTPTransport()))
+            http_client, transport, lambda: httpx.Client(transport=transport or FastHTTPTransport())
+        )
 
     def close(self) -> None:
         if self._owns_http:
@@ -70,33 +77,69 @@ class Client(BaseClient, LayerMethods[LayerResult]):
             time.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
-                headers: Mapping[str, str] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         """Any route, e.g. `client.request("GET", "/v1/info")`: the decoded JSON, with retries and typed errors."""
         return self._send(method, path, json=json, content=content, headers=headers)
 
     def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
-        return LayerResult.from_json(self._send("POST", f"/v1/layers/{kind}",
-                                                body=self._layer_body(kind, x, config, options)))
+        return LayerResult.from_json(
+            self._send("POST", f"/v1/layers/{kind}", body=self._layer_body(kind, x, config, options))
+        )
 
-    def shapes(self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]], *,
-               dtype: Literal["float32", "float64"] | None = None) -> ShapesResult:
+    def shapes(
+        self,
+        input_shape: Sequence[int],
+        layers: Sequence[Mapping[str, Any]],
+        *,
+        dtype: Literal["float32", "float64"] | None = None,
+    ) -> ShapesResult:
         """Output shapes, parameter shapes, MACs and formulas of a stack, without tensors:
         `client.shapes((100, 3, 120, 160), [layer("conv2d", in_channels=3, out_channels=16, kernel_size=3)])`."""
-        return ShapesResult.from_json(self._send("POST", "/v1/shapes", body=self._shapes_body(input_shape, layers, dtype)))
+        return ShapesResult.from_json(
+            self._send("POST", "/v1/shapes", body=self._shapes_body(input_shape, layers, dtype))
+        )
 
-    def sequential(self, layers: Sequence[Mapping[str, Any]], x: Tensor, *, seed: int | None = None,
-                   backend: Backend | None = None, compare: bool | None = None, training: bool | None = None,
-                   encoding: Encoding | None = None, return_intermediates: bool | None = None,
-                   device: str | None = None, gradients: bool | None = None, grad_output: Tensor | None = None,
-                   loss: Mapping[str, Any] | None = None) -> SequentialResult:
+    def sequential(
+        self,
+        layers: Sequence[Mapping[str, Any]],
+        x: Tensor,
+        *,
+        seed: int | None = None,
+        backend: Backend | None = None,
+        compare: bool | None = None,
+        training: bool | None = None,
+        encoding: Encoding | None = None,
+        return_intermediates: bool | None = None,
+        device: str | None = None,
+        gradients: bool | None = None,
+        grad_output: Tensor | None = None,
+        loss: Mapping[str, Any] | None = None,
+    ) -> SequentialResult:
         """Run a stack as `nn.Sequential` would; each `layer(...)` may carry its own `parameters`.
         Options left as None take the server's default."""
-        options = dict(seed=seed, backend=backend, compare=compare, training=training, encoding=encoding,
-                       return_intermediates=return_intermediates, device=device, gradients=gradients,
-                       grad_output=grad_output, loss=loss)
-        return SequentialResult.from_json(self._send("POST", "/v1/sequential",
-                                                     body=self._sequential_body(layers, x, options)))
+        options = dict(
+            seed=seed,
+            backend=backend,
+            compare=compare,
+            training=training,
+            encoding=encoding,
+            return_intermediates=return_intermediates,
+            device=device,
+            gradients=gradients,
+            grad_output=grad_output,
+            loss=loss,
+        )
+        return SequentialResult.from_json(
+            self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options))
+        )
 
     def layers(self) -> list[LayerKind]:
         """The kinds the server computes, with their config schemas and defaults."""
@@ -110,12 +153,19 @@ class Client(BaseClient, LayerMethods[LayerResult]):
 class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
     """The same as `Client`, awaitable: `async with AsyncClient() as client: await client.linear(...)`."""
 
-    def __init__(self, base_url: str | None = None, *, http_client: httpx.AsyncClient | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, **options: Unpack[ClientOptions]) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> None:
         """`http_client` (yours to close) or `transport` (e.g. `httpx.ASGITransport(app=app)`) replace the network."""
         super().__init__(base_url=base_url, **options)
-        self._http, self._owns_http = own_http_client(http_client, transport,
-                                                      lambda: httpx.AsyncClient(transport=transport))
+        self._http, self._owns_http = own_http_client(
+            http_client, transport, lambda: httpx.AsyncClient(transport=transport)
+        )
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -146,29 +196,64 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
             await anyio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
-                      headers: Mapping[str, str] | None = None) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
         return await self._send(method, path, json=json, content=content, headers=headers)
 
     async def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
-        return LayerResult.from_json(await self._send("POST", f"/v1/layers/{kind}",
-                                                      body=self._layer_body(kind, x, config, options)))
+        return LayerResult.from_json(
+            await self._send("POST", f"/v1/layers/{kind}", body=self._layer_body(kind, x, config, options))
+        )
 
-    async def shapes(self, input_shape: Sequence[int], layers: Sequence[Mapping[str, Any]], *,
-                     dtype: Literal["float32", "float64"] | None = None) -> ShapesResult:
+    async def shapes(
+        self,
+        input_shape: Sequence[int],
+        layers: Sequence[Mapping[str, Any]],
+        *,
+        dtype: Literal["float32", "float64"] | None = None,
+    ) -> ShapesResult:
         return ShapesResult.from_json(
-            await self._send("POST", "/v1/shapes", body=self._shapes_body(input_shape, layers, dtype)))
+            await self._send("POST", "/v1/shapes", body=self._shapes_body(input_shape, layers, dtype))
+        )
 
-    async def sequential(self, layers: Sequence[Mapping[str, Any]], x: Tensor, *, seed: int | None = None,
-                         backend: Backend | None = None, compare: bool | None = None, training: bool | None = None,
-                         encoding: Encoding | None = None, return_intermediates: bool | None = None,
-                         device: str | None = None, gradients: bool | None = None, grad_output: Tensor | None = None,
-                         loss: Mapping[str, Any] | None = None) -> SequentialResult:
-        options = dict(seed=seed, backend=backend, compare=compare, training=training, encoding=encoding,
-                       return_intermediates=return_intermediates, device=device, gradients=gradients,
-                       grad_output=grad_output, loss=loss)
+    async def sequential(
+        self,
+        layers: Sequence[Mapping[str, Any]],
+        x: Tensor,
+        *,
+        seed: int | None = None,
+        backend: Backend | None = None,
+        compare: bool | None = None,
+        training: bool | None = None,
+        encoding: Encoding | None = None,
+        return_intermediates: bool | None = None,
+        device: str | None = None,
+        gradients: bool | None = None,
+        grad_output: Tensor | None = None,
+        loss: Mapping[str, Any] | None = None,
+    ) -> SequentialResult:
+        options = dict(
+            seed=seed,
+            backend=backend,
+            compare=compare,
+            training=training,
+            encoding=encoding,
+            return_intermediates=return_intermediates,
+            device=device,
+            gradients=gradients,
+            grad_output=grad_output,
+            loss=loss,
+        )
         return SequentialResult.from_json(
-            await self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options)))
+            await self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options))
+        )
 
     async def layers(self) -> list[LayerKind]:
         return [LayerKind.from_json(item) for item in await self._send("GET", "/v1/layers")]

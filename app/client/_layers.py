@@ -56,8 +56,11 @@ class LayerOptions(TypedDict, total=False):
 def _config(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """A layer method's call (its `locals()`) -> the constructor arguments not at PyTorch's default."""
     defaults = _DEFAULTS[kind]
-    return {name: value for name, value in arguments.items()
-            if name not in ("self", "x", "options") and not _is_default(value, defaults.get(name, inspect.Parameter.empty))}
+    return {
+        name: value
+        for name, value in arguments.items()
+        if name not in ("self", "x", "options") and not _is_default(value, defaults.get(name, inspect.Parameter.empty))
+    }
 
 
 def _is_default(value: Any, default: Any) -> bool:
@@ -68,69 +71,160 @@ class LayerMethods(Generic[R]):
     def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> R:
         raise NotImplementedError
 
-    def linear(self, x: Tensor, *, in_features: int, out_features: int, bias: bool = True,
-               **options: Unpack[LayerOptions]) -> R:
+    def linear(
+        self, x: Tensor, *, in_features: int, out_features: int, bias: bool = True, **options: Unpack[LayerOptions]
+    ) -> R:
         """torch.nn.Linear: `y = x @ weight.T + bias`. x `(*, in_features)` -> `(*, out_features)`;
         weight `(out_features, in_features)`."""
         return self._layer("linear", x, _config("linear", locals()), options)
 
     # -- convolution: x (N, C_in, *spatial) or (C_in, *spatial); weight (C_out, C_in / groups, *kernel_size)
 
-    def conv1d(self, x: Tensor, *, in_channels: int, out_channels: int, kernel_size: Size1, stride: Size1 = 1,
-               padding: Size1 | ConvPadding = 0, dilation: Size1 = 1, groups: int = 1, bias: bool = True,
-               padding_mode: PaddingMode = "zeros", **options: Unpack[LayerOptions]) -> R:
+    def conv1d(
+        self,
+        x: Tensor,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Size1,
+        stride: Size1 = 1,
+        padding: Size1 | ConvPadding = 0,
+        dilation: Size1 = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: PaddingMode = "zeros",
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.Conv1d: `L_out = floor((L_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`."""
         return self._layer("conv1d", x, _config("conv1d", locals()), options)
 
-    def conv2d(self, x: Tensor, *, in_channels: int, out_channels: int, kernel_size: Size2, stride: Size2 = 1,
-               padding: Size2 | ConvPadding = 0, dilation: Size2 = 1, groups: int = 1, bias: bool = True,
-               padding_mode: PaddingMode = "zeros", **options: Unpack[LayerOptions]) -> R:
+    def conv2d(
+        self,
+        x: Tensor,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Size2,
+        stride: Size2 = 1,
+        padding: Size2 | ConvPadding = 0,
+        dilation: Size2 = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: PaddingMode = "zeros",
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.Conv2d: `H_out = floor((H_in + 2*padding[0] - dilation[0]*(kernel_size[0]-1) - 1) / stride[0]) + 1`,
         W_out likewise."""
         return self._layer("conv2d", x, _config("conv2d", locals()), options)
 
-    def conv3d(self, x: Tensor, *, in_channels: int, out_channels: int, kernel_size: Size3, stride: Size3 = 1,
-               padding: Size3 | ConvPadding = 0, dilation: Size3 = 1, groups: int = 1, bias: bool = True,
-               padding_mode: PaddingMode = "zeros", **options: Unpack[LayerOptions]) -> R:
+    def conv3d(
+        self,
+        x: Tensor,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Size3,
+        stride: Size3 = 1,
+        padding: Size3 | ConvPadding = 0,
+        dilation: Size3 = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: PaddingMode = "zeros",
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.Conv3d: D_out, H_out, W_out as Conv2d's formula, per dimension."""
         return self._layer("conv3d", x, _config("conv3d", locals()), options)
 
     # -- max pooling: stride defaults to kernel_size (None); padding is -inf; see result.indices
 
-    def maxpool1d(self, x: Tensor, *, kernel_size: Size1, stride: Size1 | None = None, padding: Size1 = 0,
-                  dilation: Size1 = 1, return_indices: bool = False, ceil_mode: bool = False,
-                  **options: Unpack[LayerOptions]) -> R:
+    def maxpool1d(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: Size1,
+        stride: Size1 | None = None,
+        padding: Size1 = 0,
+        dilation: Size1 = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.MaxPool1d."""
         return self._layer("maxpool1d", x, _config("maxpool1d", locals()), options)
 
-    def maxpool2d(self, x: Tensor, *, kernel_size: Size2, stride: Size2 | None = None, padding: Size2 = 0,
-                  dilation: Size2 = 1, return_indices: bool = False, ceil_mode: bool = False,
-                  **options: Unpack[LayerOptions]) -> R:
+    def maxpool2d(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: Size2,
+        stride: Size2 | None = None,
+        padding: Size2 = 0,
+        dilation: Size2 = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.MaxPool2d, e.g. the notebook's `MaxPool2d(kernel_size=(3, 2))`."""
         return self._layer("maxpool2d", x, _config("maxpool2d", locals()), options)
 
-    def maxpool3d(self, x: Tensor, *, kernel_size: Size3, stride: Size3 | None = None, padding: Size3 = 0,
-                  dilation: Size3 = 1, return_indices: bool = False, ceil_mode: bool = False,
-                  **options: Unpack[LayerOptions]) -> R:
+    def maxpool3d(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: Size3,
+        stride: Size3 | None = None,
+        padding: Size3 = 0,
+        dilation: Size3 = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.MaxPool3d."""
         return self._layer("maxpool3d", x, _config("maxpool3d", locals()), options)
 
     # -- average pooling: AvgPool1d has no divisor_override, as in PyTorch
 
-    def avgpool1d(self, x: Tensor, *, kernel_size: Size1, stride: Size1 | None = None, padding: Size1 = 0,
-                  ceil_mode: bool = False, count_include_pad: bool = True, **options: Unpack[LayerOptions]) -> R:
+    def avgpool1d(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: Size1,
+        stride: Size1 | None = None,
+        padding: Size1 = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.AvgPool1d."""
         return self._layer("avgpool1d", x, _config("avgpool1d", locals()), options)
 
-    def avgpool2d(self, x: Tensor, *, kernel_size: Size2, stride: Size2 | None = None, padding: Size2 = 0,
-                  ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None,
-                  **options: Unpack[LayerOptions]) -> R:
+    def avgpool2d(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: Size2,
+        stride: Size2 | None = None,
+        padding: Size2 = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.AvgPool2d."""
         return self._layer("avgpool2d", x, _config("avgpool2d", locals()), options)
 
-    def avgpool3d(self, x: Tensor, *, kernel_size: Size3, stride: Size3 | None = None, padding: Size3 = 0,
-                  ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None,
-                  **options: Unpack[LayerOptions]) -> R:
+    def avgpool3d(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: Size3,
+        stride: Size3 | None = None,
+        padding: Size3 = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.AvgPool3d."""
         return self._layer("avgpool3d", x, _config("avgpool3d", locals()), options)
 
@@ -138,22 +232,49 @@ class LayerMethods(Generic[R]):
     # momentum=None is a cumulative moving average (PyTorch's meaning). `bias` is keyword-only in
     # torch 2.13's constructor: bias=False keeps the affine weight without a bias.
 
-    def batchnorm1d(self, x: Tensor, *, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                    affine: bool = True, track_running_stats: bool = True, bias: bool = True,
-                    **options: Unpack[LayerOptions]) -> R:
+    def batchnorm1d(
+        self,
+        x: Tensor,
+        *,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        bias: bool = True,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.BatchNorm1d on `(N, C)` or `(N, C, L)`. The result's `buffers` (running statistics)
         can be passed back as `parameters=` for the next step; `statistics` are the batch's."""
         return self._layer("batchnorm1d", x, _config("batchnorm1d", locals()), options)
 
-    def batchnorm2d(self, x: Tensor, *, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                    affine: bool = True, track_running_stats: bool = True, bias: bool = True,
-                    **options: Unpack[LayerOptions]) -> R:
+    def batchnorm2d(
+        self,
+        x: Tensor,
+        *,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        bias: bool = True,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.BatchNorm2d on `(N, C, H, W)`."""
         return self._layer("batchnorm2d", x, _config("batchnorm2d", locals()), options)
 
-    def batchnorm3d(self, x: Tensor, *, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                    affine: bool = True, track_running_stats: bool = True, bias: bool = True,
-                    **options: Unpack[LayerOptions]) -> R:
+    def batchnorm3d(
+        self,
+        x: Tensor,
+        *,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        bias: bool = True,
+        **options: Unpack[LayerOptions],
+    ) -> R:
         """torch.nn.BatchNorm3d on `(N, C, D, H, W)`."""
         return self._layer("batchnorm3d", x, _config("batchnorm3d", locals()), options)
 
@@ -171,5 +292,7 @@ class LayerMethods(Generic[R]):
 
 LAYER_KINDS = tuple(name for name in vars(LayerMethods) if not name.startswith("_"))
 """Every kind with a method: ('linear', 'conv1d', ..., 'flatten')."""
-_DEFAULTS = {kind: {name: p.default for name, p in inspect.signature(getattr(LayerMethods, kind)).parameters.items()}
-             for kind in LAYER_KINDS}
+_DEFAULTS = {
+    kind: {name: p.default for name, p in inspect.signature(getattr(LayerMethods, kind)).parameters.items()}
+    for kind in LAYER_KINDS
+}

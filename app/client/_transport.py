@@ -99,8 +99,14 @@ class FastHTTPTransport(httpx.BaseTransport):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _exchange(self, sock: socket.socket, address: tuple[str, int], request: httpx.Request,
-                  timeouts: dict[str, Any], reused: bool) -> httpx.Response:
+    def _exchange(
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        request: httpx.Request,
+        timeouts: dict[str, Any],
+        reused: bool,
+    ) -> httpx.Response:
         try:
             sock.settimeout(timeouts.get("write"))
             self._send(sock, request)
@@ -125,8 +131,13 @@ class FastHTTPTransport(httpx.BaseTransport):
         else:
             sock.close()
         stream = ResponseBuffer(body)
-        return httpx.Response(status, headers=headers, stream=stream, request=request,
-                              extensions={"http_version": b"HTTP/1.1", BUFFER: stream})
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1", BUFFER: stream},
+        )
 
     @staticmethod
     def _send(sock: socket.socket, request: httpx.Request) -> None:
@@ -142,8 +153,9 @@ class FastHTTPTransport(httpx.BaseTransport):
         for chunk in chunks:  # a large body as it is, not concatenated
             sock.sendall(chunk)
 
-    def _receive(self, sock: socket.socket, request: httpx.Request,
-                 reused: bool) -> tuple[int, list[tuple[bytes, bytes]], bytearray | memoryview, bool]:
+    def _receive(
+        self, sock: socket.socket, request: httpx.Request, reused: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytearray | memoryview, bool]:
         data = bytearray()
         while (end := data.find(b"\r\n\r\n")) == -1:
             chunk = sock.recv(_HEADER_LIMIT)
@@ -157,10 +169,12 @@ class FastHTTPTransport(httpx.BaseTransport):
         status_line, *header_lines = bytes(data[:end]).split(b"\r\n")
         version, status_text = status_line.split(b" ", 1)
         status = int(status_text[:3])
-        headers = [(name.strip(), value.strip())
-                   for name, value in (line.split(b":", 1) for line in header_lines if b":" in line)]
+        headers = [
+            (name.strip(), value.strip())
+            for name, value in (line.split(b":", 1) for line in header_lines if b":" in line)
+        ]
         fields = {name.lower(): value for name, value in headers}
-        rest = memoryview(data)[end + 4:]
+        rest = memoryview(data)[end + 4 :]
         keep = version == b"HTTP/1.1" and fields.get(b"connection", b"").lower() != b"close"
         if request.method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             return status, headers, bytearray(), keep
@@ -208,7 +222,7 @@ class FastHTTPTransport(httpx.BaseTransport):
                     need(len(data) - pos + 1)
                 return body
             need(size + 2)
-            body += data[pos:pos + size]
+            body += data[pos : pos + size]
             pos += size + 2
 
     @staticmethod

@@ -62,8 +62,11 @@ class JsonCodec:
     def tensor(self, array: np.ndarray) -> dict[str, Any]:
         if self.encoding == "list":
             return {"data": _json_values(array), "shape": list(array.shape), "dtype": array.dtype.name}
-        return {"base64": _b64.b64encode(array.data if array.flags.c_contiguous else array.tobytes()).decode("ascii"),
-                "shape": list(array.shape), "dtype": array.dtype.name}
+        return {
+            "base64": _b64.b64encode(array.data if array.flags.c_contiguous else array.tobytes()).decode("ascii"),
+            "shape": list(array.shape),
+            "dtype": array.dtype.name,
+        }
 
     def dumps(self, body: Any) -> bytes:
         return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -146,8 +149,12 @@ def encode_parameters(parameters: Mapping[str, Any] | None, codec: Codec) -> dic
 
 def is_tensor(value: Any) -> bool:
     """A response tensor: `{"shape", "dtype"}` with `data`, `base64`, `bytes` or `summary`."""
-    return isinstance(value, dict) and "shape" in value and "dtype" in value and (
-        "data" in value or "base64" in value or "bytes" in value or "summary" in value)
+    return (
+        isinstance(value, dict)
+        and "shape" in value
+        and "dtype" in value
+        and ("data" in value or "base64" in value or "bytes" in value or "summary" in value)
+    )
 
 
 def decode(value: dict[str, Any] | None) -> np.ndarray | None:
@@ -180,9 +187,13 @@ def decode_tree(value: Any) -> Any:
     return value
 
 
-def random_tensor(shape: tuple[int, ...] | list[int], *, seed: int = 0,
-                  distribution: Literal["normal", "uniform"] = "normal",
-                  dtype: Literal["float32", "float64"] = "float32") -> dict[str, Any]:
+def random_tensor(
+    shape: tuple[int, ...] | list[int],
+    *,
+    seed: int = 0,
+    distribution: Literal["normal", "uniform"] = "normal",
+    dtype: Literal["float32", "float64"] = "float32",
+) -> dict[str, Any]:
     """A tensor the server draws itself: `torch.manual_seed(seed); torch.randn(*shape)` (or `torch.rand`
     for "uniform"). Nothing is uploaded, and the same draw can be rebuilt locally with torch."""
     return {"random": distribution, "shape": list(shape), "seed": seed, "dtype": dtype}

@@ -48,10 +48,16 @@ class Comparison:
         if body is None:
             return None
         return cls(
-            backend=body["backend"], max_abs_diff=_number(body["max_abs_diff"]),
-            max_rel_diff=_number(body["max_rel_diff"]), allclose=body["allclose"], rtol=body["rtol"],
-            atol=body["atol"], elapsed_ms=body.get("elapsed_ms", math.nan), indices_equal=body.get("indices_equal"),
-            buffers_max_abs_diff=_number(body.get("buffers_max_abs_diff")), raw=body,
+            backend=body["backend"],
+            max_abs_diff=_number(body["max_abs_diff"]),
+            max_rel_diff=_number(body["max_rel_diff"]),
+            allclose=body["allclose"],
+            rtol=body["rtol"],
+            atol=body["atol"],
+            elapsed_ms=body.get("elapsed_ms", math.nan),
+            indices_equal=body.get("indices_equal"),
+            buffers_max_abs_diff=_number(body.get("buffers_max_abs_diff")),
+            raw=body,
         )
 
 
@@ -90,14 +96,24 @@ class LayerResult:
     @classmethod
     def from_json(cls, body: dict[str, Any], backend: str | None = None) -> "LayerResult":
         return cls(
-            kind=body["kind"], backend=body.get("backend", backend or ""), config=body.get("config", {}),
-            input_shape=tuple(body["input_shape"]), output_shape=tuple(body["output_shape"]),
-            output=decode(body.get("output")), parameters=_tensors(body.get("parameters")),
-            parameter_count=body.get("parameter_count", 0), buffers=_tensors(body.get("buffers")),
-            indices=decode(body.get("indices")), statistics=_tensors(body.get("statistics")),
-            formula=body.get("formula") or [], comparison=Comparison.from_json(body.get("comparison")),
-            elapsed_ms=body.get("elapsed_ms", math.nan), raw=body, gradients=_tensors(body.get("gradients")),
-            loss=_number(body.get("loss")), grad_fn=body.get("grad_fn"),
+            kind=body["kind"],
+            backend=body.get("backend", backend or ""),
+            config=body.get("config", {}),
+            input_shape=tuple(body["input_shape"]),
+            output_shape=tuple(body["output_shape"]),
+            output=decode(body.get("output")),
+            parameters=_tensors(body.get("parameters")),
+            parameter_count=body.get("parameter_count", 0),
+            buffers=_tensors(body.get("buffers")),
+            indices=decode(body.get("indices")),
+            statistics=_tensors(body.get("statistics")),
+            formula=body.get("formula") or [],
+            comparison=Comparison.from_json(body.get("comparison")),
+            elapsed_ms=body.get("elapsed_ms", math.nan),
+            raw=body,
+            gradients=_tensors(body.get("gradients")),
+            loss=_number(body.get("loss")),
+            grad_fn=body.get("grad_fn"),
         )
 
     @property
@@ -108,12 +124,19 @@ class LayerResult:
     @property
     def summary(self) -> dict[str, float] | None:
         """min, max, mean, std of the output when it came back as a summary (`encoding="none"`)."""
-        return {k: _number(v) for k, v in self.raw["output"]["summary"].items()} if "summary" in self.raw.get(
-            "output", {}) else None
+        return (
+            {k: _number(v) for k, v in self.raw["output"]["summary"].items()}
+            if "summary" in self.raw.get("output", {})
+            else None
+        )
 
     def __repr__(self) -> str:
-        parts = [f"kind={self.kind!r}", f"backend={self.backend!r}", f"output_shape={self.output_shape}",
-                 f"parameters={self.parameter_shapes}"]
+        parts = [
+            f"kind={self.kind!r}",
+            f"backend={self.backend!r}",
+            f"output_shape={self.output_shape}",
+            f"parameters={self.parameter_shapes}",
+        ]
         if self.buffers:
             parts.append(f"buffers={_shapes(self.raw.get('buffers'))}")
         if self.comparison is not None:
@@ -133,8 +156,13 @@ class ShapesResult:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "ShapesResult":
-        return cls(input_shape=tuple(body.get("input_shape", ())), output_shape=tuple(body.get("output_shape", ())),
-                   layers=body.get("layers", []), totals=body.get("totals", {}), raw=body)
+        return cls(
+            input_shape=tuple(body.get("input_shape", ())),
+            output_shape=tuple(body.get("output_shape", ())),
+            layers=body.get("layers", []),
+            totals=body.get("totals", {}),
+            raw=body,
+        )
 
     def __repr__(self) -> str:
         kinds = [row.get("kind") for row in self.layers]
@@ -164,12 +192,18 @@ class SequentialResult:
     def from_json(cls, body: dict[str, Any]) -> "SequentialResult":
         backend = body.get("backend", "")
         return cls(
-            backend=backend, input_shape=tuple(body.get("input_shape", ())),
-            output_shape=tuple(body.get("output_shape", ())), output=decode(body.get("output")),
+            backend=backend,
+            input_shape=tuple(body.get("input_shape", ())),
+            output_shape=tuple(body.get("output_shape", ())),
+            output=decode(body.get("output")),
             layers=[LayerResult.from_json(layer, backend) for layer in body.get("layers", [])],
-            parameter_count=body.get("parameter_count", 0), comparison=Comparison.from_json(body.get("comparison")),
-            elapsed_ms=body.get("elapsed_ms", math.nan), raw=body, gradients=_tensors(body.get("gradients")),
-            loss=_number(body.get("loss")), grad_fn=body.get("grad_fn"),
+            parameter_count=body.get("parameter_count", 0),
+            comparison=Comparison.from_json(body.get("comparison")),
+            elapsed_ms=body.get("elapsed_ms", math.nan),
+            raw=body,
+            gradients=_tensors(body.get("gradients")),
+            loss=_number(body.get("loss")),
+            grad_fn=body.get("grad_fn"),
         )
 
     @property
@@ -195,6 +229,11 @@ class LayerKind:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "LayerKind":
-        return cls(kind=body["kind"], torch=body.get("torch", ""), summary=body.get("summary", ""),
-                   path=body.get("path", f"/v1/layers/{body['kind']}"), config_schema=body.get("config_schema", {}),
-                   defaults=body.get("defaults", {}))
+        return cls(
+            kind=body["kind"],
+            torch=body.get("torch", ""),
+            summary=body.get("summary", ""),
+            path=body.get("path", f"/v1/layers/{body['kind']}"),
+            config_schema=body.get("config_schema", {}),
+            defaults=body.get("defaults", {}),
+        )

@@ -43,8 +43,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise _not_json(exc) from None
     if (at := boolean_in_array(body)) is not None:
-        raise InvalidInput(f"a JSON boolean stands inside an array at byte {at + 1}; tensors hold "
-                           "numbers and shapes hold integers", field="body")
+        raise InvalidInput(
+            f"a JSON boolean stands inside an array at byte {at + 1}; tensors hold numbers and shapes hold integers",
+            field="body",
+        )
     if not isinstance(value, dict):
         raise InvalidInput("request body must be a JSON object", field="body", actual=type(value).__name__)
     refuse_duplicate_keys(body, value)
@@ -56,9 +58,16 @@ def _not_json(exc: orjson.JSONDecodeError) -> BadRequest | PayloadTooLarge:
         return PayloadTooLarge(
             f"request body nests arrays or objects more than {ORJSON_MAX_DEPTH} deep (the JSON parser's "
             "limit; tensors may nest at most LAYERLAB_MAX_JSON_DEPTH deep)",
-            field="body", limit="max_json_depth", expected=f"<= {ORJSON_MAX_DEPTH}", actual=f"> {ORJSON_MAX_DEPTH}")
-    return BadRequest(f"request body is not valid JSON: {exc} (JSON has no NaN or Infinity tokens; "
-                      'write them as the strings "NaN", "Infinity", "-Infinity")', field="body")
+            field="body",
+            limit="max_json_depth",
+            expected=f"<= {ORJSON_MAX_DEPTH}",
+            actual=f"> {ORJSON_MAX_DEPTH}",
+        )
+    return BadRequest(
+        f"request body is not valid JSON: {exc} (JSON has no NaN or Infinity tokens; "
+        'write them as the strings "NaN", "Infinity", "-Infinity")',
+        field="body",
+    )
 
 
 def boolean_in_array(body: bytes) -> int | None:
@@ -97,11 +106,11 @@ def _neighbour(body: bytes, at: int, step: int) -> bytes:
     span = 16
     while True:
         if step < 0:
-            window = body[max(0, at - span):at].rstrip()
+            window = body[max(0, at - span) : at].rstrip()
             if window or span >= at:
                 return window[-1:]
         else:
-            window = body[at + 1:at + 1 + span].lstrip()
+            window = body[at + 1 : at + 1 + span].lstrip()
             if window or at + 1 + span >= len(body):
                 return window[:1]
         span *= 4
@@ -122,8 +131,11 @@ def refuse_duplicate_keys(body: bytes, value: Any) -> None:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise BadRequest(f"request body repeats the key {key[:100]!r} in one object; each key may appear "
-                                 "once", field=key[:100], actual="duplicate key")
+                raise BadRequest(
+                    f"request body repeats the key {key[:100]!r} in one object; each key may appear once",
+                    field=key[:100],
+                    actual="duplicate key",
+                )
             seen.add(key)
         return dict(pairs)
 
@@ -132,7 +144,9 @@ def refuse_duplicate_keys(body: bytes, value: Any) -> None:
     except RecursionError:  # the stdlib parser recurses; orjson took up to 1024 levels
         raise PayloadTooLarge(
             "request body nests too deep to check its keys (tensors may nest at most LAYERLAB_MAX_JSON_DEPTH deep)",
-            field="body", limit="max_json_depth") from None
+            field="body",
+            limit="max_json_depth",
+        ) from None
 
 
 def _count_keys(value: Any, enough: int) -> int:

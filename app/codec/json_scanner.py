@@ -58,7 +58,7 @@ def _escaped(body: bytes, at: int) -> bool:
     long run costs a few slices, not a Python step per backslash)."""
     span = 8
     while True:
-        window = body[max(0, at - span):at]
+        window = body[max(0, at - span) : at]
         run = len(window) - len(window.rstrip(b"\\"))
         if run < len(window) or span >= at:
             return run % 2 == 1

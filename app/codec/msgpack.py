@@ -145,16 +145,36 @@ def unpack_request_views(buffer: bytes | bytearray | memoryview, max_items: int 
 
 
 _FIXED = {0xC0: None, 0xC2: False, 0xC3: True}
-_NUMBERS = {0xCA: ">f", 0xCB: ">d", 0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q",
-            0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q"}
-_SIZED = {0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4), 0xD9: ("str", 1), 0xDA: ("str", 2),
-          0xDB: ("str", 4), 0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
+_NUMBERS = {
+    0xCA: ">f",
+    0xCB: ">d",
+    0xCC: ">B",
+    0xCD: ">H",
+    0xCE: ">I",
+    0xCF: ">Q",
+    0xD0: ">b",
+    0xD1: ">h",
+    0xD2: ">i",
+    0xD3: ">q",
+}
+_SIZED = {
+    0xC4: ("bin", 1),
+    0xC5: ("bin", 2),
+    0xC6: ("bin", 4),
+    0xD9: ("str", 1),
+    0xDA: ("str", 2),
+    0xDB: ("str", 4),
+    0xDC: ("array", 2),
+    0xDD: ("array", 4),
+    0xDE: ("map", 2),
+    0xDF: ("map", 4),
+}
 
 
 def _take(view: memoryview, at: int, size: int) -> memoryview:
     if at + size > len(view):
         raise ValueError(f"msgpack value truncated at byte {len(view)}")
-    return view[at:at + size]
+    return view[at : at + size]
 
 
 def _read(view: memoryview, at: int, depth: int, budget: list[int] | None) -> tuple[Any, int]:
@@ -249,8 +269,9 @@ def parse_msgpack(body: bytes | memoryview) -> dict[str, Any]:
         try:
             value = unpackb(body, list_hook=_no_booleans)
         except BooleanInArray:
-            raise InvalidInput("a msgpack boolean stands inside an array; tensors hold numbers and shapes hold "
-                               "integers", field="body") from None
+            raise InvalidInput(
+                "a msgpack boolean stands inside an array; tensors hold numbers and shapes hold integers", field="body"
+            ) from None
         except (ValueError, TypeError) as exc:
             raise BadRequest(f"request body is not valid msgpack: {exc}", field="body") from None
     if not isinstance(value, dict):

@@ -53,8 +53,11 @@ def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int
             expected=f"<= {max_elements}",
         )
     if count == 0:
-        raise InvalidInput(f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
-                           field=field, actual=list(shape))
+        raise InvalidInput(
+            f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
+            field=field,
+            actual=list(shape),
+        )
     return count
 
 
@@ -89,7 +92,11 @@ def probable_shape(value: Any, field: str, max_depth: int = 64) -> tuple[int, ..
 def _too_deep(field: str, depth: int, max_depth: int) -> PayloadTooLarge:
     return PayloadTooLarge(
         f"{field} has {depth} dimensions (nesting levels); the limit is {max_depth} (setting LAYERLAB_MAX_JSON_DEPTH)",
-        field=field, limit="max_json_depth", value=depth, expected=f"<= {max_depth}")
+        field=field,
+        limit="max_json_depth",
+        value=depth,
+        expected=f"<= {max_depth}",
+    )
 
 
 def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES) -> str:
@@ -103,7 +110,8 @@ def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES
         raise InvalidInput(
             f"{field} must be a JSON array of numbers (a bare number for a 0-d tensor) "
             "or an object with 'data', 'base64', 'bytes' or 'random'",
-            field=field, actual=type(value).__name__,
+            field=field,
+            actual=type(value).__name__,
         )
     form = _form_key(value, field)
     _check_dtype_and_shape(value, field, dtypes)
@@ -111,8 +119,12 @@ def check_form(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DTYPES
     return form
 
 
-FORM_KEYS = {"data": {"data", "shape", "dtype"}, "base64": {"base64", "shape", "dtype"},
-             "bytes": {"bytes", "shape", "dtype"}, "random": {"random", "shape", "seed", "dtype"}}
+FORM_KEYS = {
+    "data": {"data", "shape", "dtype"},
+    "base64": {"base64", "shape", "dtype"},
+    "bytes": {"bytes", "shape", "dtype"},
+    "random": {"random", "shape", "seed", "dtype"},
+}
 
 
 def _form_key(value: dict, field: str) -> str:
@@ -127,29 +139,41 @@ def _form_key(value: dict, field: str) -> str:
     allowed = FORM_KEYS[form]
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise InvalidInput(f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
-                           field=f"{field}.{unknown[0]}")
+        raise InvalidInput(
+            f"{field} has unknown keys {unknown} for the '{form}' form; allowed: {sorted(allowed)}",
+            field=f"{field}.{unknown[0]}",
+        )
     return form
 
 
 def _check_dtype_and_shape(value: dict, field: str, dtypes: tuple[str, ...]) -> None:
     if "dtype" in value and value["dtype"] not in dtypes:
         dtype = value["dtype"]
-        raise InvalidInput(f"{field}.dtype must be one of {list(dtypes)}, got {_brief(dtype)!r}",
-                           field=f"{field}.dtype", expected=list(dtypes), actual=_brief(dtype))
+        raise InvalidInput(
+            f"{field}.dtype must be one of {list(dtypes)}, got {_brief(dtype)!r}",
+            field=f"{field}.dtype",
+            expected=list(dtypes),
+            actual=_brief(dtype),
+        )
     if "shape" in value and value["shape"] is not None:
         shape = check_shape(value["shape"], f"{field}.shape")
         if 0 in shape:
-            raise InvalidInput(f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
-                               field=field, actual=list(shape))
+            raise InvalidInput(
+                f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
+                field=field,
+                actual=list(shape),
+            )
 
 
 def _check_payload(value: dict, form: str, field: str) -> None:
     """The payload's type for its form; every form but `data` needs a shape."""
     if form == "data":
         if not isinstance(value["data"], (list, np.ndarray)) and not _is_number(value["data"]):
-            raise InvalidInput(f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
-                               field=f"{field}.data", actual=type(value["data"]).__name__)
+            raise InvalidInput(
+                f"{field}.data must be a JSON array (or a number for a 0-d tensor, shape [])",
+                field=f"{field}.data",
+                actual=type(value["data"]).__name__,
+            )
         return
     if value.get("shape") is None:
         raise InvalidInput(f"{field}.shape is required with '{form}'", field=f"{field}.shape")
@@ -157,8 +181,11 @@ def _check_payload(value: dict, form: str, field: str) -> None:
         raise InvalidInput(f"{field}.base64 must be a string", field=f"{field}.base64")
     if form == "bytes" and not isinstance(value["bytes"], (bytes, bytearray, memoryview)):
         # memoryview: a big bin read in place (app.codec.msgpack)
-        raise InvalidInput(f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
-                           field=f"{field}.bytes", actual=type(value["bytes"]).__name__)
+        raise InvalidInput(
+            f"{field}.bytes must be binary (a msgpack bin; in JSON bodies use 'base64')",
+            field=f"{field}.bytes",
+            actual=type(value["bytes"]).__name__,
+        )
     if form == "random":
         _check_random(value, field)
 
@@ -166,14 +193,23 @@ def _check_payload(value: dict, form: str, field: str) -> None:
 def _check_random(value: dict, field: str) -> None:
     distribution, seed, dtype = value["random"], value.get("seed", 0), value.get("dtype", "float32")
     if dtype not in FLOAT_DTYPES:
-        raise InvalidInput(f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
-                           field=f"{field}.dtype", expected=list(FLOAT_DTYPES), actual=dtype)
+        raise InvalidInput(
+            f"{field}.dtype must be one of {list(FLOAT_DTYPES)} for a random draw, got {dtype!r}",
+            field=f"{field}.dtype",
+            expected=list(FLOAT_DTYPES),
+            actual=dtype,
+        )
     if distribution not in ("normal", "uniform"):
-        raise InvalidInput(f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
-                           field=f"{field}.random", expected=["normal", "uniform"], actual=_brief(distribution))
+        raise InvalidInput(
+            f"{field}.random must be 'normal' or 'uniform', got {_brief(distribution)!r}",
+            field=f"{field}.random",
+            expected=["normal", "uniform"],
+            actual=_brief(distribution),
+        )
     if type(seed) is not int or not -(2**63) <= seed < 2**64:
-        raise InvalidInput(f"{field}.seed must be an integer in [-2^63, 2^64)", field=f"{field}.seed",
-                           actual=_brief(seed))
+        raise InvalidInput(
+            f"{field}.seed must be an integer in [-2^63, 2^64)", field=f"{field}.seed", actual=_brief(seed)
+        )
 
 
 def decode_tensor(
@@ -251,9 +287,13 @@ def _checked_base64(text: str | DecodedBase64, field: str) -> DecodedBase64:
     if isinstance(text, DecodedBase64):
         return text
     if len(text) % 4 or len(text) < MIN_BASE64_CHARS:  # a wrong length whatever the shape
-        raise ShapeMismatch(f"{field}.base64 has {len(text)} characters: padded base64 comes in groups of 4, and "
-                           f"one element (4 bytes at least) takes {MIN_BASE64_CHARS}", field=f"{field}.base64",
-                           expected=f">= {MIN_BASE64_CHARS}, a multiple of 4", actual=len(text))
+        raise ShapeMismatch(
+            f"{field}.base64 has {len(text)} characters: padded base64 comes in groups of 4, and "
+            f"one element (4 bytes at least) takes {MIN_BASE64_CHARS}",
+            field=f"{field}.base64",
+            expected=f">= {MIN_BASE64_CHARS}, a multiple of 4",
+            actual=len(text),
+        )
     try:
         decoded = DecodedBase64(pybase64.b64decode(text, validate=True))
     except (ValueError, TypeError) as exc:
@@ -287,17 +327,28 @@ def _numbers_array(data: list | np.ndarray | int | float, field: str) -> np.ndar
     try:
         raw = data if isinstance(data, np.ndarray) else np.array(data)
     except (ValueError, TypeError) as exc:
-        raise ShapeMismatch(f"{field} is a ragged nested array: every row at one depth must have the same "
-                            f"length ({exc})", field=field) from None
+        raise ShapeMismatch(
+            f"{field} is a ragged nested array: every row at one depth must have the same length ({exc})", field=field
+        ) from None
     return _numbers_only(raw, data, field)
 
 
-def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] | None, dtype: str, field: str,
-                 max_elements: int, max_depth: int) -> np.ndarray:
+def _from_nested(
+    data: list | np.ndarray | int | float,
+    shape: tuple[int, ...] | None,
+    dtype: str,
+    field: str,
+    max_elements: int,
+    max_depth: int,
+) -> np.ndarray:
     if _nesting_depth(data, max_depth) > max_depth:
         raise PayloadTooLarge(
             f"{field} is nested more than {max_depth} deep (setting LAYERLAB_MAX_JSON_DEPTH)",
-            field=field, limit="max_json_depth", expected=f"<= {max_depth}", actual=f"> {max_depth}")
+            field=field,
+            limit="max_json_depth",
+            expected=f"<= {max_depth}",
+            actual=f"> {max_depth}",
+        )
     raw = _numbers_array(data, field)
     if raw.size > max_elements:
         check_elements(raw.shape, field, max_elements)
@@ -306,11 +357,18 @@ def _from_nested(data: list | np.ndarray | int | float, shape: tuple[int, ...] |
             if raw.size != math.prod(shape):
                 raise ShapeMismatch(
                     f"{field}.data has {raw.size} values but shape {list(shape)} needs {math.prod(shape)}",
-                    field=f"{field}.data", expected=math.prod(shape), actual=raw.size)
+                    field=f"{field}.data",
+                    expected=math.prod(shape),
+                    actual=raw.size,
+                )
             raw = raw.reshape(shape)
         elif raw.shape != shape:
-            raise ShapeMismatch(f"{field}.data is nested as {list(raw.shape)} but shape says {list(shape)}",
-                                field=f"{field}.shape", expected=list(raw.shape), actual=list(shape))
+            raise ShapeMismatch(
+                f"{field}.data is nested as {list(raw.shape)} but shape says {list(shape)}",
+                field=f"{field}.shape",
+                expected=list(raw.shape),
+                actual=list(shape),
+            )
     if raw.size == 0:
         check_elements(raw.shape, field, max_elements)
     target = DTYPES[dtype].newbyteorder("=")
@@ -339,13 +397,16 @@ def _numbers_only(raw: np.ndarray, data: Any, field: str) -> np.ndarray:
             raise InvalidInput(
                 f"{field} holds {_brief(objects[where])!r} at index {list(where)}; tensors hold numbers "
                 '(non-finite values as the strings "NaN", "Infinity", "-Infinity")',
-                field=field, actual=_brief(objects[where]))
+                field=field,
+                actual=_brief(objects[where]),
+            )
         return raw.astype(np.float64)
     if kind == "O":
         if raw.ndim == 0 or raw.size == 0:
             raise InvalidInput(f"{field} must be a non-empty array of numbers", field=field)
-        raise InvalidInput(f"{field} holds null or non-numeric values (or integers beyond 64 bits); "
-                           "tensors hold numbers", field=field)
+        raise InvalidInput(
+            f"{field} holds null or non-numeric values (or integers beyond 64 bits); tensors hold numbers", field=field
+        )
     raise InvalidInput(f"{field} holds values of type {raw.dtype}; tensors hold numbers", field=field)
 
 
@@ -357,11 +418,18 @@ def _from_base64(text: str | DecodedBase64, shape: tuple[int, ...], dtype: str, 
         raise ShapeMismatch(
             f"{field}.base64 has {chars} characters; shape {list(shape)} of {dtype} is {nbytes} bytes, "
             f"which is {expected_chars} base64 characters",
-            field=f"{field}.base64", expected=expected_chars, actual=chars)
+            field=f"{field}.base64",
+            expected=expected_chars,
+            actual=chars,
+        )
     raw = _checked_base64(text, field)
     if len(raw) != nbytes:
-        raise ShapeMismatch(f"{field}.base64 decodes to {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
-                            field=f"{field}.base64", expected=nbytes, actual=len(raw))
+        raise ShapeMismatch(
+            f"{field}.base64 decodes to {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
+            field=f"{field}.base64",
+            expected=nbytes,
+            actual=len(raw),
+        )
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
 
 
@@ -369,8 +437,12 @@ def _from_bytes(raw: bytes | bytearray | memoryview, shape: tuple[int, ...], dty
     """Raw bytes (a msgpack `bin`), read in place: no copy on a little-endian machine."""
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize
     if len(raw) != nbytes:
-        raise ShapeMismatch(f"{field}.bytes has {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
-                            field=f"{field}.bytes", expected=nbytes, actual=len(raw))
+        raise ShapeMismatch(
+            f"{field}.bytes has {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
+            field=f"{field}.bytes",
+            expected=nbytes,
+            actual=len(raw),
+        )
     return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
 
 
@@ -389,7 +461,9 @@ def encode_tensor(array: np.ndarray, encoding: Encoding) -> dict[str, Any]:
     return out
 
 
-_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()} | {dtype.newbyteorder(">"): name for name, dtype in DTYPES.items()}
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()} | {
+    dtype.newbyteorder(">"): name for name, dtype in DTYPES.items()
+}
 """str(dtype) runs Python code in NumPy (~5 us); a response names a few dtypes."""
 
 

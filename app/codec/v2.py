@@ -37,8 +37,9 @@ BINARY_MEDIA_TYPE = "application/octet-stream"
 JSON_MEDIA_TYPE = "application/json"
 DATATYPES: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT64": np.dtype("<i8")}
 FLOAT_DATATYPES = ("FP32", "FP64")
-_DATATYPE_OF = {np.dtype(dtype).newbyteorder(order): name
-                for name, dtype in DATATYPES.items() for order in ("<", ">", "=")}
+_DATATYPE_OF = {
+    np.dtype(dtype).newbyteorder(order): name for name, dtype in DATATYPES.items() for order in ("<", ">", "=")
+}
 OPTION_PARAMETERS = ("config", "backend", "seed", "training", "compare", "device")
 """Request `parameters` that become the layer options (`config` an object or a JSON string)."""
 REQUEST_PARAMETERS = (*OPTION_PARAMETERS, "binary_data_output")
@@ -106,9 +107,13 @@ def header_length(value: str | None, body_size: int) -> int | None:
         return None
     text = value.strip()
     if not text.isdigit() or int(text) > body_size or int(text) == 0:
-        raise BadRequest(f"{HEADER_LENGTH} must be the length in bytes of the JSON header, between 1 and the "
-                         f"body's {body_size} bytes; got {_brief(value)!r}",
-                         field=HEADER_LENGTH, expected=f"1..{body_size}", actual=_brief(value))
+        raise BadRequest(
+            f"{HEADER_LENGTH} must be the length in bytes of the JSON header, between 1 and the "
+            f"body's {body_size} bytes; got {_brief(value)!r}",
+            field=HEADER_LENGTH,
+            expected=f"1..{body_size}",
+            actual=_brief(value),
+        )
     return int(text)
 
 
@@ -121,28 +126,38 @@ def split_body(body: bytes | memoryview, json_length: int | None) -> tuple[bytes
     return view[:json_length].tobytes(), view[json_length:]
 
 
-def read_infer_request(header: Any, binary: memoryview, signature: ModelSignature, *,
-                       max_elements: int, max_depth: int) -> InferRequest:
+def read_infer_request(
+    header: Any, binary: memoryview, signature: ModelSignature, *, max_elements: int, max_depth: int
+) -> InferRequest:
     """A parsed V2 header and the binary section after it -> the layer options."""
     if not isinstance(header, dict):
         raise InvalidInput("the inference request must be a JSON object", field="body", actual=type(header).__name__)
     unknown = sorted(set(header) - {"id", "parameters", "inputs", "outputs"})
     if unknown:
-        raise InvalidInput(f"the inference request has an unknown key {unknown[0][:100]!r}; it takes "
-                           "'id', 'parameters', 'inputs' and 'outputs'", field=unknown[0][:100])
+        raise InvalidInput(
+            f"the inference request has an unknown key {unknown[0][:100]!r}; it takes "
+            "'id', 'parameters', 'inputs' and 'outputs'",
+            field=unknown[0][:100],
+        )
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput(f"'id' must be a string, got {_brief(request_id)!r}", field="id", actual=_brief(request_id))
     parameters = _parameters(header.get("parameters", {}), "the request's 'parameters'")
     unknown = sorted(set(parameters) - set(REQUEST_PARAMETERS))
     if unknown:
-        raise InvalidInput(f"request parameter {unknown[0][:100]!r} is not supported; the request parameters are "
-                           f"{list(REQUEST_PARAMETERS)}", field=f"parameters.{unknown[0][:100]}",
-                           expected=list(REQUEST_PARAMETERS), actual=unknown[0][:100])
+        raise InvalidInput(
+            f"request parameter {unknown[0][:100]!r} is not supported; the request parameters are "
+            f"{list(REQUEST_PARAMETERS)}",
+            field=f"parameters.{unknown[0][:100]}",
+            expected=list(REQUEST_PARAMETERS),
+            actual=unknown[0][:100],
+        )
     if "config" not in parameters:
-        raise InvalidInput("request parameter 'config' is required: the layer's constructor arguments as a JSON "
-                           'object or a JSON string, e.g. {"in_features": 4, "out_features": 1}',
-                           field="parameters.config")
+        raise InvalidInput(
+            "request parameter 'config' is required: the layer's constructor arguments as a JSON "
+            'object or a JSON string, e.g. {"in_features": 4, "out_features": 1}',
+            field="parameters.config",
+        )
     tensors = _read_inputs(header.get("inputs"), binary, signature, max_elements, max_depth)
     options = {name: parameters[name] for name in OPTION_PARAMETERS if name in parameters}
     options["config"] = _config(options["config"])
@@ -156,10 +171,11 @@ def read_infer_request(header: Any, binary: memoryview, signature: ModelSignatur
         raise validation_error(exc, prefix="parameters") from None
     binary_output = parameters.get("binary_data_output", False)
     if type(binary_output) is not bool:
-        raise InvalidInput(f"request parameter 'binary_data_output' must be true or false, got "
-                           f"{_brief(binary_output)!r}", field="parameters.binary_data_output")
-    return InferRequest(request_id, layer_options, _requested_outputs(header.get("outputs"), signature),
-                        binary_output)
+        raise InvalidInput(
+            f"request parameter 'binary_data_output' must be true or false, got {_brief(binary_output)!r}",
+            field="parameters.binary_data_output",
+        )
+    return InferRequest(request_id, layer_options, _requested_outputs(header.get("outputs"), signature), binary_output)
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
@@ -174,17 +190,22 @@ def _config(value: Any) -> Any:
         try:
             value = orjson.loads(value)
         except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"request parameter 'config' is a string but not JSON: {exc}",
-                               field="parameters.config") from None
+            raise InvalidInput(
+                f"request parameter 'config' is a string but not JSON: {exc}", field="parameters.config"
+            ) from None
     if not isinstance(value, dict):
-        raise InvalidInput("request parameter 'config' must be a JSON object of the layer's constructor "
-                           f"arguments (or a string holding one), got {type(value).__name__}",
-                           field="parameters.config", actual=type(value).__name__)
+        raise InvalidInput(
+            "request parameter 'config' must be a JSON object of the layer's constructor "
+            f"arguments (or a string holding one), got {type(value).__name__}",
+            field="parameters.config",
+            actual=type(value).__name__,
+        )
     return value
 
 
-def _read_inputs(inputs: Any, binary: memoryview, signature: ModelSignature, max_elements: int,
-                 max_depth: int) -> dict[str, np.ndarray]:
+def _read_inputs(
+    inputs: Any, binary: memoryview, signature: ModelSignature, max_elements: int, max_depth: int
+) -> dict[str, np.ndarray]:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors, one named 'input'", field="inputs")
     described = [_describe_input(i, item, signature, max_elements, max_depth) for i, item in enumerate(inputs)]
@@ -193,7 +214,7 @@ def _read_inputs(inputs: Any, binary: memoryview, signature: ModelSignature, max
     offset = 0
     for d in described:
         if d.binary_size is not None:
-            part = binary[offset:offset + d.binary_size]
+            part = binary[offset : offset + d.binary_size]
             offset += d.binary_size
             tensors[d.name] = np.frombuffer(part, dtype=DATATYPES[d.datatype]).reshape(d.shape)
         else:
@@ -209,20 +230,32 @@ def _check_together(described: list["_Described"], binary: memoryview, signature
         if names.count(name) > 1:
             raise InvalidInput(f"input {name!r} is given more than once", field=f"inputs.{name}")
     if "input" not in names:
-        raise InvalidInput(f"no input named 'input'; this model takes {[t.name for t in signature.inputs]}",
-                           field="inputs", expected="input", actual=names)
+        raise InvalidInput(
+            f"no input named 'input'; this model takes {[t.name for t in signature.inputs]}",
+            field="inputs",
+            expected="input",
+            actual=names,
+        )
     floats = {d.datatype for d in described if d.datatype in FLOAT_DATATYPES}
     if len(floats) > 1:
         input_type = next(d.datatype for d in described if d.name == "input")
         other = next(d for d in described if d.datatype in FLOAT_DATATYPES and d.datatype != input_type)
-        raise InvalidInput(f"input {other.name!r} is {other.datatype} but 'input' is {input_type}; a layer's "
-                           "tensors share one floating-point datatype", field=f"inputs.{other.name}.datatype",
-                           expected=input_type, actual=other.datatype)
+        raise InvalidInput(
+            f"input {other.name!r} is {other.datatype} but 'input' is {input_type}; a layer's "
+            "tensors share one floating-point datatype",
+            field=f"inputs.{other.name}.datatype",
+            expected=input_type,
+            actual=other.datatype,
+        )
     declared = sum(d.binary_size for d in described if d.binary_size is not None)
     if declared != len(binary):
-        raise BadRequest(f"the inputs' binary_data_size add up to {declared} bytes, but {len(binary)} bytes follow "
-                         f"the JSON header ({HEADER_LENGTH})", field="binary_data_size",
-                         expected=declared, actual=len(binary))
+        raise BadRequest(
+            f"the inputs' binary_data_size add up to {declared} bytes, but {len(binary)} bytes follow "
+            f"the JSON header ({HEADER_LENGTH})",
+            field="binary_data_size",
+            expected=declared,
+            actual=len(binary),
+        )
 
 
 @dataclass
@@ -234,58 +267,79 @@ class _Described:
     data: Any
 
 
-def _describe_input(index: int, item: Any, signature: ModelSignature, max_elements: int,
-                    max_depth: int) -> _Described:
+def _describe_input(index: int, item: Any, signature: ModelSignature, max_elements: int, max_depth: int) -> _Described:
     """One entry of `inputs`, checked against the model and the limits; its data not yet read."""
     where = f"inputs[{index}]"
     if not isinstance(item, dict):
-        raise InvalidInput(f"{where} must be a JSON object with name, shape, datatype and data",
-                           field=where, actual=type(item).__name__)
+        raise InvalidInput(
+            f"{where} must be a JSON object with name, shape, datatype and data",
+            field=where,
+            actual=type(item).__name__,
+        )
     name = item.get("name")
     if not isinstance(name, str):
         raise InvalidInput(f"{where}.name must be a string, got {_brief(name)!r}", field=f"{where}.name")
     where = f"input {name[:100]!r}"
     unknown = sorted(set(item) - {"name", "shape", "datatype", "parameters", "data"})
     if unknown:
-        raise InvalidInput(f"{where} has an unknown key {unknown[0][:100]!r}; an input takes name, shape, datatype, "
-                           "parameters and data", field=f"inputs.{name[:100]}.{unknown[0][:100]}")
+        raise InvalidInput(
+            f"{where} has an unknown key {unknown[0][:100]!r}; an input takes name, shape, datatype, "
+            "parameters and data",
+            field=f"inputs.{name[:100]}.{unknown[0][:100]}",
+        )
     metadata = signature.input_named(name)
     if metadata is None:
-        raise InvalidInput(f"{where} is not an input of this model; it takes {[t.name for t in signature.inputs]}",
-                           field=f"inputs.{name[:100]}", expected=[t.name for t in signature.inputs],
-                           actual=name[:100])
+        raise InvalidInput(
+            f"{where} is not an input of this model; it takes {[t.name for t in signature.inputs]}",
+            field=f"inputs.{name[:100]}",
+            expected=[t.name for t in signature.inputs],
+            actual=name[:100],
+        )
     datatype = item.get("datatype")
     allowed = list(FLOAT_DATATYPES) if metadata.datatype in FLOAT_DATATYPES else [metadata.datatype]
     if datatype not in allowed:
-        raise InvalidInput(f"{where} has datatype {_brief(datatype)!r}; it must be "
-                           f"{' or '.join(allowed)}", field=f"inputs.{name}.datatype", expected=allowed,
-                           actual=_brief(datatype))
+        raise InvalidInput(
+            f"{where} has datatype {_brief(datatype)!r}; it must be {' or '.join(allowed)}",
+            field=f"inputs.{name}.datatype",
+            expected=allowed,
+            actual=_brief(datatype),
+        )
     if "shape" not in item:
         raise InvalidInput(f"{where} needs a shape", field=f"inputs.{name}.shape")
     shape = check_shape(item["shape"], f"inputs.{name}.shape")
     if len(shape) > max_depth:
-        raise InvalidInput(f"{where} has {len(shape)} dimensions; at most {max_depth} are accepted "
-                           "(setting LAYERLAB_MAX_JSON_DEPTH)", field=f"inputs.{name}.shape")
+        raise InvalidInput(
+            f"{where} has {len(shape)} dimensions; at most {max_depth} are accepted (setting LAYERLAB_MAX_JSON_DEPTH)",
+            field=f"inputs.{name}.shape",
+        )
     check_elements(shape, f"inputs.{name}", max_elements)  # before a byte of it is read
     parameters = _parameters(item.get("parameters", {}), f"{where}'s parameters")
     unknown = sorted(set(parameters) - {"binary_data_size"})
     if unknown:
-        raise InvalidInput(f"{where} has parameter {unknown[0][:100]!r}, which is not supported (shared memory "
-                           "is not); an input takes 'binary_data_size'", field=f"inputs.{name}.parameters")
+        raise InvalidInput(
+            f"{where} has parameter {unknown[0][:100]!r}, which is not supported (shared memory "
+            "is not); an input takes 'binary_data_size'",
+            field=f"inputs.{name}.parameters",
+        )
     binary_size = parameters.get("binary_data_size")
     if binary_size is None:
         if "data" not in item:
-            raise InvalidInput(f"{where} has neither 'data' nor parameters.binary_data_size",
-                               field=f"inputs.{name}.data")
+            raise InvalidInput(
+                f"{where} has neither 'data' nor parameters.binary_data_size", field=f"inputs.{name}.data"
+            )
         return _Described(name, datatype, shape, None, item["data"])
     if "data" in item:
-        raise InvalidInput(f"{where} has both 'data' and parameters.binary_data_size; send one",
-                           field=f"inputs.{name}.data")
+        raise InvalidInput(
+            f"{where} has both 'data' and parameters.binary_data_size; send one", field=f"inputs.{name}.data"
+        )
     needed = math.prod(shape) * DATATYPES[datatype].itemsize
     if type(binary_size) is not int or binary_size != needed:
-        raise ShapeMismatch(f"{where} has binary_data_size {_brief(binary_size)}; shape {list(shape)} of {datatype} "
-                            f"is {needed} bytes", field=f"inputs.{name}.parameters.binary_data_size",
-                            expected=needed, actual=_brief(binary_size))
+        raise ShapeMismatch(
+            f"{where} has binary_data_size {_brief(binary_size)}; shape {list(shape)} of {datatype} is {needed} bytes",
+            field=f"inputs.{name}.parameters.binary_data_size",
+            expected=needed,
+            actual=_brief(binary_size),
+        )
     return _Described(name, datatype, shape, binary_size, None)
 
 
@@ -294,19 +348,36 @@ def _from_data(d: _Described, max_elements: int, max_depth: int) -> np.ndarray:
     field = f"inputs.{d.name}"
     data = d.data
     if not isinstance(data, (list, np.ndarray)) and not (isinstance(data, (int, float)) and not isinstance(data, bool)):
-        raise InvalidInput(f"input {d.name!r}: 'data' must be a JSON array of numbers, got {type(data).__name__}",
-                           field=f"{field}.data", actual=type(data).__name__)
+        raise InvalidInput(
+            f"input {d.name!r}: 'data' must be a JSON array of numbers, got {type(data).__name__}",
+            field=f"{field}.data",
+            actual=type(data).__name__,
+        )
     # Integers come in as float64 first so that 1.5 is refused rather than truncated.
     dtype = "float64" if d.datatype == "INT64" else str(DATATYPES[d.datatype].newbyteorder("="))
     count = math.prod(d.shape)
-    flat = isinstance(data, (list, np.ndarray)) and len(data) == count and (not d.shape or len(d.shape) > 1) \
+    flat = (
+        isinstance(data, (list, np.ndarray))
+        and len(data) == count
+        and (not d.shape or len(d.shape) > 1)
         and (len(data) == 0 or not isinstance(data[0], (list, np.ndarray)))
+    )
     if isinstance(data, list) and len(d.shape) >= 1 and len(data) != d.shape[0] and not flat:
-        raise ShapeMismatch(f"input {d.name!r} has shape {list(d.shape)}, so 'data' needs {count} values (flat) or "
-                            f"{d.shape[0]} rows (nested); it has {len(data)} entries",
-                            field=f"{field}.data", expected=list(d.shape), actual=len(data))
-    array = decode_tensor({"data": data, "shape": list(d.shape), "dtype": dtype}, field=field,
-                          max_elements=max_elements, max_depth=max_depth, dtypes=(dtype,), default_dtype=dtype)
+        raise ShapeMismatch(
+            f"input {d.name!r} has shape {list(d.shape)}, so 'data' needs {count} values (flat) or "
+            f"{d.shape[0]} rows (nested); it has {len(data)} entries",
+            field=f"{field}.data",
+            expected=list(d.shape),
+            actual=len(data),
+        )
+    array = decode_tensor(
+        {"data": data, "shape": list(d.shape), "dtype": dtype},
+        field=field,
+        max_elements=max_elements,
+        max_depth=max_depth,
+        dtypes=(dtype,),
+        default_dtype=dtype,
+    )
     if d.datatype == "INT64":
         if not (np.isfinite(array).all() and (array == np.round(array)).all()):
             raise InvalidInput(f"input {d.name!r} is INT64 but its data holds non-integers", field=f"{field}.data")
@@ -319,25 +390,33 @@ def _requested_outputs(outputs: Any, signature: ModelSignature) -> list[Requeste
         return None
     known = [t.name for t in signature.outputs]
     if not isinstance(outputs, list):
-        raise InvalidInput("'outputs' must be a list of {\"name\": ..., \"parameters\": {...}}", field="outputs")
+        raise InvalidInput('\'outputs\' must be a list of {"name": ..., "parameters": {...}}', field="outputs")
     requested: list[RequestedOutput] = []
     for index, item in enumerate(outputs):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise InvalidInput(f"outputs[{index}] must be an object with a 'name'", field=f"outputs[{index}]")
         name = item["name"]
         if name not in known:
-            raise InvalidInput(f"output {name[:100]!r} is not an output of this model; it has {known}",
-                               field=f"outputs.{name[:100]}", expected=known, actual=name[:100])
+            raise InvalidInput(
+                f"output {name[:100]!r} is not an output of this model; it has {known}",
+                field=f"outputs.{name[:100]}",
+                expected=known,
+                actual=name[:100],
+            )
         unknown = sorted(set(item) - {"name", "parameters"})
         if unknown:
-            raise InvalidInput(f"output {name!r} has an unknown key {unknown[0][:100]!r}; an output takes name "
-                               "and parameters", field=f"outputs.{name}")
+            raise InvalidInput(
+                f"output {name!r} has an unknown key {unknown[0][:100]!r}; an output takes name and parameters",
+                field=f"outputs.{name}",
+            )
         parameters = _parameters(item.get("parameters", {}), f"output {name!r}'s parameters")
         unknown = sorted(set(parameters) - {"binary_data"})
         if unknown:
-            raise InvalidInput(f"output {name!r} has parameter {unknown[0][:100]!r}, which is not supported "
-                               "(classification and shared memory are not); an output takes 'binary_data'",
-                               field=f"outputs.{name}.parameters")
+            raise InvalidInput(
+                f"output {name!r} has parameter {unknown[0][:100]!r}, which is not supported "
+                "(classification and shared memory are not); an output takes 'binary_data'",
+                field=f"outputs.{name}.parameters",
+            )
         binary = parameters.get("binary_data")
         if binary is not None and type(binary) is not bool:
             raise InvalidInput(f"output {name!r}: binary_data must be true or false", field=f"outputs.{name}")
@@ -355,8 +434,14 @@ def datatype_of(array: np.ndarray) -> str:
     return _DATATYPE_OF[array.dtype]
 
 
-def infer_response(model_name: str, model_version: str, request: InferRequest, produced: dict[str, np.ndarray],
-                   parameters: dict[str, Any], absent: dict[str, str] | None = None) -> InferResponse:
+def infer_response(
+    model_name: str,
+    model_version: str,
+    request: InferRequest,
+    produced: dict[str, np.ndarray],
+    parameters: dict[str, Any],
+    absent: dict[str, str] | None = None,
+) -> InferResponse:
     """The response to `request`: the outputs it selected (all that were `produced`, by default),
     each as flat JSON `data` or as binary bytes after the JSON header. `absent` explains outputs of
     the model this call did not produce (requesting one is an error)."""
@@ -367,9 +452,13 @@ def infer_response(model_name: str, model_version: str, request: InferRequest, p
         for wanted in request.outputs:
             if wanted.name not in produced:
                 why = (absent or {}).get(wanted.name, "")
-                raise InvalidInput(f"output {wanted.name!r} is not produced by this call{': ' + why if why else ''}; "
-                                   f"it produces {list(produced)}", field=f"outputs.{wanted.name}",
-                                   expected=list(produced), actual=wanted.name)
+                raise InvalidInput(
+                    f"output {wanted.name!r} is not produced by this call{': ' + why if why else ''}; "
+                    f"it produces {list(produced)}",
+                    field=f"outputs.{wanted.name}",
+                    expected=list(produced),
+                    actual=wanted.name,
+                )
             binary = request.binary_output if wanted.binary is None else wanted.binary
             selected.append(RequestedOutput(wanted.name, binary))
     outputs: list[dict[str, Any]] = []

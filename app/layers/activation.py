@@ -14,8 +14,10 @@ class ReLUConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", title="ReLUConfig")
 
     inplace: StrictBool = Field(
-        False, description="Accepted for compatibility with nn.ReLU; it changes nothing in the results "
-        "(the service never overwrites a request's tensors).")
+        False,
+        description="Accepted for compatibility with nn.ReLU; it changes nothing in the results "
+        "(the service never overwrites a request's tensors).",
+    )
 
 
 class FlattenConfig(BaseModel):
@@ -24,8 +26,9 @@ class FlattenConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", title="FlattenConfig")
 
     start_dim: StrictInt = Field(1, description="First dimension to merge; negative counts from the end.", examples=[1])
-    end_dim: StrictInt = Field(-1, description="Last dimension to merge (inclusive); negative counts from the end.",
-                               examples=[-1])
+    end_dim: StrictInt = Field(
+        -1, description="Last dimension to merge (inclusive); negative counts from the end.", examples=[-1]
+    )
 
 
 def same_shape(config: ReLUConfig, input_shape: Shape) -> Shape:
@@ -46,29 +49,37 @@ def flatten_dims(config: FlattenConfig, input_shape: Shape) -> tuple[int, int]:
             raise InvalidInput(
                 f"config.{name} is {dim}, but the input has {len(input_shape)} dimension(s) (shape "
                 f"{list(input_shape)}): it must be in [{-rank}, {rank - 1}]",
-                field=f"config.{name}", expected=f"[{-rank}, {rank - 1}]", actual=dim)
+                field=f"config.{name}",
+                expected=f"[{-rank}, {rank - 1}]",
+                actual=dim,
+            )
         dims.append(dim % rank)
     start, end = dims
     if start > end:
         raise InvalidInput(
             f"config.start_dim ({config.start_dim}, dimension {start}) comes after config.end_dim "
             f"({config.end_dim}, dimension {end}) for an input of shape {list(input_shape)}",
-            field="config.start_dim", expected=f"<= {end}", actual=start)
+            field="config.start_dim",
+            expected=f"<= {end}",
+            actual=start,
+        )
     return start, end
 
 
 def flatten_shape(config: FlattenConfig, input_shape: Shape) -> Shape:
     start, end = flatten_dims(config, input_shape)
     shape = tuple(input_shape) or (1,)
-    return (*shape[:start], math.prod(shape[start:end + 1]), *shape[end + 1:])
+    return (*shape[:start], math.prod(shape[start : end + 1]), *shape[end + 1 :])
 
 
 def flatten_formulas(config: FlattenConfig, input_shape: Shape) -> list[str]:
     start, end = flatten_dims(config, input_shape)
     shape = tuple(input_shape) or (1,)
-    merged = shape[start:end + 1]
-    return [f"{_tuple(input_shape)} -> {_tuple(flatten_shape(config, input_shape))}: dims {start}..{end} merged, "
-            f"{'*'.join(map(str, merged))} = {math.prod(merged)}"]
+    merged = shape[start : end + 1]
+    return [
+        f"{_tuple(input_shape)} -> {_tuple(flatten_shape(config, input_shape))}: dims {start}..{end} merged, "
+        f"{'*'.join(map(str, merged))} = {math.prod(merged)}"
+    ]
 
 
 def _tuple(shape: Shape) -> str:
@@ -110,13 +121,18 @@ SPECS = [
         examples={
             "conv_to_linear": {
                 "summary": "Flatten (2, 16, 5, 5) feature maps to (2, 400)",
-                "value": {"config": {}, "input": {"random": "normal", "shape": [2, 16, 5, 5], "seed": 0},
-                          "encoding": "none"},
+                "value": {
+                    "config": {},
+                    "input": {"random": "normal", "shape": [2, 16, 5, 5], "seed": 0},
+                    "encoding": "none",
+                },
             },
             "middle_dims": {
                 "summary": "Flatten dims 1..2 of (2, 3, 4, 5) into (2, 12, 5)",
-                "value": {"config": {"start_dim": 1, "end_dim": 2},
-                          "input": {"random": "normal", "shape": [2, 3, 4, 5], "seed": 0}},
+                "value": {
+                    "config": {"start_dim": 1, "end_dim": 2},
+                    "input": {"random": "normal", "shape": [2, 3, 4, 5], "seed": 0},
+                },
             },
         },
     ),

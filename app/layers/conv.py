@@ -35,9 +35,11 @@ class ConvConfigBase(WindowConfig):
             channels = info.data.get(name)
             if channels is not None and channels % groups:
                 raise PydanticCustomError(
-                    "groups", "{name}={channels} is not divisible by groups={groups}: each group convolves "
+                    "groups",
+                    "{name}={channels} is not divisible by groups={groups}: each group convolves "
                     "{name}/groups channels (PyTorch: {name} must be divisible by groups)",
-                    {"name": name, "channels": channels, "groups": groups})
+                    {"name": name, "channels": channels, "groups": groups},
+                )
         return groups
 
     @field_validator("padding", check_fields=False)
@@ -46,13 +48,19 @@ class ConvConfigBase(WindowConfig):
         stride = info.data.get("stride")
         if padding == "same" and stride is not None and any(s != 1 for s in expand(stride, cls.dims)):
             raise PydanticCustomError(
-                "same_padding", 'padding="same" needs stride 1 in every dimension, got stride={stride} '
-                "(PyTorch: padding='same' is not supported for strided convolutions)", {"stride": stride})
+                "same_padding",
+                'padding="same" needs stride 1 in every dimension, got stride={stride} '
+                "(PyTorch: padding='same' is not supported for strided convolutions)",
+                {"stride": stride},
+            )
         return padding
 
 
 def _config_model(dims: int) -> type[ConvConfigBase]:
-    size, padding_type = int_or_tuple(dims, 1, name="Size"), int_or_tuple(dims, 0, ("valid", "same"), name="ConvPadding")
+    size, padding_type = (
+        int_or_tuple(dims, 1, name="Size"),
+        int_or_tuple(dims, 0, ("valid", "same"), name="ConvPadding"),
+    )
     names = ", ".join(DIM_NAMES[dims])
     model = create_model(
         f"Conv{dims}dConfig",
@@ -60,18 +68,36 @@ def _config_model(dims: int) -> type[ConvConfigBase]:
         __doc__=f"torch.nn.Conv{dims}d's constructor arguments. An int size means the same in every "
         f"dimension ({names}); a list gives one per dimension.",
         in_channels=(StrictInt, Field(gt=0, description="Channels of the input (its dimension C).", examples=[3])),
-        out_channels=(StrictInt, Field(gt=0, description="Channels of the output: the number of filters.", examples=[16])),
+        out_channels=(
+            StrictInt,
+            Field(gt=0, description="Channels of the output: the number of filters.", examples=[16]),
+        ),
         kernel_size=(size, Field(description=f"Size of the convolving kernel ({names}).", examples=[3])),
         stride=(size, Field(1, description="Step of the window.")),
-        padding=(padding_type, Field(0, description='Padding added to both sides of each spatial dimension, or '
-                                     '"valid" (none) or "same" (output size = input size; needs stride 1; an odd '
-                                     "total puts the extra one on the right).")),
+        padding=(
+            padding_type,
+            Field(
+                0,
+                description="Padding added to both sides of each spatial dimension, or "
+                '"valid" (none) or "same" (output size = input size; needs stride 1; an odd '
+                "total puts the extra one on the right).",
+            ),
+        ),
         dilation=(size, Field(1, description="Spacing between kernel elements.")),
-        groups=(StrictInt, Field(1, gt=0, description="Blocked connections: in_channels and out_channels are split "
-                                 "into `groups` groups, each convolved separately. Must divide both.")),
+        groups=(
+            StrictInt,
+            Field(
+                1,
+                gt=0,
+                description="Blocked connections: in_channels and out_channels are split "
+                "into `groups` groups, each convolved separately. Must divide both.",
+            ),
+        ),
         bias=(StrictBool, Field(True, description="Learn an additive bias per output channel.")),
-        padding_mode=(PaddingMode,
-                      Field("zeros", description="How padding is filled: zeros, reflected, replicated edge, or wrapped around.")),
+        padding_mode=(
+            PaddingMode,
+            Field("zeros", description="How padding is filled: zeros, reflected, replicated edge, or wrapped around."),
+        ),
     )
     model.dims = dims
     return model
@@ -102,7 +128,10 @@ def output_shape(config: ConvConfigBase, input_shape: Shape) -> Shape:
         raise ShapeMismatch(
             f"input has {channels} channels (dimension {int(batched)} of shape {list(input_shape)}); "
             f"config.in_channels is {config.in_channels}",
-            field="input", expected=config.in_channels, actual=channels)
+            field="input",
+            expected=config.in_channels,
+            actual=channels,
+        )
     win = window(config)
     if config.padding_mode in ("reflect", "circular"):
         _check_padding_fits(config.padding_mode, win, spatial)
@@ -115,13 +144,20 @@ def _check_padding_fits(mode: str, win: Window, spatial: Shape) -> None:
     for name, size, (left, right) in zip(win.names, spatial, win.padding):
         too_far = max(left, right) >= size if mode == "reflect" else max(left, right) > size
         if too_far:
-            need = f"smaller than the input {DIM_WORDS[name]}" if mode == "reflect" else \
-                f"at most the input {DIM_WORDS[name]} (it wraps around once at most)"
+            need = (
+                f"smaller than the input {DIM_WORDS[name]}"
+                if mode == "reflect"
+                else f"at most the input {DIM_WORDS[name]} (it wraps around once at most)"
+            )
             raise ShapeMismatch(
                 f"padding_mode={mode!r} needs padding {need}: padding is ({left}, {right}), "
                 f"input {DIM_WORDS[name]} is {size}",
-                field="input", expected=f"input {DIM_WORDS[name]} > {max(left, right)}" if mode == "reflect"
-                else f"input {DIM_WORDS[name]} >= {max(left, right)}", actual=size)
+                field="input",
+                expected=f"input {DIM_WORDS[name]} > {max(left, right)}"
+                if mode == "reflect"
+                else f"input {DIM_WORDS[name]} >= {max(left, right)}",
+                actual=size,
+            )
 
 
 def parameter_shapes(config: ConvConfigBase) -> dict[str, Shape]:
@@ -136,13 +172,13 @@ def parameter_shapes(config: ConvConfigBase) -> dict[str, Shape]:
 def macs(config: ConvConfigBase, input_shape: Shape, out_shape: Shape) -> int:
     """torchinfo's count: (weight + bias elements) x N x output positions. An unbatched input
     counts as N = 1 (torchinfo itself would take C_out for N there)."""
-    positions = math.prod(out_shape[-config.dims:])
+    positions = math.prod(out_shape[-config.dims :])
     batch = out_shape[0] if len(out_shape) == config.dims + 2 else 1
     return sum(math.prod(s) for s in parameter_shapes(config).values()) * batch * positions
 
 
 def formulas(config: ConvConfigBase, input_shape: Shape) -> list[str]:
-    return window(config).formulas(input_shape[-config.dims:])
+    return window(config).formulas(input_shape[-config.dims :])
 
 
 def window_triples(config: ConvConfigBase) -> list[tuple[int, int, int]]:
@@ -154,40 +190,65 @@ EXAMPLES = {
     1: {
         "signal": {
             "summary": "Conv1d 1 to 1, kernel 3, padding 1, reflect, on a (1, 1, 6) signal",
-            "value": {"config": {"in_channels": 1, "out_channels": 1, "kernel_size": 3, "padding": 1, "padding_mode": "reflect"},
-                      "input": [[[1.0, 2.0, 3.0, -1.0, 0.5, 2.0]]],
-                      "parameters": {"weight": [[[0.25, 0.5, 0.25]]], "bias": [0.0]}, "compare": True},
+            "value": {
+                "config": {
+                    "in_channels": 1,
+                    "out_channels": 1,
+                    "kernel_size": 3,
+                    "padding": 1,
+                    "padding_mode": "reflect",
+                },
+                "input": [[[1.0, 2.0, 3.0, -1.0, 0.5, 2.0]]],
+                "parameters": {"weight": [[[0.25, 0.5, 0.25]]], "bias": [0.0]},
+                "compare": True,
+            },
         },
     },
     2: {
         "notebook": {
             "summary": "Conv2d 3 to 16, kernel 3, stride 2, on a random (100, 3, 120, 160) batch, encoding none",
-            "value": {"config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
-                      "input": {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0}, "encoding": "none"},
+            "value": {
+                "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
+                "input": {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0},
+                "encoding": "none",
+            },
         },
         "notebook_mse_loss": {
             "summary": "The notebook's Conv2d(3, 16, 3, stride=2) with an MSE loss: its gradients, on a (2, 3, 12, 16) batch",
-            "value": {"config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
-                      "input": {"random": "uniform", "shape": [2, 3, 12, 16], "seed": 0},
-                      "loss": {"function": "mse_loss", "reduction": "mean",
-                               "target": {"random": "normal", "shape": [2, 16, 5, 7], "seed": 1}},
-                      "encoding": "none"},
+            "value": {
+                "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2},
+                "input": {"random": "uniform", "shape": [2, 3, 12, 16], "seed": 0},
+                "loss": {
+                    "function": "mse_loss",
+                    "reduction": "mean",
+                    "target": {"random": "normal", "shape": [2, 16, 5, 7], "seed": 1},
+                },
+                "encoding": "none",
+            },
         },
         "small": {
-            "summary": "Conv2d 1 to 2, kernel 2, padding \"same\", on a (1, 1, 3, 3) image, compared",
-            "value": {"config": {"in_channels": 1, "out_channels": 2, "kernel_size": 2, "padding": "same"},
-                      "input": [[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]], "seed": 0, "compare": True},
+            "summary": 'Conv2d 1 to 2, kernel 2, padding "same", on a (1, 1, 3, 3) image, compared',
+            "value": {
+                "config": {"in_channels": 1, "out_channels": 2, "kernel_size": 2, "padding": "same"},
+                "input": [[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]],
+                "seed": 0,
+                "compare": True,
+            },
         },
     },
     3: {
         "video": {
             "summary": "Conv3d 2 to 4, kernel (1, 3, 3), groups 2, on a random (1, 2, 2, 4, 4) clip",
-            "value": {"config": {"in_channels": 2, "out_channels": 4, "kernel_size": [1, 3, 3], "groups": 2},
-                      "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0},
-                      "backend": "reference", "compare": True},
+            "value": {
+                "config": {"in_channels": 2, "out_channels": 4, "kernel_size": [1, 3, 3], "groups": 2},
+                "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0},
+                "backend": "reference",
+                "compare": True,
+            },
         },
     },
 }
+
 
 def _spec(dims: int, model: type[ConvConfigBase]) -> LayerSpec:
     names = [f"{n}_in" for n in DIM_NAMES[dims]]

@@ -13,7 +13,9 @@ class LinearConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", title="LinearConfig")
 
-    in_features: StrictInt = Field(gt=0, description="Size of each input sample (the input's last dimension).", examples=[4])
+    in_features: StrictInt = Field(
+        gt=0, description="Size of each input sample (the input's last dimension).", examples=[4]
+    )
     out_features: StrictInt = Field(gt=0, description="Size of each output sample.", examples=[1])
     bias: StrictBool = Field(True, description="Learn an additive bias.")
 
@@ -25,7 +27,9 @@ def output_shape(config: LinearConfig, input_shape: Shape) -> Shape:
         raise ShapeMismatch(
             f"input has {got} features in its last dimension (shape {list(input_shape)}), "
             f"config.in_features is {config.in_features}",
-            field="input", expected=["*", config.in_features], actual=list(input_shape),
+            field="input",
+            expected=["*", config.in_features],
+            actual=list(input_shape),
         )
     return (*input_shape[:-1], config.out_features)
 
@@ -53,9 +57,15 @@ def work(config: LinearConfig, input_shape: Shape, out_shape: Shape) -> int:
 
 
 NOTEBOOK_INPUT = [
-    [0.3102, 0.1271, -0.0823, 1.0858], [-1.1686, 1.6650, 1.3797, -0.9915], [0.3897, 0.3723, 1.0115, 0.1784],
-    [1.9373, -1.0086, 0.7447, 0.2432], [0.4305, 0.0627, 0.7668, -1.9446], [1.0522, -0.2573, 0.6940, 0.0913],
-    [-0.0278, -0.0746, -0.0560, -1.1732], [-1.1034, 0.8108, -1.1170, -0.2516], [-1.1515, 1.2772, -1.6101, -0.8164],
+    [0.3102, 0.1271, -0.0823, 1.0858],
+    [-1.1686, 1.6650, 1.3797, -0.9915],
+    [0.3897, 0.3723, 1.0115, 0.1784],
+    [1.9373, -1.0086, 0.7447, 0.2432],
+    [0.4305, 0.0627, 0.7668, -1.9446],
+    [1.0522, -0.2573, 0.6940, 0.0913],
+    [-0.0278, -0.0746, -0.0560, -1.1732],
+    [-1.1034, 0.8108, -1.1170, -0.2516],
+    [-1.1515, 1.2772, -1.6101, -0.8164],
     [-0.6352, 0.9345, 0.4916, 1.1171],
 ]
 
@@ -74,25 +84,39 @@ SPECS = [
         examples={
             "notebook": {
                 "summary": "Linear 10x4 to 1 (the notebook's first cell)",
-                "value": {"config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_INPUT,
-                          "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
-                          "compare": True},
+                "value": {
+                    "config": {"in_features": 4, "out_features": 1},
+                    "input": NOTEBOOK_INPUT,
+                    "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
+                    "compare": True,
+                },
             },
             "notebook_gradients": {
                 "summary": "The notebook's Linear with its gradients (of output.sum(); grad_output or loss to choose)",
-                "value": {"config": {"in_features": 4, "out_features": 1}, "input": NOTEBOOK_INPUT,
-                          "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
-                          "gradients": True, "compare": True},
+                "value": {
+                    "config": {"in_features": 4, "out_features": 1},
+                    "input": NOTEBOOK_INPUT,
+                    "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
+                    "gradients": True,
+                    "compare": True,
+                },
             },
             "no_bias": {
                 "summary": "Linear 4 to 1 without bias, seeded weights",
-                "value": {"config": {"in_features": 4, "out_features": 1, "bias": False}, "input": NOTEBOOK_INPUT, "seed": 0},
+                "value": {
+                    "config": {"in_features": 4, "out_features": 1, "bias": False},
+                    "input": NOTEBOOK_INPUT,
+                    "seed": 0,
+                },
             },
             "random_input": {
                 "summary": "Linear 4 to 1 on torch.randn(10, 4) with seed 0, reference backend",
-                "value": {"config": {"in_features": 4, "out_features": 1},
-                          "input": {"random": "normal", "shape": [10, 4], "seed": 0},
-                          "backend": "reference", "compare": True},
+                "value": {
+                    "config": {"in_features": 4, "out_features": 1},
+                    "input": {"random": "normal", "shape": [10, 4], "seed": 0},
+                    "backend": "reference",
+                    "compare": True,
+                },
             },
         },
     )

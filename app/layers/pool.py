@@ -26,9 +26,11 @@ class PoolConfigBase(WindowConfig):
             for name, p, k in zip(DIM_NAMES[cls.dims], expand(padding, cls.dims), expand(kernel, cls.dims)):
                 if p > k // 2:
                     raise PydanticCustomError(
-                        "pool_padding", "padding {p} is more than half the kernel size {k} in {word} "
+                        "pool_padding",
+                        "padding {p} is more than half the kernel size {k} in {word} "
                         "(PyTorch: pad should be at most half of kernel size)",
-                        {"p": p, "k": k, "word": DIM_WORDS[name]})
+                        {"p": p, "k": k, "word": DIM_WORDS[name]},
+                    )
         return padding
 
     @field_validator("divisor_override", check_fields=False)
@@ -52,21 +54,40 @@ def _common_fields(dims: int) -> dict[str, Any]:
     return {
         "kernel_size": (size, Field(description=f"Size of the window ({names}).", examples=[2])),
         "stride": (size | None, Field(None, description="Step of the window; null means kernel_size.")),
-        "padding": (non_negative, Field(0, description="Implicit padding on both sides (-inf for max, 0 for average); "
-                                        "at most half the kernel size.")),
+        "padding": (
+            non_negative,
+            Field(
+                0,
+                description="Implicit padding on both sides (-inf for max, 0 for average); "
+                "at most half the kernel size.",
+            ),
+        ),
     }
 
 
 def _max_config(dims: int) -> type[PoolConfigBase]:
     model = create_model(
-        f"MaxPool{dims}dConfig", __base__=PoolConfigBase,
+        f"MaxPool{dims}dConfig",
+        __base__=PoolConfigBase,
         __doc__=f"torch.nn.MaxPool{dims}d's constructor arguments.",
         **_common_fields(dims),
         dilation=(int_or_tuple(dims, 1, name="Size"), Field(1, description="Spacing between window elements.")),
-        return_indices=(StrictBool, Field(False, description="Also return the argmax `indices` (flat per input plane, "
-                                          "as PyTorch numbers them; for MaxUnpool).")),
-        ceil_mode=(StrictBool, Field(False, description="Round the output size up (ceil) instead of down; a last "
-                                     "window that would start in the right padding is dropped.")),
+        return_indices=(
+            StrictBool,
+            Field(
+                False,
+                description="Also return the argmax `indices` (flat per input plane, "
+                "as PyTorch numbers them; for MaxUnpool).",
+            ),
+        ),
+        ceil_mode=(
+            StrictBool,
+            Field(
+                False,
+                description="Round the output size up (ceil) instead of down; a last "
+                "window that would start in the right padding is dropped.",
+            ),
+        ),
     )
     model.dims = dims
     return model
@@ -75,14 +96,23 @@ def _max_config(dims: int) -> type[PoolConfigBase]:
 def _avg_config(dims: int) -> type[PoolConfigBase]:
     extra: dict[str, Any] = {}
     if dims > 1:  # as in PyTorch, AvgPool1d has no divisor_override
-        extra["divisor_override"] = (StrictInt | None, Field(None, description="Divide every sum by this instead of "
-                                                             "the window size (non-zero)."))
+        extra["divisor_override"] = (
+            StrictInt | None,
+            Field(None, description="Divide every sum by this instead of the window size (non-zero)."),
+        )
     model = create_model(
-        f"AvgPool{dims}dConfig", __base__=PoolConfigBase,
+        f"AvgPool{dims}dConfig",
+        __base__=PoolConfigBase,
         __doc__=f"torch.nn.AvgPool{dims}d's constructor arguments.",
         **_common_fields(dims),
-        ceil_mode=(StrictBool, Field(False, description="Round the output size up (ceil) instead of down; a last "
-                                     "window that would start in the right padding is dropped.")),
+        ceil_mode=(
+            StrictBool,
+            Field(
+                False,
+                description="Round the output size up (ceil) instead of down; a last "
+                "window that would start in the right padding is dropped.",
+            ),
+        ),
         count_include_pad=(StrictBool, Field(True, description="Count the zero padding in the divisor.")),
         **extra,
     )
@@ -116,11 +146,14 @@ def output_shape(config: PoolConfigBase, input_shape: Shape) -> Shape:
                 raise ShapeMismatch(
                     f"input {DIM_WORDS[name]} {size} is smaller than the kernel size {k}: AvgPool3d needs every "
                     "input dimension at least the kernel size, before padding (PyTorch: input image smaller than kernel size)",
-                    field="input", expected=f"input {DIM_WORDS[name]} >= {k}", actual=size)
+                    field="input",
+                    expected=f"input {DIM_WORDS[name]} >= {k}",
+                    actual=size,
+                )
     out = win.check(spatial)
     if "dilation" in type(config).model_fields:
         _refuse_padding_only_windows(_torch_name(config), win, spatial)
-    return (*input_shape[:-config.dims], *out)
+    return (*input_shape[: -config.dims], *out)
 
 
 def _refuse_padding_only_windows(torch_name: str, win: Window, spatial: Shape) -> None:
@@ -146,8 +179,10 @@ def _refuse_padding_only_windows(torch_name: str, win: Window, spatial: Shape) -
         f"{word} {spatial[dim]} (kernel_size {win.kernel[dim]}, stride {win.stride[dim]}, padding {win.padding[dim][0]}, "
         f"dilation {win.dilation[dim]}); it has no maximum (torch gives -inf, an index outside the input and an "
         "out-of-bounds write in its backward). Use a smaller dilation or padding, or a larger input",
-        field="input", expected=f"every window reads at least one input element along the {word}",
-        actual=f"window {index} reads positions {positions} of 0..{spatial[dim] - 1}")
+        field="input",
+        expected=f"every window reads at least one input element along the {word}",
+        actual=f"window {index} reads positions {positions} of 0..{spatial[dim] - 1}",
+    )
 
 
 def work(config: PoolConfigBase, input_shape: Shape, out_shape: Shape) -> int:
@@ -156,7 +191,7 @@ def work(config: PoolConfigBase, input_shape: Shape, out_shape: Shape) -> int:
 
 
 def formulas(config: PoolConfigBase, input_shape: Shape) -> list[str]:
-    return window(config).formulas(input_shape[-config.dims:])
+    return window(config).formulas(input_shape[-config.dims :])
 
 
 def window_triples(config: PoolConfigBase) -> list[tuple[int, int, int]]:
@@ -169,35 +204,71 @@ SIGNAL = [[[1.0, -3.0, 2.0, 5.0, -1.0, 4.0, 0.0]]]  # (1, 1, 7)
 IMAGE = [[[[1.0, -2.0, 3.0, 0.5], [-4.0, 5.0, -6.0, 2.0], [7.0, -8.0, 9.0, 1.0]]]]  # (1, 1, 3, 4)
 
 EXAMPLES: dict[str, dict[str, dict[str, Any]]] = {
-    "maxpool1d": {"indices": {
-        "summary": "MaxPool1d(2, padding=1, ceil_mode=True, return_indices=True) on a (1, 1, 7) signal",
-        "value": {"config": {"kernel_size": 2, "padding": 1, "ceil_mode": True, "return_indices": True},
-                  "input": SIGNAL, "compare": True}}},
+    "maxpool1d": {
+        "indices": {
+            "summary": "MaxPool1d(2, padding=1, ceil_mode=True, return_indices=True) on a (1, 1, 7) signal",
+            "value": {
+                "config": {"kernel_size": 2, "padding": 1, "ceil_mode": True, "return_indices": True},
+                "input": SIGNAL,
+                "compare": True,
+            },
+        }
+    },
     "maxpool2d": {
-        "notebook": {"summary": "MaxPool2d (3, 2)",
-                     "value": {"config": {"kernel_size": [3, 2]}, "input": NOTEBOOK_BATCH, "encoding": "none"}},
-        "small": {"summary": "MaxPool2d(2, stride=1, padding=1) on a (1, 1, 3, 4) image with negative values",
-                  "value": {"config": {"kernel_size": 2, "stride": 1, "padding": 1, "return_indices": True},
-                            "input": IMAGE, "compare": True}},
+        "notebook": {
+            "summary": "MaxPool2d (3, 2)",
+            "value": {"config": {"kernel_size": [3, 2]}, "input": NOTEBOOK_BATCH, "encoding": "none"},
+        },
+        "small": {
+            "summary": "MaxPool2d(2, stride=1, padding=1) on a (1, 1, 3, 4) image with negative values",
+            "value": {
+                "config": {"kernel_size": 2, "stride": 1, "padding": 1, "return_indices": True},
+                "input": IMAGE,
+                "compare": True,
+            },
+        },
     },
-    "maxpool3d": {"clip": {
-        "summary": "MaxPool3d((1, 2, 2)) on a random (1, 2, 2, 4, 4) clip",
-        "value": {"config": {"kernel_size": [1, 2, 2]}, "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0},
-                  "backend": "reference", "compare": True}}},
-    "avgpool1d": {"signal": {
-        "summary": "AvgPool1d(3, stride=2, padding=1, count_include_pad=False) on a (1, 1, 7) signal",
-        "value": {"config": {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
-                  "input": SIGNAL, "compare": True}}},
+    "maxpool3d": {
+        "clip": {
+            "summary": "MaxPool3d((1, 2, 2)) on a random (1, 2, 2, 4, 4) clip",
+            "value": {
+                "config": {"kernel_size": [1, 2, 2]},
+                "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0},
+                "backend": "reference",
+                "compare": True,
+            },
+        }
+    },
+    "avgpool1d": {
+        "signal": {
+            "summary": "AvgPool1d(3, stride=2, padding=1, count_include_pad=False) on a (1, 1, 7) signal",
+            "value": {
+                "config": {"kernel_size": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+                "input": SIGNAL,
+                "compare": True,
+            },
+        }
+    },
     "avgpool2d": {
-        "notebook": {"summary": "AvgPool2d (3, 2) on a random (100, 3, 120, 160) batch, encoding none",
-                     "value": {"config": {"kernel_size": [3, 2]}, "input": NOTEBOOK_BATCH, "encoding": "none"}},
-        "small": {"summary": "AvgPool2d(2, ceil_mode=True) on a (1, 1, 3, 4) image: the last row's windows are clipped",
-                  "value": {"config": {"kernel_size": 2, "ceil_mode": True}, "input": IMAGE, "compare": True}},
+        "notebook": {
+            "summary": "AvgPool2d (3, 2) on a random (100, 3, 120, 160) batch, encoding none",
+            "value": {"config": {"kernel_size": [3, 2]}, "input": NOTEBOOK_BATCH, "encoding": "none"},
+        },
+        "small": {
+            "summary": "AvgPool2d(2, ceil_mode=True) on a (1, 1, 3, 4) image: the last row's windows are clipped",
+            "value": {"config": {"kernel_size": 2, "ceil_mode": True}, "input": IMAGE, "compare": True},
+        },
     },
-    "avgpool3d": {"clip": {
-        "summary": "AvgPool3d(2, divisor_override=4) on a random (1, 2, 2, 4, 4) clip",
-        "value": {"config": {"kernel_size": 2, "divisor_override": 4},
-                  "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0}, "compare": True}}},
+    "avgpool3d": {
+        "clip": {
+            "summary": "AvgPool3d(2, divisor_override=4) on a random (1, 2, 2, 4, 4) clip",
+            "value": {
+                "config": {"kernel_size": 2, "divisor_override": 4},
+                "input": {"random": "normal", "shape": [1, 2, 2, 4, 4], "seed": 0},
+                "compare": True,
+            },
+        }
+    },
 }
 
 
@@ -206,8 +277,11 @@ def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
     names = ", ".join(f"{n}_in" for n in DIM_NAMES[dims])
     outs = ", ".join(f"{n}_out" for n in DIM_NAMES[dims])
     what = "maximum" if is_max else "average"
-    formula = ("`H_out = floor((H_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`" if is_max
-               else "`H_out = floor((H_in + 2*padding - kernel_size) / stride) + 1`")
+    formula = (
+        "`H_out = floor((H_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`"
+        if is_max
+        else "`H_out = floor((H_in + 2*padding - kernel_size) / stride) + 1`"
+    )
     return LayerSpec(
         kind=kind,
         torch_name=model.__name__.removesuffix("Config"),
@@ -216,8 +290,11 @@ def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
         description=f"torch.nn.{model.__name__.removesuffix('Config')}. Input `(N, C, {names})` or unbatched `(C, {names})`; "
         f"output `(N, C, {outs})` with, per dimension, {formula} (ceil with ceil_mode, dropping a last window "
         "that would start in the right padding). No parameters. "
-        + ("Padding is -inf; with return_indices the response has `indices`." if is_max else
-           "The divisor counts the padding unless count_include_pad is false; divisor_override replaces it."),
+        + (
+            "Padding is -inf; with return_indices the response has `indices`."
+            if is_max
+            else "The divisor counts the padding unless count_include_pad is false; divisor_override replaces it."
+        ),
         output_shape=output_shape,
         parameter_shapes=lambda config: {},
         work=work,
@@ -228,6 +305,12 @@ def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
 
 
 SPECS = [
-    *(_spec(f"maxpool{dims}d", dims, model) for dims, model in zip((1, 2, 3), (MaxPool1dConfig, MaxPool2dConfig, MaxPool3dConfig))),
-    *(_spec(f"avgpool{dims}d", dims, model) for dims, model in zip((1, 2, 3), (AvgPool1dConfig, AvgPool2dConfig, AvgPool3dConfig))),
+    *(
+        _spec(f"maxpool{dims}d", dims, model)
+        for dims, model in zip((1, 2, 3), (MaxPool1dConfig, MaxPool2dConfig, MaxPool3dConfig))
+    ),
+    *(
+        _spec(f"avgpool{dims}d", dims, model)
+        for dims, model in zip((1, 2, 3), (AvgPool1dConfig, AvgPool2dConfig, AvgPool3dConfig))
+    ),
 ]

@@ -43,25 +43,34 @@ def int_or_tuple(dims: int, minimum: int, strings: tuple[str, ...] = (), *, name
             return value
         items = value if isinstance(value, (list, tuple)) else [value]
         if (isinstance(value, (list, tuple)) and len(value) != dims) or not all(
-                type(item) is int and item >= minimum for item in items):
-            raise PydanticCustomError("int_or_tuple", "must be {allowed}, got {got}",
-                                      {"allowed": allowed, "got": repr(value)[:100]})
+            type(item) is int and item >= minimum for item in items
+        ):
+            raise PydanticCustomError(
+                "int_or_tuple", "must be {allowed}, got {got}", {"allowed": allowed, "got": repr(value)[:100]}
+            )
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
     integer = Annotated[int, Field(ge=minimum)]
     forms: tuple[Any, ...] = (integer, _int_list(dims, minimum))
     if strings:
         forms = (_strings(f"{name}String", strings), *forms)
-    return TypeAliasType(f"{name}{dims}d", Annotated[
-        Any, PlainValidator(validate, json_schema_input_type=Union[forms]),  # noqa: UP007 (built at run time)
-        Field(description=f"{allowed[0].upper()}{allowed[1:]}.")])
+    return TypeAliasType(
+        f"{name}{dims}d",
+        Annotated[
+            Any,
+            PlainValidator(validate, json_schema_input_type=Union[forms]),  # noqa: UP007 (built at run time)
+            Field(description=f"{allowed[0].upper()}{allowed[1:]}."),
+        ],
+    )
 
 
 @cache
 def _int_list(dims: int, minimum: int) -> Any:
     name = LIST_NAMES.get(minimum, f"AtLeast{minimum}")
-    return TypeAliasType(f"{name}{dims}dList", Annotated[list[Annotated[int, Field(ge=minimum)]],
-                                                         Field(min_length=dims, max_length=dims)])
+    return TypeAliasType(
+        f"{name}{dims}dList",
+        Annotated[list[Annotated[int, Field(ge=minimum)]], Field(min_length=dims, max_length=dims)],
+    )
 
 
 @cache

@@ -10,13 +10,18 @@ from app.schemas.tensors import InputTensor, MsgpackInputTensor, MsgpackParamete
 BackendName = Literal["torch", "reference"]
 EncodingName = Literal["list", "base64", "none"]
 
-INPUT_DESCRIPTION = ("The input tensor (float32 or float64): a nested JSON array (float32), or an object with "
-                     "`data` / `base64` / `random`, `shape` and `dtype`.")
-MSGPACK_INPUT_DESCRIPTION = ("The input tensor (float32 or float64): best `{shape, dtype, bytes: <bin>}`, raw "
-                             "little-endian bytes; or any of the JSON forms.")
+INPUT_DESCRIPTION = (
+    "The input tensor (float32 or float64): a nested JSON array (float32), or an object with "
+    "`data` / `base64` / `random`, `shape` and `dtype`."
+)
+MSGPACK_INPUT_DESCRIPTION = (
+    "The input tensor (float32 or float64): best `{shape, dtype, bytes: <bin>}`, raw "
+    "little-endian bytes; or any of the JSON forms."
+)
 PARAMETERS_DESCRIPTION = (
     "Tensors named like the module's state_dict keys (weight, bias, running_mean, ...), in any tensor form. "
-    "Any not given is initialized as `torch.manual_seed(seed)` then building the module would.")
+    "Any not given is initialized as `torch.manual_seed(seed)` then building the module would."
+)
 
 
 class LossOptions(BaseModel):
@@ -25,10 +30,13 @@ class LossOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     function: Literal["mse_loss", "cross_entropy", "sum"] = Field(
-        description="`mse_loss`, `cross_entropy` (logits; class indices or probabilities as target) or `sum`.")
+        description="`mse_loss`, `cross_entropy` (logits; class indices or probabilities as target) or `sum`."
+    )
     target: InputTensor | None = Field(
-        None, description="mse_loss: the output's shape. cross_entropy: integer class indices of shape (N,) or "
-        "(N, d1, ...), or class probabilities of the output's shape. sum: none.")
+        None,
+        description="mse_loss: the output's shape. cross_entropy: integer class indices of shape (N,) or "
+        "(N, d1, ...), or class probabilities of the output's shape. sum: none.",
+    )
     reduction: Literal["mean", "sum"] = Field("mean", description="As torch.nn.functional's `reduction`.")
 
 
@@ -36,11 +44,15 @@ class GradientOptions(BaseModel):
     """The backward pass a layer or stack request may ask for (app.stacks.run's backward step)."""
 
     gradients: StrictBool = Field(
-        False, description="Also compute the gradients of the input and of every trainable parameter "
-        "(grad_output or loss imply it).")
+        False,
+        description="Also compute the gradients of the input and of every trainable parameter "
+        "(grad_output or loss imply it).",
+    )
     grad_output: InputTensor | None = Field(
-        None, description="The upstream gradient dL/d(output), of the output's shape; default all ones "
-        "(the gradient of output.sum()). Not with `loss`.")
+        None,
+        description="The upstream gradient dL/d(output), of the output's shape; default all ones "
+        "(the gradient of output.sum()). Not with `loss`.",
+    )
     loss: LossOptions | None = Field(None, description="A loss of the output whose gradient starts the backward pass.")
 
     def _gradient_forms(self) -> None:
@@ -65,14 +77,18 @@ class LayerRequestOptions(GradientOptions):
     seed: StrictInt = Field(0, description="The parameter-initialization seed (torch.manual_seed).")
     backend: BackendName = Field("torch", description="`torch` (torch.nn) or `reference` (the NumPy formulas).")
     compare: StrictBool = Field(False, description="Also compute with the other backend and report the difference.")
-    training: StrictBool = Field(True, description="Training mode, like a freshly built module (matters for BatchNorm).")
+    training: StrictBool = Field(
+        True, description="Training mode, like a freshly built module (matters for BatchNorm)."
+    )
     device: str = Field(
-        "cpu", pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        "cpu",
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
         description="Where the torch backend computes: `cpu`, or `cuda` / `cuda:N` when the server has GPUs "
         "(`GET /v1/info` lists them). The reference backend always computes on the CPU.",
     )
     encoding: EncodingName = Field(
-        "list", description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only)."
+        "list",
+        description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only).",
     )
 
     @model_validator(mode="after")
@@ -81,8 +97,10 @@ class LayerRequestOptions(GradientOptions):
         both invalid (422) and too large (413) is answered 422."""
         self.input = checked_tensor(self.input, field="input", dtypes=FLOAT_DTYPES)
         self._gradient_forms()
-        self.parameters = {name: checked_tensor(value, field=f"parameters.{name}", dtypes=ALL_DTYPES)
-                           for name, value in self.parameters.items()}
+        self.parameters = {
+            name: checked_tensor(value, field=f"parameters.{name}", dtypes=ALL_DTYPES)
+            for name, value in self.parameters.items()
+        }
         return self
 
 
@@ -91,13 +109,21 @@ def layer_request_model(title: str, config_model: type[BaseModel], msgpack: bool
     constructor and the tensors in the forms a JSON (msgpack) body takes (for OpenAPI)."""
     tensors: dict[str, Any] = {}
     if msgpack:
-        tensors = {"input": (MsgpackInputTensor, Field(description=MSGPACK_INPUT_DESCRIPTION)),
-                   "parameters": (dict[str, MsgpackParameterTensor],
-                                  Field(default_factory=dict, description=PARAMETERS_DESCRIPTION))}
+        tensors = {
+            "input": (MsgpackInputTensor, Field(description=MSGPACK_INPUT_DESCRIPTION)),
+            "parameters": (
+                dict[str, MsgpackParameterTensor],
+                Field(default_factory=dict, description=PARAMETERS_DESCRIPTION),
+            ),
+        }
     return create_model(
         f"{title}{'Msgpack' if msgpack else ''}Request",
         __base__=LayerRequestOptions,
-        config=(config_model, Field(description=f"The layer: torch.nn.{title}'s constructor arguments, with "
-                                    "PyTorch's names and defaults.")),
+        config=(
+            config_model,
+            Field(
+                description=f"The layer: torch.nn.{title}'s constructor arguments, with PyTorch's names and defaults."
+            ),
+        ),
         **tensors,
     )

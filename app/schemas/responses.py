@@ -15,9 +15,13 @@ class GradientComparison(BaseModel):
     allclose: bool
 
 
-GRADIENTS_DESCRIPTION = ("With gradients (or grad_output, or loss): dL/d(input) as `input` and dL/d(parameter) "
-                         "for each trainable parameter by state_dict name, in the requested encoding.")
-GRAD_FN_DESCRIPTION = "The output's autograd node as torch names it (\"AddmmBackward0\"); null from the reference backend."
+GRADIENTS_DESCRIPTION = (
+    "With gradients (or grad_output, or loss): dL/d(input) as `input` and dL/d(parameter) "
+    "for each trainable parameter by state_dict name, in the requested encoding."
+)
+GRAD_FN_DESCRIPTION = (
+    'The output\'s autograd node as torch names it ("AddmmBackward0"); null from the reference backend.'
+)
 LOSS_DESCRIPTION = "The loss's value (with `loss`)."
 
 
@@ -32,7 +36,8 @@ class Comparison(BaseModel):
     atol: float = Field(description="Absolute tolerance: torch.testing.assert_close's default for the dtype.")
     elapsed_ms: float = Field(description="The other backend's compute time.")
     gradients: dict[str, GradientComparison] | None = Field(
-        None, description="With gradients: each gradient by name against the other backend's.")
+        None, description="With gradients: each gradient by name against the other backend's."
+    )
     indices_equal: bool | None = Field(None, description="Max-pool indices identical (return_indices).")
     buffers_max_abs_diff: float | NonFinite | None = Field(None, description="max |this - other| over the buffers.")
 
@@ -51,7 +56,9 @@ class LayerResponse(BaseModel):
     indices: TensorOut | None = Field(None, description="Max-pool argmax indices (return_indices).")
     statistics: dict[str, TensorOut] | None = Field(None, description="Per-channel statistics used (BatchNorm).")
     formula: list[str] | None = Field(None, description="Output-size formulas with the numbers substituted.")
-    comparison: Comparison | None = Field(None, description="With compare=true: the other backend's output against this one.")
+    comparison: Comparison | None = Field(
+        None, description="With compare=true: the other backend's output against this one."
+    )
     gradients: dict[str, TensorOut] | None = Field(None, description=GRADIENTS_DESCRIPTION)
     grad_fn: str | None = Field(None, description=GRAD_FN_DESCRIPTION)
     loss: float | NonFinite | None = Field(None, description=LOSS_DESCRIPTION)
@@ -71,19 +78,28 @@ class ErrorItem(BaseModel):
 class ErrorBody(BaseModel):
     """The one error envelope, for every 4xx and 5xx."""
 
-    error: str = Field(description="Error class: InvalidInput, ShapeMismatch, PayloadTooLarge, ...", examples=["ShapeMismatch"])
+    error: str = Field(
+        description="Error class: InvalidInput, ShapeMismatch, PayloadTooLarge, ...", examples=["ShapeMismatch"]
+    )
     status: int = Field(description="The HTTP status, repeated.", examples=[422])
-    detail: str = Field(description="What went wrong, with the expected and actual values.",
-                        examples=["input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"])
+    detail: str = Field(
+        description="What went wrong, with the expected and actual values.",
+        examples=["input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"],
+    )
     field: str | None = Field(None, description="The offending field, dotted.", examples=["input"])
     expected: Any = Field(None, description="What the field should have been, where it can be said.")
     actual: Any = Field(None, description="What it was (small values only, never a whole tensor).")
     limit: str | None = Field(None, description="The limit exceeded (413).")
     value: int | None = Field(None, description="The value that exceeded the limit (413).")
-    retry_after: int | None = Field(None, description="Seconds to wait before retrying (503), as in the Retry-After header.")
+    retry_after: int | None = Field(
+        None, description="Seconds to wait before retrying (503), as in the Retry-After header."
+    )
     errors: list[ErrorItem] | None = Field(None, description="Every validation error (422).")
-    layer: int | None = Field(None, description="In a stack (/v1/shapes, /v1/sequential): the index in `layers` "
-                              "of the layer that failed.", examples=[2])
+    layer: int | None = Field(
+        None,
+        description="In a stack (/v1/shapes, /v1/sequential): the index in `layers` of the layer that failed.",
+        examples=[2],
+    )
     kind: str | None = Field(None, description="In a stack: that layer's kind.", examples=["conv2d"])
 
 
@@ -97,5 +113,6 @@ class LayerKind(BaseModel):
     summary: str = Field(description="One line on what the layer computes.")
     path: str = Field(description="The route that computes it.", examples=["/v1/layers/linear"])
     config_schema: dict[str, Any] = Field(description="JSON schema of the config: the constructor's arguments.")
-    defaults: dict[str, Any] = Field(description="The value of every optional argument when it is left out.",
-                                     examples=[{"bias": True}])
+    defaults: dict[str, Any] = Field(
+        description="The value of every optional argument when it is left out.", examples=[{"bias": True}]
+    )

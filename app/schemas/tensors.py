@@ -45,40 +45,61 @@ def _nested_levels(levels: int) -> Any:
 if TYPE_CHECKING:  # built at run time, which a type checker cannot follow
     NestedNumbers = list[Any]
 else:
-    NestedNumbers = TypeAliasType("NestedNumbers", Annotated[_nested_levels(SPELLED_OUT_LEVELS), Field(
-        description="A tensor as JSON arrays nested like it: the nesting depth is the rank, the innermost arrays hold "
-        'the numbers (C order). Non-finite values as the strings "NaN", "Infinity", "-Infinity". Every row at one '
-        "depth must have the same length (a ragged array is refused), and arrays nest at most LAYERLAB_MAX_JSON_DEPTH "
-        f"({MAX_JSON_DEPTH}) deep (413 beyond). The schema spells out {SPELLED_OUT_LEVELS} levels, enough for every "
-        f"layer's input (5-D at most), and leaves deeper levels open; they follow the same rule. (A recursive schema "
-        "would say it in one line, but client generators cannot handle one.)",
-        examples=[[[0.3102, 0.1271, -0.0823, 1.0858], [-1.1686, 1.665, 1.3797, -0.9915]]],
-    )])
+    NestedNumbers = TypeAliasType(
+        "NestedNumbers",
+        Annotated[
+            _nested_levels(SPELLED_OUT_LEVELS),
+            Field(
+                description="A tensor as JSON arrays nested like it: the nesting depth is the rank, the innermost arrays hold "
+                'the numbers (C order). Non-finite values as the strings "NaN", "Infinity", "-Infinity". Every row at one '
+                "depth must have the same length (a ragged array is refused), and arrays nest at most LAYERLAB_MAX_JSON_DEPTH "
+                f"({MAX_JSON_DEPTH}) deep (413 beyond). The schema spells out {SPELLED_OUT_LEVELS} levels, enough for every "
+                f"layer's input (5-D at most), and leaves deeper levels open; they follow the same rule. (A recursive schema "
+                "would say it in one line, but client generators cannot handle one.)",
+                examples=[[[0.3102, 0.1271, -0.0823, 1.0858], [-1.1686, 1.665, 1.3797, -0.9915]]],
+            ),
+        ],
+    )
 
-TensorShape = TypeAliasType("TensorShape", Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(
-    max_length=MAX_JSON_DEPTH,
-    description="Tensor shape, outermost dimension first: positive sizes (`[]` for a 0-d tensor), at most "
-    f"LAYERLAB_MAX_JSON_DEPTH ({MAX_JSON_DEPTH}) of them. Their product, the element count, is at most "
-    f"LAYERLAB_MAX_TENSOR_ELEMENTS ({MAX_TENSOR_ELEMENTS} by default; 413 above).",
-    examples=[[10, 4]],
-)])
+TensorShape = TypeAliasType(
+    "TensorShape",
+    Annotated[
+        list[Annotated[StrictInt, Field(ge=1)]],
+        Field(
+            max_length=MAX_JSON_DEPTH,
+            description="Tensor shape, outermost dimension first: positive sizes (`[]` for a 0-d tensor), at most "
+            f"LAYERLAB_MAX_JSON_DEPTH ({MAX_JSON_DEPTH}) of them. Their product, the element count, is at most "
+            f"LAYERLAB_MAX_TENSOR_ELEMENTS ({MAX_TENSOR_ELEMENTS} by default; 413 above).",
+            examples=[[10, 4]],
+        ),
+    ],
+)
 
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-Base64Text = Annotated[str, Field(
-    pattern=BASE64_PATTERN, min_length=MIN_BASE64_CHARS,
-    description="base64 (standard alphabet, padded, no line breaks) of the raw little-endian, C-order bytes: "
-    "4 * ceil(bytes / 3) characters for shape and dtype's bytes.")]
+Base64Text = Annotated[
+    str,
+    Field(
+        pattern=BASE64_PATTERN,
+        min_length=MIN_BASE64_CHARS,
+        description="base64 (standard alphabet, padded, no line breaks) of the raw little-endian, C-order bytes: "
+        "4 * ceil(bytes / 3) characters for shape and dtype's bytes.",
+    ),
+]
 
 RawBytes = Annotated[bytes, SkipValidation, WithJsonSchema({"type": "string", "format": "binary"})]
 """A msgpack `bin` (named apart: a field called `bytes` would shadow the type inside a model)."""
-ResponseBytes = Annotated[bytes, SkipValidation, WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})]
+ResponseBytes = Annotated[
+    bytes, SkipValidation, WithJsonSchema({"type": "string", "contentMediaType": "application/octet-stream"})
+]
 """A response's msgpack `bin`: the string of raw bytes JSON Schema describes (not `format: binary`, which
 client generators read as a file to upload)."""
 
 DTYPE_DESCRIPTION = "Element type."
-PARAMETER_DTYPE_DESCRIPTION = ("Element type; left out, the input's dtype (float64 for num_batches_tracked). "
-                               "The tensor is cast to the input's dtype (num_batches_tracked: to int64, and must "
-                               "hold a whole number).")
+PARAMETER_DTYPE_DESCRIPTION = (
+    "Element type; left out, the input's dtype (float64 for num_batches_tracked). "
+    "The tensor is cast to the input's dtype (num_batches_tracked: to int64, and must "
+    "hold a whole number)."
+)
 
 
 def _input_dtype_default(schema: dict[str, Any]) -> None:
@@ -142,22 +163,25 @@ class TensorRandom(BaseModel):
 class ParameterData(_DataForm):
     """A parameter's or buffer's values as a JSON array, nested like the tensor or flat with `shape`."""
 
-    dtype: TensorDType = Field("float32", description=PARAMETER_DTYPE_DESCRIPTION,
-                               json_schema_extra=_input_dtype_default)
+    dtype: TensorDType = Field(
+        "float32", description=PARAMETER_DTYPE_DESCRIPTION, json_schema_extra=_input_dtype_default
+    )
 
 
 class ParameterBase64(_Base64Form):
     """A parameter's or buffer's raw little-endian, C-order bytes, base64-encoded."""
 
-    dtype: TensorDType = Field("float32", description=PARAMETER_DTYPE_DESCRIPTION,
-                               json_schema_extra=_input_dtype_default)
+    dtype: TensorDType = Field(
+        "float32", description=PARAMETER_DTYPE_DESCRIPTION, json_schema_extra=_input_dtype_default
+    )
 
 
 class ParameterBytes(_BytesForm):
     """A parameter's or buffer's raw little-endian, C-order bytes as a msgpack `bin`."""
 
-    dtype: TensorDType = Field("float32", description=PARAMETER_DTYPE_DESCRIPTION,
-                               json_schema_extra=_input_dtype_default)
+    dtype: TensorDType = Field(
+        "float32", description=PARAMETER_DTYPE_DESCRIPTION, json_schema_extra=_input_dtype_default
+    )
 
 
 InputTensor = SkipValidation[NestedNumbers | float | TensorData | TensorBase64 | TensorRandom]
@@ -167,7 +191,8 @@ MsgpackInputTensor = SkipValidation[NestedNumbers | float | TensorData | TensorB
 ParameterTensor = SkipValidation[NestedNumbers | float | ParameterData | ParameterBase64 | TensorRandom]
 """A given parameter or buffer in a JSON body."""
 MsgpackParameterTensor = SkipValidation[
-    NestedNumbers | float | ParameterData | ParameterBase64 | ParameterBytes | TensorRandom]
+    NestedNumbers | float | ParameterData | ParameterBase64 | ParameterBytes | TensorRandom
+]
 """A given parameter or buffer in a msgpack body."""
 
 
@@ -185,7 +210,8 @@ class TensorOut(BaseModel):
     shape: list[int]
     dtype: TensorDType
     data: SkipValidation[NestedNumbers | float | NonFinite] | None = Field(
-        None, description="Nested lists (encoding=list); a bare number for a 0-d tensor (shape `[]`).")
+        None, description="Nested lists (encoding=list); a bare number for a 0-d tensor (shape `[]`)."
+    )
     base64: str | None = Field(None, description="Raw little-endian bytes (encoding=base64).")
     summary: TensorSummary | None = Field(None, description="Statistics only (encoding=none).")
     bytes: ResponseBytes | None = Field(None, description="Raw little-endian bytes (application/msgpack responses).")

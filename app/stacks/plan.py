@@ -105,8 +105,11 @@ class PlannedLayer:
     @property
     def keeps_positions(self) -> bool:
         """Acts on each position apart from the others: no window, same shape, per-channel parameters."""
-        return (self.entry.spec.window is None and self.output_shape == self.input_shape
-                and all(len(s) <= 1 for s in self.parameter_shapes.values()))
+        return (
+            self.entry.spec.window is None
+            and self.output_shape == self.input_shape
+            and all(len(s) <= 1 for s in self.parameter_shapes.values())
+        )
 
 
 @dataclass(slots=True)
@@ -126,10 +129,17 @@ class Plan:
 def stack_of_one(kind: str, options: Any) -> StackRequest:
     """A /v1/layers/{kind} request (a validated `LayerRequestOptions`) as the stack of one it is;
     its errors keep their own field names (`config`, `input`, `parameters`)."""
-    return StackRequest([LayerRequest(kind, options.config, options.parameters)], options.input,
-                        seed=options.seed, backend=options.backend, compare=options.compare,
-                        training=options.training, device=options.device, single=True,
-                        **gradient_options(options))
+    return StackRequest(
+        [LayerRequest(kind, options.config, options.parameters)],
+        options.input,
+        seed=options.seed,
+        backend=options.backend,
+        compare=options.compare,
+        training=options.training,
+        device=options.device,
+        single=True,
+        **gradient_options(options),
+    )
 
 
 def gradient_options(options: Any) -> dict[str, Any]:
@@ -145,17 +155,27 @@ def check_device(device: str, backend: str, compare: bool) -> None:
         raise InvalidInput(
             f"device {device!r} applies to the torch backend; the reference backend computes with NumPy on the CPU "
             "(use device 'cpu', or backend 'torch', or compare: true)",
-            field="device", expected="cpu", actual=device)
+            field="device",
+            expected="cpu",
+            actual=device,
+        )
     devices = available_devices()
     if device not in devices:
-        raise InvalidInput(f"device {device!r} is not available on this server; available: {devices}",
-                           field="device", expected=devices, actual=device)
+        raise InvalidInput(
+            f"device {device!r} is not available on this server; available: {devices}",
+            field="device",
+            expected=devices,
+            actual=device,
+        )
 
 
 def parse_config(spec: LayerSpec, raw: Any, field: str = "config") -> BaseModel:
     if not isinstance(raw, dict):
-        raise InvalidInput(f"{field} must be an object of {spec.torch_name}'s constructor arguments",
-                           field=field, actual=type(raw).__name__)
+        raise InvalidInput(
+            f"{field} must be an object of {spec.torch_name}'s constructor arguments",
+            field=field,
+            actual=type(raw).__name__,
+        )
     try:
         return spec.config_model.model_validate(raw)
     except ValidationError as exc:
@@ -169,8 +189,12 @@ def parse_layers(layers: list[Any], single: bool = False) -> list[StackEntry]:
         place = None if single else f"layers[{index}]"
         spec = LAYERS.get(layer.kind)
         if spec is None:
-            raise InvalidInput(f"layers[{index}].kind {layer.kind[:100]!r} is not a layer kind; supported: {sorted(LAYERS)}",
-                               field=f"layers[{index}].kind", expected=sorted(LAYERS), actual=layer.kind[:100])
+            raise InvalidInput(
+                f"layers[{index}].kind {layer.kind[:100]!r} is not a layer kind; supported: {sorted(LAYERS)}",
+                field=f"layers[{index}].kind",
+                expected=sorted(LAYERS),
+                actual=layer.kind[:100],
+            )
         config = parse_config(spec, layer.config, field="config" if single else f"{place}.config")
         entries.append(StackEntry(index, spec, config, place))
     return entries
@@ -189,14 +213,21 @@ def at_layer(exc: LayerlabError, entry: StackEntry, input_shape: Shape) -> Layer
 
 def check_parameter_count(entries: list[StackEntry], settings: Settings, single: bool) -> int:
     """Parameter and buffer elements, all layers together, against LAYERLAB_MAX_PARAMETER_ELEMENTS."""
-    count = sum(math.prod(s) for e in entries
-                for s in (*e.spec.parameter_shapes(e.config).values(), *e.spec.buffer_shapes(e.config).values()))
+    count = sum(
+        math.prod(s)
+        for e in entries
+        for s in (*e.spec.parameter_shapes(e.config).values(), *e.spec.buffer_shapes(e.config).values())
+    )
     if count > settings.max_parameter_elements:
         subject = "the layer" if single else "the stack (parameters and buffers)"
         raise PayloadTooLarge(
             f"{subject} would have {count} parameter elements; the limit is {settings.max_parameter_elements} "
-            "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)", field="config" if single else "layers",
-            limit="max_parameter_elements", value=count, expected=f"<= {settings.max_parameter_elements}")
+            "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)",
+            field="config" if single else "layers",
+            limit="max_parameter_elements",
+            value=count,
+            expected=f"<= {settings.max_parameter_elements}",
+        )
     return count
 
 
@@ -205,7 +236,11 @@ def check_macs(macs: int, settings: Settings, field: str) -> None:
         raise PayloadTooLarge(
             f"the request would take about {macs} multiply-adds; the limit is {settings.max_macs} "
             "(setting LAYERLAB_MAX_MACS)",
-            field=field, limit="max_macs", value=macs, expected=f"<= {settings.max_macs}")
+            field=field,
+            limit="max_macs",
+            value=macs,
+            expected=f"<= {settings.max_macs}",
+        )
 
 
 def check_kept(elements: int, settings: Settings) -> None:
@@ -215,8 +250,11 @@ def check_kept(elements: int, settings: Settings) -> None:
             f"the response would carry {elements} elements of intermediate outputs and indices; the limit is "
             f"{settings.max_tensor_elements} (setting LAYERLAB_MAX_TENSOR_ELEMENTS); leave return_intermediates "
             "false or send a smaller input",
-            field="return_intermediates", limit="max_tensor_elements", value=elements,
-            expected=f"<= {settings.max_tensor_elements}")
+            field="return_intermediates",
+            limit="max_tensor_elements",
+            value=elements,
+            expected=f"<= {settings.max_tensor_elements}",
+        )
 
 
 def plan_layers(entries: list[StackEntry], input_shape: Shape, settings: Settings) -> list[PlannedLayer]:
@@ -230,14 +268,24 @@ def plan_layers(entries: list[StackEntry], input_shape: Shape, settings: Setting
         except LayerlabError as exc:
             raise at_layer(exc, entry, shape) from None
         try:
-            check_elements(out_shape, f"{entry.place} output" if entry.place else "output", settings.max_tensor_elements)
+            check_elements(
+                out_shape, f"{entry.place} output" if entry.place else "output", settings.max_tensor_elements
+            )
         except LayerlabError as exc:
             exc.field = entry.place or "output"
             raise
-        planned.append(PlannedLayer(
-            entry, shape, out_shape, spec.parameter_shapes(config), spec.buffer_shapes(config),
-            macs=spec.macs(config, shape, out_shape), work=spec.estimated_work(config, shape, out_shape),
-            formula=formula))
+        planned.append(
+            PlannedLayer(
+                entry,
+                shape,
+                out_shape,
+                spec.parameter_shapes(config),
+                spec.buffer_shapes(config),
+                macs=spec.macs(config, shape, out_shape),
+                work=spec.estimated_work(config, shape, out_shape),
+                formula=formula,
+            )
+        )
         shape = out_shape
     return planned
 
@@ -263,19 +311,27 @@ def check_gradient_start(request: StackRequest, output_shape: Shape, settings: S
     if loss is not None and loss.function != "sum" and loss.target is None:
         raise InvalidInput(f"loss.target is required for {loss.function}", field="loss.target")
     if loss is not None and loss.function == "cross_entropy" and len(output_shape) < 1:
-        raise InvalidInput("cross_entropy needs an output of shape (C,), (N, C) or (N, C, d1, ...)",
-                           field="loss", actual=list(output_shape))
+        raise InvalidInput(
+            "cross_entropy needs an output of shape (C,), (N, C) or (N, C, d1, ...)",
+            field="loss",
+            actual=list(output_shape),
+        )
 
 
 def check_grad_output_shape(shape: Shape, output_shape: Shape) -> None:
     if tuple(shape) != tuple(output_shape):
-        raise ShapeMismatch(f"grad_output has shape {list(shape)}; the output's shape is {list(output_shape)}",
-                            field="grad_output", expected=list(output_shape), actual=list(shape))
+        raise ShapeMismatch(
+            f"grad_output has shape {list(shape)}; the output's shape is {list(output_shape)}",
+            field="grad_output",
+            expected=list(output_shape),
+            actual=list(shape),
+        )
 
 
 def decode_input(raw: Any, settings: Settings, field: str = "input") -> np.ndarray:
-    return decode_tensor(raw, field=field, max_elements=settings.max_tensor_elements,
-                         max_depth=settings.max_json_depth, draw=draw_random)
+    return decode_tensor(
+        raw, field=field, max_elements=settings.max_tensor_elements, max_depth=settings.max_json_depth, draw=draw_random
+    )
 
 
 def plan_stack(request: StackRequest, settings: Settings) -> Plan:
@@ -341,11 +397,14 @@ def with_receptive_fields(planned: list[PlannedLayer]) -> list[PlannedLayer]:
     return filled
 
 
-def _receptive_step(layer: PlannedLayer, window: list[tuple[int, int, int]] | None, rank: int,
-                    r: list[int], j: list[int]) -> tuple[list[int] | None, list[int] | None]:
+def _receptive_step(
+    layer: PlannedLayer, window: list[tuple[int, int, int]] | None, rank: int, r: list[int], j: list[int]
+) -> tuple[list[int] | None, list[int] | None]:
     if window is not None and len(window) == rank:
-        return ([r_in + (k - 1) * d * j_in for r_in, j_in, (k, s, d) in zip(r, j, window)],
-                [j_in * s for j_in, (k, s, d) in zip(j, window)])
+        return (
+            [r_in + (k - 1) * d * j_in for r_in, j_in, (k, s, d) in zip(r, j, window)],
+            [j_in * s for j_in, (k, s, d) in zip(j, window)],
+        )
     if window is not None or not layer.keeps_positions:
         return None, None
     return r, j
@@ -357,8 +416,11 @@ def stack_totals(planned: list[PlannedLayer], input_shape: Shape, dtype: str) ->
     parameters = sum(p.parameter_count for p in planned)
     with_parameters = sum(math.prod(p.output_shape) for p in planned if p.parameter_count)
     forward_backward = 2 * with_parameters * itemsize
-    buffer_bytes = sum(math.prod(s) * (INTEGER_BUFFER_BYTES if name == "num_batches_tracked" else itemsize)
-                       for p in planned for name, s in p.buffer_shapes.items())
+    buffer_bytes = sum(
+        math.prod(s) * (INTEGER_BUFFER_BYTES if name == "num_batches_tracked" else itemsize)
+        for p in planned
+        for name, s in p.buffer_shapes.items()
+    )
     input_bytes = math.prod(input_shape) * itemsize
     return {
         "parameter_count": parameters,

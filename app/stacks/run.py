@@ -85,8 +85,9 @@ def run_plan(plan: Plan) -> StackOutcome:
             passes.append((y, result))
         if other is not None:
             x_other = y_other
-            run.comparison, y_other, result_other = compare_layer(other, layer, y_other, state, request.training,
-                                                                  result, x.dtype)
+            run.comparison, y_other, result_other = compare_layer(
+                other, layer, y_other, state, request.training, result, x.dtype
+            )
             if request.gradients:
                 passes_other.append((x_other, result_other))
         y = result.output
@@ -100,27 +101,44 @@ def run_plan(plan: Plan) -> StackOutcome:
         gradients, grads = backward_pass(plan, primary, runs, passes, y)
         if other is not None:
             other_gradients, other_grads = backward_pass(plan, other, runs, passes_other, y_other)
-            gradients.comparison = compare_gradients({"input": gradients.input}, {"input": other_gradients.input},
-                                                     dtype_name(x.dtype))
+            gradients.comparison = compare_gradients(
+                {"input": gradients.input}, {"input": other_gradients.input}, dtype_name(x.dtype)
+            )
             for run, mine, theirs in zip(runs, grads, other_grads):
                 assert run.comparison is not None
                 run.comparison["gradients"] = compare_gradients(mine, theirs, dtype_name(x.dtype))
         for run, layer_grads in zip(runs, grads):
             run.gradients = layer_grads
         runs[-1].elapsed_ms += (time.perf_counter() - started) * 1000
-    outcome = StackOutcome(plan, y, runs, stack_comparison(runs) if other is not None else None,
-                           sum(run.elapsed_ms for run in runs), x.nbytes + given, gradients)
+    outcome = StackOutcome(
+        plan,
+        y,
+        runs,
+        stack_comparison(runs) if other is not None else None,
+        sum(run.elapsed_ms for run in runs),
+        x.nbytes + given,
+        gradients,
+    )
     if gradients is not None and outcome.comparison is not None:
-        outcome.comparison["gradients"] = {**(runs[-1].comparison or {}).get("gradients", {}),
-                                           **(gradients.comparison or {})}
-        outcome.comparison["all_layers_allclose"] = outcome.comparison["all_layers_allclose"] and all(
-            c["allclose"] for run in runs for c in (run.comparison or {}).get("gradients", {}).values()) and all(
-            c["allclose"] for c in (gradients.comparison or {}).values())
+        outcome.comparison["gradients"] = {
+            **(runs[-1].comparison or {}).get("gradients", {}),
+            **(gradients.comparison or {}),
+        }
+        outcome.comparison["all_layers_allclose"] = (
+            outcome.comparison["all_layers_allclose"]
+            and all(c["allclose"] for run in runs for c in (run.comparison or {}).get("gradients", {}).values())
+            and all(c["allclose"] for c in (gradients.comparison or {}).values())
+        )
     return outcome
 
 
-def backward_pass(plan: Plan, backend: Backend, runs: list[LayerRun], passes: list[tuple[np.ndarray, ForwardResult]],
-                  output: np.ndarray) -> tuple[Gradients, list[State]]:
+def backward_pass(
+    plan: Plan,
+    backend: Backend,
+    runs: list[LayerRun],
+    passes: list[tuple[np.ndarray, ForwardResult]],
+    output: np.ndarray,
+) -> tuple[Gradients, list[State]]:
     """The chain rule through the stack in reverse, from the request's upstream gradient; returns the
     input's gradient (with the loss and torch's grad_fn of the output) and each layer's parameter gradients."""
     loss, grad = start_gradient(plan, backend, output)
@@ -130,8 +148,9 @@ def backward_pass(plan: Plan, backend: Backend, runs: list[LayerRun], passes: li
         run = runs[index]
         x, result = passes[index]
         try:
-            step: GradientResult = backend.backward(run.layer.entry.spec, run.layer.entry.config, x, run.state,
-                                                    plan.request.training, result, grad)
+            step: GradientResult = backend.backward(
+                run.layer.entry.spec, run.layer.entry.config, x, run.state, plan.request.training, result, grad
+            )
         except LayerlabError as exc:
             raise at_layer(exc, run.layer.entry, x.shape) from None
         if index == len(runs) - 1:
@@ -145,8 +164,14 @@ def start_gradient(plan: Plan, backend: Backend, output: np.ndarray) -> tuple[fl
     """dL/d(output): the request's grad_output, a loss's gradient, or all ones (output.sum())."""
     request, settings = plan.request, plan.settings
     if request.grad_output is not None:
-        grad = decode_tensor(request.grad_output, field="grad_output", max_elements=settings.max_tensor_elements,
-                             max_depth=settings.max_json_depth, default_dtype=dtype_name(output.dtype), draw=draw_random)
+        grad = decode_tensor(
+            request.grad_output,
+            field="grad_output",
+            max_elements=settings.max_tensor_elements,
+            max_depth=settings.max_json_depth,
+            default_dtype=dtype_name(output.dtype),
+            draw=draw_random,
+        )
         check_grad_output_shape(grad.shape, output.shape)
         return None, grad.astype(output.dtype, copy=False)
     if request.loss is None:
@@ -154,9 +179,15 @@ def start_gradient(plan: Plan, backend: Backend, output: np.ndarray) -> tuple[fl
     loss = request.loss
     target = None
     if loss.target is not None:
-        target = decode_tensor(loss.target, field="loss.target", max_elements=settings.max_tensor_elements,
-                               max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
-                               default_dtype=dtype_name(output.dtype), draw=draw_random)
+        target = decode_tensor(
+            loss.target,
+            field="loss.target",
+            max_elements=settings.max_tensor_elements,
+            max_depth=settings.max_json_depth,
+            dtypes=("float32", "float64", "int64"),
+            default_dtype=dtype_name(output.dtype),
+            draw=draw_random,
+        )
         target = loss_target(loss.function, target, output)
     value, grad = backend.loss(loss.function, output, target, loss.reduction)
     return value, grad.astype(output.dtype, copy=False)
@@ -166,25 +197,34 @@ def loss_target(function: str, target: np.ndarray, output: np.ndarray) -> np.nda
     """The target as torch takes it (class indices int64, else the output's dtype), its shape checked (422)."""
     if function == "cross_entropy":
         axis = 0 if output.ndim == 1 else 1
-        indices_shape = output.shape[:axis] + output.shape[axis + 1:]
+        indices_shape = output.shape[:axis] + output.shape[axis + 1 :]
         if target.shape == output.shape and target.shape != indices_shape:
             return target.astype(output.dtype, copy=False)  # class probabilities
         if target.shape != indices_shape:
             raise ShapeMismatch(
                 f"loss.target has shape {list(target.shape)}; cross_entropy takes class indices of shape "
                 f"{list(indices_shape)} or class probabilities of the output's shape {list(output.shape)}",
-                field="loss.target", expected=[list(indices_shape), list(output.shape)], actual=list(target.shape))
+                field="loss.target",
+                expected=[list(indices_shape), list(output.shape)],
+                actual=list(target.shape),
+            )
         if not (np.isfinite(target).all() and (target == np.round(target)).all()):
             raise InvalidInput("loss.target: class indices must be integers", field="loss.target")
         classes = output.shape[axis]
         if target.size and ((target < 0) | (target >= classes)).any():
-            raise InvalidInput(f"loss.target: class indices must lie in [0, {classes})", field="loss.target",
-                               expected=f"0 <= index < {classes}")
+            raise InvalidInput(
+                f"loss.target: class indices must lie in [0, {classes})",
+                field="loss.target",
+                expected=f"0 <= index < {classes}",
+            )
         return target.astype(np.int64)
     if target.shape != output.shape:
-        raise ShapeMismatch(f"loss.target has shape {list(target.shape)}; {function} needs the output's shape "
-                            f"{list(output.shape)}", field="loss.target", expected=list(output.shape),
-                            actual=list(target.shape))
+        raise ShapeMismatch(
+            f"loss.target has shape {list(target.shape)}; {function} needs the output's shape {list(output.shape)}",
+            field="loss.target",
+            expected=list(output.shape),
+            actual=list(target.shape),
+        )
     return target.astype(output.dtype, copy=False)
 
 
@@ -194,23 +234,36 @@ def compare_gradients(mine: State, theirs: State, dtype: str) -> dict[str, Any]:
     compared = {}
     for name in mine:
         abs_diff, rel_diff = _differences(mine[name], theirs[name])
-        compared[name] = {"max_abs_diff": json_scalar(abs_diff), "max_rel_diff": json_scalar(rel_diff),
-                          "allclose": bool(np.allclose(mine[name], theirs[name], rtol=rtol, atol=atol, equal_nan=True))}
+        compared[name] = {
+            "max_abs_diff": json_scalar(abs_diff),
+            "max_rel_diff": json_scalar(rel_diff),
+            "allclose": bool(np.allclose(mine[name], theirs[name], rtol=rtol, atol=atol, equal_nan=True)),
+        }
     return compared
 
 
-def run_layer(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool,
-              keep_output: bool) -> tuple[LayerRun, ForwardResult]:
+def run_layer(
+    backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool, keep_output: bool
+) -> tuple[LayerRun, ForwardResult]:
     """One layer's forward pass, timed; its result's output goes on to the next layer."""
     started = time.perf_counter()
     result = forward(backend, layer, x, state, training)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    run = LayerRun(layer, state, result.buffers, result.extras, elapsed_ms, output=result.output if keep_output else None)
+    run = LayerRun(
+        layer, state, result.buffers, result.extras, elapsed_ms, output=result.output if keep_output else None
+    )
     return run, result
 
 
-def compare_layer(other: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool,
-                  primary: ForwardResult, dtype: np.dtype) -> tuple[dict[str, Any], np.ndarray, ForwardResult]:
+def compare_layer(
+    other: Backend,
+    layer: PlannedLayer,
+    x: np.ndarray,
+    state: State,
+    training: bool,
+    primary: ForwardResult,
+    dtype: np.dtype,
+) -> tuple[dict[str, Any], np.ndarray, ForwardResult]:
     """The same layer on the other backend, from that backend's own previous output, and how far apart
     the two are (torch.testing's tolerances for the stack's input `dtype`)."""
     started = time.perf_counter()
@@ -223,8 +276,11 @@ def compare_layer(other: Backend, layer: PlannedLayer, x: np.ndarray, state: Sta
 def stack_comparison(runs: list[LayerRun]) -> dict[str, Any]:
     """The last layer's comparison, the other backend's total time, and whether every layer agreed."""
     comparisons = [run.comparison or {} for run in runs]
-    return {**comparisons[-1], "elapsed_ms": sum(c["elapsed_ms"] for c in comparisons),
-            "all_layers_allclose": all(c["allclose"] for c in comparisons)}
+    return {
+        **comparisons[-1],
+        "elapsed_ms": sum(c["elapsed_ms"] for c in comparisons),
+        "all_layers_allclose": all(c["allclose"] for c in comparisons),
+    }
 
 
 def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool) -> ForwardResult:
@@ -248,12 +304,15 @@ def resolve_states(plan: Plan, dtype: np.dtype) -> list[State]:
     def initial_for(index: int) -> Callable[[], State]:
         return lambda: initial()[index]
 
-    return [resolve_state(layer, given.parameters, dtype, plan.settings, initial=initial_for(layer.entry.index))
-            for layer, given in zip(plan.layers, plan.request.layers)]
+    return [
+        resolve_state(layer, given.parameters, dtype, plan.settings, initial=initial_for(layer.entry.index))
+        for layer, given in zip(plan.layers, plan.request.layers)
+    ]
 
 
-def resolve_state(layer: PlannedLayer, given: dict[str, Any], dtype: np.dtype, settings: Settings,
-                  initial: Callable[[], State]) -> State:
+def resolve_state(
+    layer: PlannedLayer, given: dict[str, Any], dtype: np.dtype, settings: Settings, initial: Callable[[], State]
+) -> State:
     """User-given tensors where present, else `initial()` (torch's seeded initialization), cast to `dtype`."""
     entry, field = layer.entry, layer.entry.field("parameters")
     expected = {**layer.parameter_shapes, **layer.buffer_shapes}
@@ -263,32 +322,49 @@ def resolve_state(layer: PlannedLayer, given: dict[str, Any], dtype: np.dtype, s
     if unknown:
         raise InvalidInput(
             f"{field}.{unknown[0]} is not a tensor of this {entry.spec.torch_name}; it has {sorted(expected) or 'none'}",
-            field=f"{field}.{unknown[0]}", expected=sorted(expected), actual=unknown)
-    state = {name: _given_tensor(entry, field, name, raw, expected[name], dtype, settings) for name, raw in given.items()}
+            field=f"{field}.{unknown[0]}",
+            expected=sorted(expected),
+            actual=unknown,
+        )
+    state = {
+        name: _given_tensor(entry, field, name, raw, expected[name], dtype, settings) for name, raw in given.items()
+    }
     if set(state) != set(expected):
         state = {**initial(), **state}
     return {name: _cast(name, array, dtype, field) for name, array in state.items()}
 
 
-def _given_tensor(entry: StackEntry, field: str, name: str, raw: Any, expected: tuple[int, ...], dtype: np.dtype,
-                  settings: Settings) -> np.ndarray:
+def _given_tensor(
+    entry: StackEntry, field: str, name: str, raw: Any, expected: tuple[int, ...], dtype: np.dtype, settings: Settings
+) -> np.ndarray:
     declared = declared_shape(raw, f"{field}.{name}", settings.max_json_depth)
     if declared is not None and declared != expected:  # refused before decoding
         _wrong_state_shape(entry, field, name, declared, expected)
-    array = decode_tensor(raw, field=f"{field}.{name}", max_elements=settings.max_tensor_elements,
-                          max_depth=settings.max_json_depth, dtypes=("float32", "float64", "int64"),
-                          # unlabelled values take the input's dtype (counts: float64, exact, checked in _cast)
-                          default_dtype="float64" if name in INTEGER_BUFFERS else dtype_name(dtype), draw=draw_random)
+    array = decode_tensor(
+        raw,
+        field=f"{field}.{name}",
+        max_elements=settings.max_tensor_elements,
+        max_depth=settings.max_json_depth,
+        dtypes=("float32", "float64", "int64"),
+        # unlabelled values take the input's dtype (counts: float64, exact, checked in _cast)
+        default_dtype="float64" if name in INTEGER_BUFFERS else dtype_name(dtype),
+        draw=draw_random,
+    )
     if array.shape != expected:
         _wrong_state_shape(entry, field, name, array.shape, expected)
     return array
 
 
-def _wrong_state_shape(entry: StackEntry, field: str, name: str, shape: tuple[int, ...], expected: tuple[int, ...]) -> None:
-    scalar = " (a scalar: a bare number or {\"data\": n, \"shape\": []})" if expected == () else ""
+def _wrong_state_shape(
+    entry: StackEntry, field: str, name: str, shape: tuple[int, ...], expected: tuple[int, ...]
+) -> None:
+    scalar = ' (a scalar: a bare number or {"data": n, "shape": []})' if expected == () else ""
     raise ShapeMismatch(
         f"{field}.{name} has shape {list(shape)}; {entry.spec.torch_name} with this config needs {list(expected)}{scalar}",
-        field=f"{field}.{name}", expected=list(expected), actual=list(shape))
+        field=f"{field}.{name}",
+        expected=list(expected),
+        actual=list(shape),
+    )
 
 
 def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarray:
@@ -297,8 +373,11 @@ def _cast(name: str, array: np.ndarray, dtype: np.dtype, field: str) -> np.ndarr
             raise InvalidInput(f"{field}.{name} must hold an integer", field=f"{field}.{name}")
         # A count: negative values would divide by zero in the cumulative average (momentum=None).
         if not ((array >= 0) & (array < 2**62)).all():
-            raise InvalidInput(f"{field}.{name} is a count: it must be a non-negative integer below 2^62",
-                               field=f"{field}.{name}", actual=array.tolist())
+            raise InvalidInput(
+                f"{field}.{name} is a count: it must be a non-negative integer below 2^62",
+                field=f"{field}.{name}",
+                actual=array.tolist(),
+            )
         return array.astype(np.int64)
     return array.astype(dtype, copy=False)
 
@@ -308,8 +387,14 @@ def compare_results(primary: ForwardResult, other: ForwardResult, other_name: st
     rtol, atol = TOLERANCES[dtype]
     abs_diff, rel_diff = _differences(primary.output, other.output)
     allclose = bool(np.allclose(primary.output, other.output, rtol=rtol, atol=atol, equal_nan=True))
-    comparison: dict[str, Any] = {"backend": other_name, "max_abs_diff": json_scalar(abs_diff),
-                                  "max_rel_diff": json_scalar(rel_diff), "allclose": allclose, "rtol": rtol, "atol": atol}
+    comparison: dict[str, Any] = {
+        "backend": other_name,
+        "max_abs_diff": json_scalar(abs_diff),
+        "max_rel_diff": json_scalar(rel_diff),
+        "allclose": allclose,
+        "rtol": rtol,
+        "atol": atol,
+    }
     if "indices" in primary.extras and "indices" in other.extras:
         comparison["indices_equal"] = bool(np.array_equal(primary.extras["indices"], other.extras["indices"]))
         comparison["allclose"] = allclose and comparison["indices_equal"]
@@ -318,7 +403,8 @@ def compare_results(primary: ForwardResult, other: ForwardResult, other_name: st
         diffs = [_differences(primary.buffers[k], other.buffers[k])[0] for k in shared]
         comparison["buffers_max_abs_diff"] = json_scalar(max(diffs))
         comparison["allclose"] = comparison["allclose"] and all(
-            np.allclose(primary.buffers[k], other.buffers[k], rtol=rtol, atol=atol, equal_nan=True) for k in shared)
+            np.allclose(primary.buffers[k], other.buffers[k], rtol=rtol, atol=atol, equal_nan=True) for k in shared
+        )
     return comparison
 
 

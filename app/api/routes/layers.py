@@ -21,6 +21,7 @@ from app.stacks.run import run_plan
 
 router = APIRouter(prefix="/v1/layers", tags=["layers"])
 
+
 def _error_example(body: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"example": body}}
 
@@ -28,22 +29,48 @@ def _error_example(body: dict[str, Any]) -> dict[str, Any]:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not valid JSON (or msgpack)."},
     404: {"model": ErrorBody, "description": "Unknown layer kind."},
-    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, tensor or parameter elements, work); "
-          "`limit` names the setting.",
-          "content": _error_example({
-              "error": "PayloadTooLarge", "status": 413, "field": "config", "limit": "max_parameter_elements",
-              "value": 100010000, "expected": "<= 33554432",
-              "detail": "the layer would have 100010000 parameter elements; the limit is 33554432 "
-                        "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)"})},
+    413: {
+        "model": ErrorBody,
+        "description": "A limit was exceeded (body bytes, tensor or parameter elements, work); "
+        "`limit` names the setting.",
+        "content": _error_example(
+            {
+                "error": "PayloadTooLarge",
+                "status": 413,
+                "field": "config",
+                "limit": "max_parameter_elements",
+                "value": 100010000,
+                "expected": "<= 33554432",
+                "detail": "the layer would have 100010000 parameter elements; the limit is 33554432 "
+                "(setting LAYERLAB_MAX_PARAMETER_ELEMENTS)",
+            }
+        ),
+    },
     415: {"model": ErrorBody, "description": "Unsupported content type."},
-    422: {"model": ErrorBody, "description": "Invalid config, tensor or shape; `field` names the culprit.",
-          "content": _error_example({
-              "error": "ShapeMismatch", "status": 422, "field": "input", "expected": ["*", 4], "actual": [10, 5],
-              "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4"})},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid config, tensor or shape; `field` names the culprit.",
+        "content": _error_example(
+            {
+                "error": "ShapeMismatch",
+                "status": 422,
+                "field": "input",
+                "expected": ["*", 4],
+                "actual": [10, 5],
+                "detail": "input has 5 features in its last dimension (shape [10, 5]), config.in_features is 4",
+            }
+        ),
+    },
 }
 
-REQUEST_MODELS = {model.__name__: model for spec in LAYERS.values() for model in (
-    layer_request_model(spec.title, spec.config_model), layer_request_model(spec.title, spec.config_model, msgpack=True))}
+REQUEST_MODELS = {
+    model.__name__: model
+    for spec in LAYERS.values()
+    for model in (
+        layer_request_model(spec.title, spec.config_model),
+        layer_request_model(spec.title, spec.config_model, msgpack=True),
+    )
+}
 """Documented in OpenAPI (see app.main): `Conv2dRequest` (JSON bodies), `Conv2dMsgpackRequest` (msgpack
 bodies). Bodies themselves are parsed by the codec, not FastAPI."""
 
@@ -52,8 +79,15 @@ def layer_route(spec: LayerSpec) -> TensorRoute[LayerRequestOptions, Plan, Any]:
     def plan(options: LayerRequestOptions, settings: Settings) -> Plan:
         return plan_stack(stack_of_one(spec.kind, options), settings)
 
-    return TensorRoute(spec.kind, LayerRequestOptions, plan, run_plan, present_layer,
-                       size=lambda planned: planned.size, record=record_compute)
+    return TensorRoute(
+        spec.kind,
+        LayerRequestOptions,
+        plan,
+        run_plan,
+        present_layer,
+        size=lambda planned: planned.size,
+        record=record_compute,
+    )
 
 
 def _layer_endpoint(spec: LayerSpec):
@@ -79,17 +113,30 @@ def openapi_request_body(name: str, examples: dict[str, Any] | None = None) -> d
     content: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{name}Request"}}
     if examples:
         content["examples"] = examples
-    return {"requestBody": {"required": True, "content": {
-        "application/json": content,
-        msgpack.MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{name}MsgpackRequest", "description": MSGPACK_NOTE}},
-    }}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": content,
+                msgpack.MEDIA_TYPE: {
+                    "schema": {"$ref": f"#/components/schemas/{name}MsgpackRequest", "description": MSGPACK_NOTE}
+                },
+            },
+        }
+    }
 
 
 def _openapi_responses(spec: LayerSpec) -> dict[int | str, dict[str, Any]]:
     model = layer_response_model(spec.title, spec.config_model)
     as_msgpack = {"schema": {"$ref": f"#/components/schemas/{model.__name__}", "description": MSGPACK_NOTE}}
-    return {200: {"model": model, "description": "The layer's output, parameters and shapes.",
-                  "content": {msgpack.MEDIA_TYPE: as_msgpack}}, **ERROR_RESPONSES}
+    return {
+        200: {
+            "model": model,
+            "description": "The layer's output, parameters and shapes.",
+            "content": {msgpack.MEDIA_TYPE: as_msgpack},
+        },
+        **ERROR_RESPONSES,
+    }
 
 
 for _spec in LAYERS.values():
@@ -107,10 +154,14 @@ for _spec in LAYERS.values():
     )
 
 
-@router.get("", name="layers-list", summary="Supported layer kinds with their config schemas and defaults",
-            response_model=list[LayerKind],
-            description="Every layer kind this server computes: its `torch.nn` class, its route, the JSON schema "
-            "of its config (PyTorch's constructor arguments) and the defaults filled in when an argument is left out.")
+@router.get(
+    "",
+    name="layers-list",
+    summary="Supported layer kinds with their config schemas and defaults",
+    response_model=list[LayerKind],
+    description="Every layer kind this server computes: its `torch.nn` class, its route, the JSON schema "
+    "of its config (PyTorch's constructor arguments) and the defaults filled in when an argument is left out.",
+)
 def list_layers() -> list[dict[str, Any]]:
     return [
         {
@@ -145,5 +196,9 @@ def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/{kind}", name="layers-unknown", include_in_schema=False)
 async def unknown_kind(kind: str) -> Response:
-    raise UnknownKind(f"unknown layer kind {kind[:100]!r}; supported: {sorted(LAYERS)}",
-                      field="kind", expected=sorted(LAYERS), actual=kind[:100])
+    raise UnknownKind(
+        f"unknown layer kind {kind[:100]!r}; supported: {sorted(LAYERS)}",
+        field="kind",
+        expected=sorted(LAYERS),
+        actual=kind[:100],
+    )

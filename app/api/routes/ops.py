@@ -36,9 +36,14 @@ READY_TIMEOUT_S = 10.0
 _PROBE = {"config": {"in_features": 3, "out_features": 2}, "input": {"random": "normal", "shape": [2, 3], "seed": 0}}
 
 
-@router.get("/healthz", name="health", summary="Liveness", response_model=Health,
-            description="Answers `{\"status\": \"ok\"}` at once while the process is alive, even when every "
-            "compute worker is busy: for container health checks and load balancers.")
+@router.get(
+    "/healthz",
+    name="health",
+    summary="Liveness",
+    response_model=Health,
+    description='Answers `{"status": "ok"}` at once while the process is alive, even when every '
+    "compute worker is busy: for container health checks and load balancers.",
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -64,11 +69,16 @@ def readiness_checks(settings: Settings) -> dict[str, str]:
     return checks
 
 
-@router.get("/readyz", name="ready", summary="Readiness: a tiny layer computes on every backend",
-            response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready."}},
-            description="Computes a tiny Linear on the reference backend and on each torch device and checks they "
-            "agree: 200 when every check is `ok`, else 503 with the failing checks; 503 at once, status `draining`, from "
-            "the server's SIGTERM on (see LAYERLAB_DRAIN_S). For orchestrators' readiness probes.")
+@router.get(
+    "/readyz",
+    name="ready",
+    summary="Readiness: a tiny layer computes on every backend",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready."}},
+    description="Computes a tiny Linear on the reference backend and on each torch device and checks they "
+    "agree: 200 when every check is `ok`, else 503 with the failing checks; 503 at once, status `draining`, from "
+    "the server's SIGTERM on (see LAYERLAB_DRAIN_S). For orchestrators' readiness probes.",
+)
 async def readyz(request: Request, settings: SettingsDep) -> Response:
     started = time.perf_counter()
     if request.app.state.drain.draining:  # stopping (SIGTERM, app.lifecycle): take this replica out first
@@ -76,8 +86,11 @@ async def readyz(request: Request, settings: SettingsDep) -> Response:
         return json_response(body, status_code=503)
     checks = await check_readiness(settings)
     ready = all(value == "ok" for value in checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks,
-            "elapsed_ms": round((time.perf_counter() - started) * 1000, 3)}
+    body = {
+        "status": "ready" if ready else "not ready",
+        "checks": checks,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 3),
+    }
     return json_response(body, status_code=200 if ready else 503)
 
 
@@ -89,10 +102,15 @@ async def check_readiness(settings: Settings) -> dict[str, str]:
     return checks
 
 
-@router.get("/v1/info", name="info", summary="Versions, devices and the limits in force", response_model=Info,
-            description="The app, Python, torch and NumPy versions, the devices the torch backend can use, the layer "
-            "kinds, and every limit in force (the LAYERLAB_MAX_* settings).",
-            response_model_exclude_none=True)
+@router.get(
+    "/v1/info",
+    name="info",
+    summary="Versions, devices and the limits in force",
+    response_model=Info,
+    description="The app, Python, torch and NumPy versions, the devices the torch backend can use, the layer "
+    "kinds, and every limit in force (the LAYERLAB_MAX_* settings).",
+    response_model_exclude_none=True,
+)
 def info(settings: SettingsDep) -> dict[str, Any]:
     return {
         "name": "layerlab",
@@ -107,13 +125,23 @@ def info(settings: SettingsDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", name="metrics", summary="Prometheus metrics (text exposition format)",
-            description="Requests by route and status, latency histograms, compute time by kind and backend, tensor "
-            "bytes in and out, requests in flight; summed over every worker process.",
-            response_class=Response,
-            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}},
-                                         "application/openmetrics-text": {"schema": {"type": "string"}}},
-                             "description": "Prometheus text, or OpenMetrics when the Accept header asks for it."}})
+@router.get(
+    "/metrics",
+    name="metrics",
+    summary="Prometheus metrics (text exposition format)",
+    description="Requests by route and status, latency histograms, compute time by kind and backend, tensor "
+    "bytes in and out, requests in flight; summed over every worker process.",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+            "description": "Prometheus text, or OpenMetrics when the Accept header asks for it.",
+        }
+    },
+)
 async def metrics(request: Request) -> Response:
     body, content_type = render_metrics(request.headers.get("accept"))
     return Response(body, media_type=content_type)

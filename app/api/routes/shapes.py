@@ -18,29 +18,57 @@ router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads
 
 REQUEST_MODELS = {
     "ShapesRequest": stack_request_model(
-        "ShapesRequest", ShapesOptions, StackLayerOptions,
-        {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()}),
+        "ShapesRequest",
+        ShapesOptions,
+        StackLayerOptions,
+        {kind: (spec.title, spec.config_model) for kind, spec in LAYERS.items()},
+    ),
 }
 """Documented in OpenAPI (see app.main); bodies themselves are parsed by the codec, not FastAPI."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
-    413: {"model": ErrorBody, "description": "A limit was exceeded (body bytes, a layer's output elements, the "
-          "stack's parameter elements; for a run also the total work); `limit` names the setting.",
-          "content": {"application/json": {"example": {
-              "error": "PayloadTooLarge", "status": 413, "field": "layers", "limit": "max_parameter_elements",
-              "value": 10000100000, "expected": "<= 33554432",
-              "detail": "the stack (parameters and buffers) would have 10000100000 parameter elements; the limit "
-                        "is 33554432 (setting LAYERLAB_MAX_PARAMETER_ELEMENTS)"}}}},
+    413: {
+        "model": ErrorBody,
+        "description": "A limit was exceeded (body bytes, a layer's output elements, the "
+        "stack's parameter elements; for a run also the total work); `limit` names the setting.",
+        "content": {
+            "application/json": {
+                "example": {
+                    "error": "PayloadTooLarge",
+                    "status": 413,
+                    "field": "layers",
+                    "limit": "max_parameter_elements",
+                    "value": 10000100000,
+                    "expected": "<= 33554432",
+                    "detail": "the stack (parameters and buffers) would have 10000100000 parameter elements; the limit "
+                    "is 33554432 (setting LAYERLAB_MAX_PARAMETER_ELEMENTS)",
+                }
+            }
+        },
+    },
     415: {"model": ErrorBody, "description": "Unsupported content type."},
-    422: {"model": ErrorBody, "description": "A layer that does not fit: `field` names it (`layers[2]`, "
-          "`layers[2].config.kernel_size`), `layer` its index, `detail` the formula or channel count.",
-          "content": {"application/json": {"example": {
-              "error": "ShapeMismatch", "status": 422, "field": "layers[6]", "layer": 6, "kind": "conv2d",
-              "expected": "padded input height >= 7", "actual": 5,
-              "detail": "layers[6] (Conv2d) on input shape [1, 16, 5, 5]: output height would be -1, less than 1: "
-                        "the kernel spans 7 (dilation*(kernel_size-1) + 1) but the padded input height is 5: "
-                        "H_out = floor((5 + 2*0 - 1*(7-1) - 1) / 1) + 1 = -1"}}}},
+    422: {
+        "model": ErrorBody,
+        "description": "A layer that does not fit: `field` names it (`layers[2]`, "
+        "`layers[2].config.kernel_size`), `layer` its index, `detail` the formula or channel count.",
+        "content": {
+            "application/json": {
+                "example": {
+                    "error": "ShapeMismatch",
+                    "status": 422,
+                    "field": "layers[6]",
+                    "layer": 6,
+                    "kind": "conv2d",
+                    "expected": "padded input height >= 7",
+                    "actual": 5,
+                    "detail": "layers[6] (Conv2d) on input shape [1, 16, 5, 5]: output height would be -1, less than 1: "
+                    "the kernel spans 7 (dilation*(kernel_size-1) + 1) but the padded input height is 5: "
+                    "H_out = floor((5 + 2*0 - 1*(7-1) - 1) / 1) + 1 = -1",
+                }
+            }
+        },
+    },
 }
 
 LENET = [
@@ -61,10 +89,13 @@ LENET = [
 EXAMPLES = {
     "notebook": {
         "summary": "The notebook's Conv2d(3, 16, 3, stride=2) then MaxPool2d((3, 2)) on (100, 3, 120, 160)",
-        "value": {"input_shape": [100, 3, 120, 160], "layers": [
-            {"kind": "conv2d", "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}},
-            {"kind": "maxpool2d", "config": {"kernel_size": [3, 2]}},
-        ]},
+        "value": {
+            "input_shape": [100, 3, 120, 160],
+            "layers": [
+                {"kind": "conv2d", "config": {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "stride": 2}},
+                {"kind": "maxpool2d", "config": {"kernel_size": [3, 2]}},
+            ],
+        },
     },
     "lenet": {
         "summary": "LeNet-5 on a (1, 1, 32, 32) image",
@@ -72,11 +103,15 @@ EXAMPLES = {
     },
     "mlp": {
         "summary": "A small multilayer perceptron on a batch of 10, float64",
-        "value": {"input_shape": [10, 4], "dtype": "float64", "layers": [
-            {"kind": "linear", "config": {"in_features": 4, "out_features": 8}},
-            {"kind": "relu"},
-            {"kind": "linear", "config": {"in_features": 8, "out_features": 1}},
-        ]},
+        "value": {
+            "input_shape": [10, 4],
+            "dtype": "float64",
+            "layers": [
+                {"kind": "linear", "config": {"in_features": 4, "out_features": 8}},
+                {"kind": "relu"},
+                {"kind": "linear", "config": {"in_features": 8, "out_features": 1}},
+            ],
+        },
     },
 }
 
@@ -86,7 +121,8 @@ def _no_run(plan: ShapesPlan) -> ShapesPlan:
 
 
 ROUTE: TensorRoute[ShapesOptions, ShapesPlan, ShapesPlan] = TensorRoute(
-    "shapes", ShapesOptions, plan_shapes, _no_run, present_shapes, size=lambda plan: 0)
+    "shapes", ShapesOptions, plan_shapes, _no_run, present_shapes, size=lambda plan: 0
+)
 """Arithmetic only: the plan is the answer, and a small body's is answered on the event loop."""
 
 
@@ -95,12 +131,23 @@ ROUTE: TensorRoute[ShapesOptions, ShapesPlan, ShapesPlan] = TensorRoute(
     name="shapes",
     summary="Shapes, parameters, multiply-adds and formulas of a stack of layers, without tensors",
     response_model=None,
-    responses={200: {"model": ShapesResponse, "description": "One row per layer, then the totals.",
-                     "content": {msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesResponse"}}}},
-               **ERROR_RESPONSES},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/ShapesRequest"}, "examples": EXAMPLES},
-        msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesRequest"}}}}},
+    responses={
+        200: {
+            "model": ShapesResponse,
+            "description": "One row per layer, then the totals.",
+            "content": {msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesResponse"}}},
+        },
+        **ERROR_RESPONSES,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ShapesRequest"}, "examples": EXAMPLES},
+                msgpack.MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ShapesRequest"}},
+            },
+        }
+    },
 )
 async def shapes(request: Request) -> Response:
     """The arithmetic of `nn.Sequential(*layers)` on an input of `input_shape`, as torchinfo.summary reports it:

@@ -53,8 +53,14 @@ def signature(spec: LayerSpec) -> v2.ModelSignature:
     (all a config can give it: bias, affine and running statistics on), `indices` for max-pool.
     Ranks are those of the kind's first documented example (the batched layout)."""
     example = next(iter((spec.examples or {}).values()))["value"]
-    fullest = {**example["config"], **{flag: True for flag in ("bias", "affine", "track_running_stats",
-                                                                "return_indices") if flag in spec.config_model.model_fields}}
+    fullest = {
+        **example["config"],
+        **{
+            flag: True
+            for flag in ("bias", "affine", "track_running_stats", "return_indices")
+            if flag in spec.config_model.model_fields
+        },
+    }
     config = spec.config_model.model_validate(fullest)
     input_shape = probable_shape(example["input"], "input")
     output_rank = len(spec.output_shape(config, input_shape))
@@ -83,19 +89,32 @@ def _model(request: Request) -> LayerSpec:
     name = request.path_params["model_name"]
     spec = LAYERS.get(name)
     if spec is None:
-        raise UnknownKind(f"unknown model {name[:100]!r}; the models are the layer kinds {sorted(LAYERS)}",
-                          field="model_name", expected=sorted(LAYERS), actual=name[:100])
+        raise UnknownKind(
+            f"unknown model {name[:100]!r}; the models are the layer kinds {sorted(LAYERS)}",
+            field="model_name",
+            expected=sorted(LAYERS),
+            actual=name[:100],
+        )
     version = request.path_params.get("model_version", VERSION)
     if version != VERSION:
-        raise UnknownKind(f"model {name!r} has no version {version[:100]!r}; its only version is {VERSION!r}",
-                          field="model_version", expected=[VERSION], actual=version[:100])
+        raise UnknownKind(
+            f"model {name!r} has no version {version[:100]!r}; its only version is {VERSION!r}",
+            field="model_version",
+            expected=[VERSION],
+            actual=version[:100],
+        )
     return spec
 
 
 def model_metadata(spec: LayerSpec) -> dict[str, Any]:
     sig = SIGNATURES[spec.kind]
-    return {"name": spec.kind, "versions": [VERSION], "platform": PLATFORM,
-            "inputs": [t.as_dict() for t in sig.inputs], "outputs": [t.as_dict() for t in sig.outputs]}
+    return {
+        "name": spec.kind,
+        "versions": [VERSION],
+        "platform": PLATFORM,
+        "inputs": [t.as_dict() for t in sig.inputs],
+        "outputs": [t.as_dict() for t in sig.outputs],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,8 +124,9 @@ def model_metadata(spec: LayerSpec) -> dict[str, Any]:
 class V2Incoming:
     """A V2 body: its JSON header (what sizes the request for the lanes) and the binary section after it."""
 
-    def __init__(self, body: bytes | memoryview, json_length: int | None, signature: v2.ModelSignature,
-                 settings: Settings) -> None:
+    def __init__(
+        self, body: bytes | memoryview, json_length: int | None, signature: v2.ModelSignature, settings: Settings
+    ) -> None:
         self._body: bytes | memoryview | None = body
         self._json_length = json_length
         self._signature = signature
@@ -117,9 +137,13 @@ class V2Incoming:
         body, self._body = self._body, None
         assert body is not None, "a body is decoded once"
         header, binary = v2.split_body(body, self._json_length)
-        request = v2.read_infer_request(parse_json(header), binary, self._signature,
-                                        max_elements=self._settings.max_tensor_elements,
-                                        max_depth=self._settings.max_json_depth)
+        request = v2.read_infer_request(
+            parse_json(header),
+            binary,
+            self._signature,
+            max_elements=self._settings.max_tensor_elements,
+            max_depth=self._settings.max_json_depth,
+        )
         return {"request": request}
 
 
@@ -132,9 +156,12 @@ class V2Exchange:
     async def read(self, request: Request, settings: Settings) -> V2Incoming:
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", ""):
-            raise UnsupportedMediaType(f"Content-Encoding {encoding[:40]!r} is not supported; send the body "
-                                       "uncompressed", field="content-encoding", expected="identity",
-                                       actual=encoding[:40])
+            raise UnsupportedMediaType(
+                f"Content-Encoding {encoding[:40]!r} is not supported; send the body uncompressed",
+                field="content-encoding",
+                expected="identity",
+                actual=encoding[:40],
+            )
         declared = request.headers.get(v2.HEADER_LENGTH)
         # With binary tensors: one buffer, read in place. JSON alone: bytes, as the JSON parser wants them.
         body = await (read_body_buffer(request, settings) if declared is not None else read_body(request, settings))
@@ -205,8 +232,11 @@ def produced_outputs(outcome: StackOutcome) -> tuple[dict[str, np.ndarray], dict
     produced.update({name: run.state[name] for name in run.layer.parameter_shapes})
     produced.update(run.buffers)
     produced.update({(k if k == "indices" else f"statistics.{k}"): v for k, v in run.extras.items()})
-    absent = {t.name: f"{spec.torch_name} with this config has no {t.name!r}"
-              for t in SIGNATURES[spec.kind].outputs if t.name not in produced}
+    absent = {
+        t.name: f"{spec.torch_name} with this config has no {t.name!r}"
+        for t in SIGNATURES[spec.kind].outputs
+        if t.name not in produced
+    }
     if "indices" in absent:
         absent["indices"] = f"{spec.torch_name} returns indices only with config return_indices: true"
     return produced, absent
@@ -215,8 +245,11 @@ def produced_outputs(outcome: StackOutcome) -> tuple[dict[str, np.ndarray], dict
 def response_parameters(outcome: StackOutcome) -> dict[str, Any]:
     """Scalars only, as the protocol's parameters are: how it was computed, and `compare`'s figures."""
     request = outcome.plan.request
-    parameters: dict[str, Any] = {"backend": request.backend, "device": request.device,
-                                  "elapsed_ms": round(outcome.elapsed_ms, 3)}
+    parameters: dict[str, Any] = {
+        "backend": request.backend,
+        "device": request.device,
+        "elapsed_ms": round(outcome.elapsed_ms, 3),
+    }
     comparison = outcome.comparison if outcome.comparison is not None else outcome.layers[0].comparison
     for key, value in (comparison or {}).items():
         parameters[f"compare_{key}"] = round(value, 3) if key == "elapsed_ms" else value
@@ -241,8 +274,16 @@ def infer_route(spec: LayerSpec) -> TensorRoute[InferOptions, InferPlan, InferOu
         with state_as_inputs():
             return InferOutcome(planned.request, run_plan(planned.plan))
 
-    return TensorRoute(spec.kind, InferOptions, plan, run, present_infer, size=lambda planned: planned.size,
-                       record=lambda done: record_compute(done.outcome), negotiate=lambda request: exchange)
+    return TensorRoute(
+        spec.kind,
+        InferOptions,
+        plan,
+        run,
+        present_infer,
+        size=lambda planned: planned.size,
+        record=lambda done: record_compute(done.outcome),
+        negotiate=lambda request: exchange,
+    )
 
 
 INFER_ROUTES = {kind: infer_route(spec) for kind, spec in LAYERS.items()}
@@ -257,14 +298,17 @@ async def infer(request: Request) -> Response:
 
 
 class V2Error(BaseModel):
-    error: str = Field(description="What was wrong, naming the input, parameter or output at fault.",
-                       examples=["input 'input' has datatype 'INT32'; it must be FP32 or FP64"])
+    error: str = Field(
+        description="What was wrong, naming the input, parameter or output at fault.",
+        examples=["input 'input' has datatype 'INT32'; it must be FP32 or FP64"],
+    )
 
 
 class MetadataTensor(BaseModel):
     name: str
-    datatype: str = Field(description="FP32 (FP64 is accepted too: outputs take the input's), INT64 for counts "
-                                      "and indices.")
+    datatype: str = Field(
+        description="FP32 (FP64 is accepted too: outputs take the input's), INT64 for counts and indices."
+    )
     shape: list[int] = Field(description="-1: the dimension follows the config and the input.")
 
 
@@ -294,77 +338,171 @@ class RepositoryModel(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": V2Error, "description": "The request cannot run: its message names the input, parameter or "
-                                           "output at fault (datatype, shape, data length, binary_data_size)."},
+    400: {
+        "model": V2Error,
+        "description": "The request cannot run: its message names the input, parameter or "
+        "output at fault (datatype, shape, data length, binary_data_size).",
+    },
     404: {"model": V2Error, "description": "No such model (layer kind) or version."},
 }
-_MODEL_PATH = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "enum": sorted(LAYERS)},
-               "description": "A layer kind (each example names its own in `x-path`).", "example": "linear"}
-_VERSION_PATH = {"name": "model_version", "in": "path", "required": True,
-                 "schema": {"type": "string", "enum": [VERSION]}, "example": VERSION}
+_MODEL_PATH = {
+    "name": "model_name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": sorted(LAYERS)},
+    "description": "A layer kind (each example names its own in `x-path`).",
+    "example": "linear",
+}
+_VERSION_PATH = {
+    "name": "model_version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": [VERSION]},
+    "example": VERSION,
+}
 
 _LINEAR_EXAMPLE = {
     "id": "notebook-linear",
     "parameters": {"config": {"in_features": 4, "out_features": 1}, "seed": 0},
-    "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
-                "data": [0.3102, 0.1271, -0.0823, 1.0858, -1.1686, 1.6650, 1.3797, -0.9915]}],
+    "inputs": [
+        {
+            "name": "input",
+            "shape": [2, 4],
+            "datatype": "FP32",
+            "data": [0.3102, 0.1271, -0.0823, 1.0858, -1.1686, 1.6650, 1.3797, -0.9915],
+        }
+    ],
     "outputs": [{"name": "output"}, {"name": "weight"}],
 }
 _INFER_EXAMPLES = {
-    "linear": {"summary": "Linear(4, 1): flat data, its output and weight", "value": _LINEAR_EXAMPLE,
-               "x-path": {"model_name": "linear"}},
-    "weights_given": {"summary": "Linear with its weight and bias given, nested data, config as a JSON string",
-                      "x-path": {"model_name": "linear"},
-                      "value": {"parameters": {"config": '{"in_features": 2, "out_features": 1}'},
-                                "inputs": [{"name": "input", "shape": [2, 2], "datatype": "FP64",
-                                            "data": [[1.0, 2.0], [3.0, 4.0]]},
-                                           {"name": "weight", "shape": [1, 2], "datatype": "FP64", "data": [0.5, -1.0]},
-                                           {"name": "bias", "shape": [1], "datatype": "FP64", "data": [0.25]}]}},
-    "batchnorm_training": {"summary": "BatchNorm1d (model batchnorm1d) in training mode: the running statistics "
-                                      "come back", "x-path": {"model_name": "batchnorm1d"},
-                           "value": {"parameters": {"config": {"num_features": 2}, "training": True},
-                                     "inputs": [{"name": "input", "shape": [3, 2], "datatype": "FP32",
-                                                 "data": [1, 2, 3, 4, 5, 7]}],
-                                     "outputs": [{"name": "output"}, {"name": "running_mean"},
-                                                 {"name": "running_var"}, {"name": "num_batches_tracked"}]}},
+    "linear": {
+        "summary": "Linear(4, 1): flat data, its output and weight",
+        "value": _LINEAR_EXAMPLE,
+        "x-path": {"model_name": "linear"},
+    },
+    "weights_given": {
+        "summary": "Linear with its weight and bias given, nested data, config as a JSON string",
+        "x-path": {"model_name": "linear"},
+        "value": {
+            "parameters": {"config": '{"in_features": 2, "out_features": 1}'},
+            "inputs": [
+                {"name": "input", "shape": [2, 2], "datatype": "FP64", "data": [[1.0, 2.0], [3.0, 4.0]]},
+                {"name": "weight", "shape": [1, 2], "datatype": "FP64", "data": [0.5, -1.0]},
+                {"name": "bias", "shape": [1], "datatype": "FP64", "data": [0.25]},
+            ],
+        },
+    },
+    "batchnorm_training": {
+        "summary": "BatchNorm1d (model batchnorm1d) in training mode: the running statistics come back",
+        "x-path": {"model_name": "batchnorm1d"},
+        "value": {
+            "parameters": {"config": {"num_features": 2}, "training": True},
+            "inputs": [{"name": "input", "shape": [3, 2], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 7]}],
+            "outputs": [
+                {"name": "output"},
+                {"name": "running_mean"},
+                {"name": "running_var"},
+                {"name": "num_batches_tracked"},
+            ],
+        },
+    },
 }
 _INFER_BODY = {
     "parameters": [_MODEL_PATH],
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "required": ["inputs", "parameters"], "properties": {
-            "id": {"type": "string"},
-            "parameters": {"type": "object", "description": "`config` (an object, or a JSON string: the layer's "
-                           "constructor arguments), and `backend`, `seed`, `training`, `compare`, `device` as on /v1; "
-                           "`binary_data_output`: outputs come back as binary data."},
-            "inputs": {"type": "array", "items": {"type": "object", "required": ["name", "shape", "datatype"],
-                       "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-                                      "datatype": {"type": "string", "enum": list(v2.DATATYPES)},
-                                      "parameters": {"type": "object", "properties": {
-                                          "binary_data_size": {"type": "integer"}}},
-                                      "data": {"type": "array", "description": "Flat (row-major) or nested."}}}},
-            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": {"type": "object", "properties": {
-                    "binary_data": {"type": "boolean"}}}}}},
-        }}, "examples": _INFER_EXAMPLES},
-        v2.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary", "description":
-                               "The binary tensor data extension: the JSON request, then each input with "
-                               "`binary_data_size` as little-endian bytes, in order; the header "
-                               "`Inference-Header-Content-Length` gives the JSON's length."}},
-    }},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs", "parameters"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {
+                            "type": "object",
+                            "description": "`config` (an object, or a JSON string: the layer's "
+                            "constructor arguments), and `backend`, `seed`, `training`, `compare`, `device` as on /v1; "
+                            "`binary_data_output`: outputs come back as binary data.",
+                        },
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "datatype": {"type": "string", "enum": list(v2.DATATYPES)},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {"binary_data_size": {"type": "integer"}},
+                                    },
+                                    "data": {"type": "array", "description": "Flat (row-major) or nested."},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {"binary_data": {"type": "boolean"}},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+                "examples": _INFER_EXAMPLES,
+            },
+            v2.BINARY_MEDIA_TYPE: {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "The binary tensor data extension: the JSON request, then each input with "
+                    "`binary_data_size` as little-endian bytes, in order; the header "
+                    "`Inference-Header-Content-Length` gives the JSON's length.",
+                }
+            },
+        },
+    },
 }
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"description": "`model_name`, `model_version`, `id`, `parameters` (backend, device, elapsed_ms, and "
-                         "`compare_*` figures with compare) and `outputs` (flat `data`, or `binary_data_size` and "
-                         "the bytes after the JSON, whose length is in `Inference-Header-Content-Length`).",
-          "headers": {v2.HEADER_LENGTH: {"schema": {"type": "integer"},
-                                         "description": "With binary outputs: the JSON header's length."}},
-          "content": {"application/json": {"example": {
-              "model_name": "linear", "model_version": "1", "id": "notebook-linear",
-              "parameters": {"backend": "torch", "device": "cpu", "elapsed_ms": 0.05},
-              "outputs": [{"name": "output", "datatype": "FP32", "shape": [2, 1], "data": [-0.3937, -0.8226]},
-                          {"name": "weight", "datatype": "FP32", "shape": [1, 4],
-                           "data": [-0.0038, 0.2682, -0.4116, -0.3770]}]}},
-              v2.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+    200: {
+        "description": "`model_name`, `model_version`, `id`, `parameters` (backend, device, elapsed_ms, and "
+        "`compare_*` figures with compare) and `outputs` (flat `data`, or `binary_data_size` and "
+        "the bytes after the JSON, whose length is in `Inference-Header-Content-Length`).",
+        "headers": {
+            v2.HEADER_LENGTH: {
+                "schema": {"type": "integer"},
+                "description": "With binary outputs: the JSON header's length.",
+            }
+        },
+        "content": {
+            "application/json": {
+                "example": {
+                    "model_name": "linear",
+                    "model_version": "1",
+                    "id": "notebook-linear",
+                    "parameters": {"backend": "torch", "device": "cpu", "elapsed_ms": 0.05},
+                    "outputs": [
+                        {"name": "output", "datatype": "FP32", "shape": [2, 1], "data": [-0.3937, -0.8226]},
+                        {
+                            "name": "weight",
+                            "datatype": "FP32",
+                            "shape": [1, 4],
+                            "data": [-0.0038, 0.2682, -0.4116, -0.3770],
+                        },
+                    ],
+                }
+            },
+            v2.BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
     **_ERRORS,
     415: {"model": V2Error, "description": "A compressed body (Content-Encoding): send it uncompressed."},
 }
@@ -374,22 +512,35 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Routes
 
 
-@router.get("", name="v2-server-metadata", summary="Server metadata", response_model=ServerMetadata,
-            description="The server's name and version, and the protocol extensions it supports "
-            "(`binary_tensor_data`: tensors as raw bytes after the JSON; `parameters`).")
+@router.get(
+    "",
+    name="v2-server-metadata",
+    summary="Server metadata",
+    response_model=ServerMetadata,
+    description="The server's name and version, and the protocol extensions it supports "
+    "(`binary_tensor_data`: tensors as raw bytes after the JSON; `parameters`).",
+)
 async def server_metadata() -> dict[str, Any]:
     return {"name": "layerlab", "version": __version__, "extensions": EXTENSIONS}
 
 
-@router.get("/health/live", name="v2-live", summary="Liveness (200 while the process is alive)",
-            description="`{\"live\": true}` at once, even when every compute worker is busy (as /healthz).")
+@router.get(
+    "/health/live",
+    name="v2-live",
+    summary="Liveness (200 while the process is alive)",
+    description='`{"live": true}` at once, even when every compute worker is busy (as /healthz).',
+)
 async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", name="v2-ready", summary="Readiness: a tiny layer computes on every backend",
-            description="200 when /readyz's checks pass, else 503 with the failing checks.",
-            responses={503: {"model": V2Error, "description": "Not ready."}})
+@router.get(
+    "/health/ready",
+    name="v2-ready",
+    summary="Readiness: a tiny layer computes on every backend",
+    description="200 when /readyz's checks pass, else 503 with the failing checks.",
+    responses={503: {"model": V2Error, "description": "Not ready."}},
+)
 async def ready(settings: SettingsDep) -> Response:
     checks = await check_readiness(settings)
     failed = {name: value for name, value in checks.items() if value != "ok"}
@@ -398,38 +549,62 @@ async def ready(settings: SettingsDep) -> Response:
     return json_response({"ready": True})
 
 
-@router.post("/repository/index", name="v2-repository-index", summary="Every model (layer kind), all READY",
-             response_model=list[RepositoryModel],
-             description="One entry per layer kind, version \"1\", state READY: a layer kind needs no loading.")
+@router.post(
+    "/repository/index",
+    name="v2-repository-index",
+    summary="Every model (layer kind), all READY",
+    response_model=list[RepositoryModel],
+    description='One entry per layer kind, version "1", state READY: a layer kind needs no loading.',
+)
 async def repository_index() -> list[dict[str, str]]:
     return [{"name": kind, "version": VERSION, "state": "READY"} for kind in LAYERS]
 
 
-@router.get("/models/{model_name}", name="v2-model-metadata", summary="A model's inputs and outputs",
-            response_model=ModelMetadata, responses=_ERRORS,
-            description="The inputs a layer kind takes (the input and its state_dict tensors) and the outputs it "
-            "returns, with datatypes and shapes (-1: follows the config and the input).")
+@router.get(
+    "/models/{model_name}",
+    name="v2-model-metadata",
+    summary="A model's inputs and outputs",
+    response_model=ModelMetadata,
+    responses=_ERRORS,
+    description="The inputs a layer kind takes (the input and its state_dict tensors) and the outputs it "
+    "returns, with datatypes and shapes (-1: follows the config and the input).",
+)
 async def model(request: Request, model_name: str) -> dict[str, Any]:
     return model_metadata(_model(request))
 
 
-@router.get("/models/{model_name}/versions/{model_version}", name="v2-model-version-metadata",
-            summary="A model version's inputs and outputs", response_model=ModelMetadata, responses=_ERRORS,
-            description="As GET /v2/models/{model_name}; the only version is \"1\".")
+@router.get(
+    "/models/{model_name}/versions/{model_version}",
+    name="v2-model-version-metadata",
+    summary="A model version's inputs and outputs",
+    response_model=ModelMetadata,
+    responses=_ERRORS,
+    description='As GET /v2/models/{model_name}; the only version is "1".',
+)
 async def model_version(request: Request, model_name: str, model_version: str) -> dict[str, Any]:
     return model_metadata(_model(request))
 
 
-@router.get("/models/{model_name}/ready", name="v2-model-ready", summary="Model readiness (every kind is ready)",
-            response_model=ModelReady, responses=_ERRORS,
-            description="`{\"name\": kind, \"ready\": true}` for every layer kind; 404 for an unknown one.")
+@router.get(
+    "/models/{model_name}/ready",
+    name="v2-model-ready",
+    summary="Model readiness (every kind is ready)",
+    response_model=ModelReady,
+    responses=_ERRORS,
+    description='`{"name": kind, "ready": true}` for every layer kind; 404 for an unknown one.',
+)
 async def model_ready(request: Request, model_name: str) -> dict[str, Any]:
     return {"name": _model(request).kind, "ready": True}
 
 
-@router.get("/models/{model_name}/versions/{model_version}/ready", name="v2-model-version-ready",
-            summary="Model version readiness", response_model=ModelReady, responses=_ERRORS,
-            description="As GET /v2/models/{model_name}/ready; the only version is \"1\".")
+@router.get(
+    "/models/{model_name}/versions/{model_version}/ready",
+    name="v2-model-version-ready",
+    summary="Model version readiness",
+    response_model=ModelReady,
+    responses=_ERRORS,
+    description='As GET /v2/models/{model_name}/ready; the only version is "1".',
+)
 async def model_version_ready(request: Request, model_name: str, model_version: str) -> dict[str, Any]:
     return {"name": _model(request).kind, "ready": True}
 
@@ -441,11 +616,27 @@ _INFER_DESCRIPTION = (
     "`indices` for max-pool with return_indices, `statistics.mean`/`statistics.var` for BatchNorm; `outputs` "
     "selects among them. Inputs and outputs may travel as binary data (the binary tensor data extension)."
 )
-router.add_api_route("/models/{model_name}/infer", infer, methods=["POST"], name="v2-infer", summary="Inference",
-                     description=_INFER_DESCRIPTION, response_model=None, responses=_INFER_RESPONSES,
-                     openapi_extra=_INFER_BODY, route_class_override=RawRoute)
-router.add_api_route("/models/{model_name}/versions/{model_version}/infer", infer, methods=["POST"],
-                     name="v2-version-infer", summary="Inference on a model version", description=_INFER_DESCRIPTION,
-                     response_model=None, responses=_INFER_RESPONSES,
-                     openapi_extra={**_INFER_BODY, "parameters": [_MODEL_PATH, _VERSION_PATH]},
-                     route_class_override=RawRoute)
+router.add_api_route(
+    "/models/{model_name}/infer",
+    infer,
+    methods=["POST"],
+    name="v2-infer",
+    summary="Inference",
+    description=_INFER_DESCRIPTION,
+    response_model=None,
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+    route_class_override=RawRoute,
+)
+router.add_api_route(
+    "/models/{model_name}/versions/{model_version}/infer",
+    infer,
+    methods=["POST"],
+    name="v2-version-infer",
+    summary="Inference on a model version",
+    description=_INFER_DESCRIPTION,
+    response_model=None,
+    responses=_INFER_RESPONSES,
+    openapi_extra={**_INFER_BODY, "parameters": [_MODEL_PATH, _VERSION_PATH]},
+    route_class_override=RawRoute,
+)

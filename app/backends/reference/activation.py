@@ -22,8 +22,8 @@ def flatten(x: np.ndarray, start_dim: int, end_dim: int) -> np.ndarray:
     Returns a view when NumPy can (C-order reshape), like torch.
     """
     shape = x.shape or (1,)
-    merged = int(np.prod(shape[start_dim:end_dim + 1]))
-    return x.reshape(*shape[:start_dim], merged, *shape[end_dim + 1:])
+    merged = int(np.prod(shape[start_dim : end_dim + 1]))
+    return x.reshape(*shape[:start_dim], merged, *shape[end_dim + 1 :])
 
 
 def relu_backward(x: np.ndarray, grad_output: np.ndarray) -> np.ndarray:

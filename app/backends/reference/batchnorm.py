@@ -60,7 +60,9 @@ def batch_norm(
             factor = 1.0 / batches if momentum is None else momentum
             buffers = {
                 "running_mean": ((1 - factor) * running_mean + factor * mean).astype(running_mean.dtype),
-                "running_var": ((1 - factor) * running_var + factor * var * count / (count - 1)).astype(running_var.dtype),
+                "running_var": ((1 - factor) * running_var + factor * var * count / (count - 1)).astype(
+                    running_var.dtype
+                ),
                 "num_batches_tracked": np.asarray(batches, dtype=np.int64),
             }
     else:

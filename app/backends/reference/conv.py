@@ -30,8 +30,16 @@ def pad(x: np.ndarray, padding: Padding, mode: str = "zeros") -> np.ndarray:
     return np.pad(x, widths, mode=NUMPY_PAD_MODES[mode])  # type: ignore[call-overload]  # mode: a str from the table
 
 
-def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Sequence[int],
-         padding: Padding, dilation: Sequence[int], groups: int, padding_mode: str = "zeros") -> np.ndarray:
+def conv(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: Sequence[int],
+    padding: Padding,
+    dilation: Sequence[int],
+    groups: int,
+    padding_mode: str = "zeros",
+) -> np.ndarray:
     """N-d cross-correlation (the kernel is not flipped), as torch.nn.Conv1d/2d/3d.
 
     out[n, o, i, j] = bias[o] + sum_{c, p, q} weight[o, c, p, q] * x_pad[n, g(o)*C_in/groups + c, i*sH + p*dH, j*sW + q*dW]
@@ -50,9 +58,16 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Seq
     # im2col as a strided view (no copy): windows[n, c, *kernel offset, *output position]
     batch_step, channel_step, *steps = x.strides
     windows = as_strided(
-        x, shape=(N, C_in, *kernel, *out),
-        strides=(batch_step, channel_step, *(st * d for st, d in zip(steps, dilation)), *(st * s for st, s in zip(steps, stride))),
-        writeable=False)
+        x,
+        shape=(N, C_in, *kernel, *out),
+        strides=(
+            batch_step,
+            channel_step,
+            *(st * d for st, d in zip(steps, dilation)),
+            *(st * s for st, s in zip(steps, stride)),
+        ),
+        writeable=False,
+    )
     kernels = weight.reshape(groups, C_out // groups, K)  # (groups, C_out/groups, K)
     y = np.empty((N, groups, C_out // groups, L), dtype=np.result_type(x, weight))
     # The im2col copy takes C_in*prod(kernel) elements per output position: to keep it in cache,
@@ -63,9 +78,9 @@ def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride: Seq
     rows = out[0] if per_sample <= IM2COL_BUDGET else max(1, IM2COL_BUDGET // (per_sample // out[0]))
     for n in range(0, N, samples):
         for r in range(0, out[0], rows):
-            block = windows[n:n + samples, ..., r:r + rows, *[slice(None)] * (len(out) - 1)]  # type: ignore[arg-type]
+            block = windows[n : n + samples, ..., r : r + rows, *[slice(None)] * (len(out) - 1)]  # type: ignore[arg-type]
             cols = block.reshape(block.shape[0], groups, K, -1)  # the im2col copy: (n, groups, K, positions)
-            part = y[n:n + samples, :, :, r * row:(r + rows) * row]  # (n, groups, C_out/groups, positions)
+            part = y[n : n + samples, :, :, r * row : (r + rows) * row]  # (n, groups, C_out/groups, positions)
             np.matmul(kernels, cols, out=part)
             if bias is not None:  # added while the block is still in cache
                 part += bias.reshape(groups, C_out // groups, 1)
@@ -110,9 +125,17 @@ def pad_backward(grad: np.ndarray, padding: Padding, mode: str = "zeros") -> np.
     return np.ascontiguousarray(grad)
 
 
-def conv_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, stride: Sequence[int],
-                  padding: Padding, dilation: Sequence[int], groups: int, padding_mode: str = "zeros",
-                  bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def conv_backward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    grad_output: np.ndarray,
+    stride: Sequence[int],
+    padding: Padding,
+    dilation: Sequence[int],
+    groups: int,
+    padding_mode: str = "zeros",
+    bias: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of `conv` given the upstream gradient dY = dL/dY (2-D written out, as in `conv`).
 
     dW[o, c, p, q] = sum_{n, i, j} dY[n, o, i, j] * x_pad[n, g(o)*C_in/groups + c, i*sH + p*dH, j*sW + q*dW]
@@ -135,10 +158,16 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, st
     K, L = C_group * math.prod(kernel), math.prod(out)
     batch_step, channel_step, *steps = x_pad.strides
     windows = as_strided(
-        x_pad, shape=(N, C_in, *kernel, *out),
-        strides=(batch_step, channel_step, *(st * d for st, d in zip(steps, dilation, strict=True)),
-                 *(st * s for st, s in zip(steps, stride, strict=True))),
-        writeable=False)
+        x_pad,
+        shape=(N, C_in, *kernel, *out),
+        strides=(
+            batch_step,
+            channel_step,
+            *(st * d for st, d in zip(steps, dilation, strict=True)),
+            *(st * s for st, s in zip(steps, stride, strict=True)),
+        ),
+        writeable=False,
+    )
     kernels_t = weight.reshape(groups, C_out // groups, K).transpose(0, 2, 1)  # (groups, K, C_out/groups)
     dy = grad_output.reshape(N, groups, C_out // groups, L)
     grad_kernels = np.zeros((groups, C_out // groups, K), dtype=np.result_type(x, weight))
@@ -153,16 +182,27 @@ def conv_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, st
     rows = out[0] if per_sample <= IM2COL_BUDGET else max(1, IM2COL_BUDGET // (per_sample // out[0]))
     for n in range(0, N, samples):
         for r in range(0, out[0], rows):
-            rows_of_samples: tuple[Any, ...] = (slice(n, n + samples), ..., slice(r, r + rows), *[slice(None)] * (len(out) - 1))
+            rows_of_samples: tuple[Any, ...] = (
+                slice(n, n + samples),
+                ...,
+                slice(r, r + rows),
+                *[slice(None)] * (len(out) - 1),
+            )
             block = windows[rows_of_samples]
             taken = block.shape[0], block.shape[2 + len(kernel)]  # samples, first-dimension rows in this block
             cols = block.reshape(taken[0], groups, K, -1)  # the im2col copy: (n, groups, K, positions)
-            part = dy[n:n + samples, :, :, r * row:(r + rows) * row]  # (n, groups, C_out/groups, positions)
+            part = dy[n : n + samples, :, :, r * row : (r + rows) * row]  # (n, groups, C_out/groups, positions)
             grad_kernels += np.matmul(part, cols.transpose(0, 1, 3, 2)).sum(axis=0)
             grad_cols = np.matmul(kernels_t, part).reshape(taken[0], C_in, *kernel, taken[1], *out[1:])
             for offset in offsets:  # col2im: add each kernel offset's columns back where they were read
-                starts = [o * d + (r * s if dim == 0 else 0) for dim, (o, d, s) in enumerate(zip(offset, dilation, stride, strict=True))]
-                target = [slice(start, start + (size - 1) * s + 1, s) for start, size, s in zip(starts, (taken[1], *out[1:]), stride, strict=True)]
-                grad_x_pad[n:n + samples, :, *target] += grad_cols[:, :, *offset]  # (n, C_in, rows, *out[1:])
+                starts = [
+                    o * d + (r * s if dim == 0 else 0)
+                    for dim, (o, d, s) in enumerate(zip(offset, dilation, stride, strict=True))
+                ]
+                target = [
+                    slice(start, start + (size - 1) * s + 1, s)
+                    for start, size, s in zip(starts, (taken[1], *out[1:]), stride, strict=True)
+                ]
+                grad_x_pad[n : n + samples, :, *target] += grad_cols[:, :, *offset]  # (n, C_in, rows, *out[1:])
     grad_bias = grad_output.sum(axis=(0, *range(2, grad_output.ndim))) if bias else None
     return pad_backward(grad_x_pad, padding, padding_mode), grad_kernels.reshape(weight.shape), grad_bias

@@ -15,8 +15,9 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None) ->
     return y if bias is None else y + bias
 
 
-def linear_backward(x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray,
-                    bias: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def linear_backward(
+    x: np.ndarray, weight: np.ndarray, grad_output: np.ndarray, bias: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of `linear` given the upstream gradient dY = dL/dY.
 
     dX = dY W          dW = dYᵀ X (summed over every leading dimension)          db = Σ dY (same sum)

@@ -55,8 +55,9 @@ def log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def cross_entropy(x: np.ndarray, target: np.ndarray, reduction: str = "mean", ignore_index: int = -100,
-                  label_smoothing: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def cross_entropy(
+    x: np.ndarray, target: np.ndarray, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Cross entropy of logits, as torch.nn.functional.cross_entropy (no class weights).
 
     p = softmax(x) along the class dimension C (dimension 1, or 0 for an unbatched (C,) input),
@@ -80,20 +81,26 @@ def cross_entropy(x: np.ndarray, target: np.ndarray, reduction: str = "mean", ig
     smooth = label_smoothing / classes
     if np.issubdtype(target.dtype, np.floating):  # probabilities
         if target.shape != x.shape:
-            raise ValueError(f"probability target shape {list(target.shape)} differs from the input shape {list(x.shape)}")
+            raise ValueError(
+                f"probability target shape {list(target.shape)} differs from the input shape {list(x.shape)}"
+            )
         soft = target * (1 - label_smoothing) + smooth
         losses = -(soft * log_p).sum(axis=axis)
         grad = p * soft.sum(axis=axis, keepdims=True) - soft
         count = losses.size
     else:
-        expected = x.shape[:axis] + x.shape[axis + 1:]
+        expected = x.shape[:axis] + x.shape[axis + 1 :]
         if target.shape != expected:
-            raise ValueError(f"class index target shape {list(target.shape)} should be {list(expected)} for input {list(x.shape)}")
+            raise ValueError(
+                f"class index target shape {list(target.shape)} should be {list(expected)} for input {list(x.shape)}"
+            )
         kept = target != ignore_index
         if np.any((target[kept] < 0) | (target[kept] >= classes)):
             raise ValueError(f"class index target out of range [0, {classes}) (ignore_index {ignore_index} excepted)")
         picks = np.expand_dims(np.where(kept, target, 0), axis)  # ignored samples pick class 0, then count 0
-        losses = -(1 - label_smoothing) * np.take_along_axis(log_p, picks, axis).squeeze(axis) - smooth * log_p.sum(axis=axis)
+        losses = -(1 - label_smoothing) * np.take_along_axis(log_p, picks, axis).squeeze(axis) - smooth * log_p.sum(
+            axis=axis
+        )
         grad = p - smooth
         np.put_along_axis(grad, picks, np.take_along_axis(grad, picks, axis) - (1 - label_smoothing), axis)
         losses = np.where(kept, losses, 0)

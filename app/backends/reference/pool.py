@@ -19,29 +19,43 @@ import numpy as np
 from app.shapes import output_size
 
 
-def _pad_for_windows(x: np.ndarray, out: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                     padding: Sequence[int], dilation: Sequence[int], value: float) -> np.ndarray:
+def _pad_for_windows(
+    x: np.ndarray,
+    out: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    value: float,
+) -> np.ndarray:
     """Pads the trailing dims with `value`: `padding` on the left, and on the right as far as the
     last window reaches (with ceil_mode it may run past the right padding)."""
     widths = [(0, 0)] * (x.ndim - len(out))
-    for n, size, k, s, p, d in zip(out, x.shape[-len(out):], kernel, stride, padding, dilation):
+    for n, size, k, s, p, d in zip(out, x.shape[-len(out) :], kernel, stride, padding, dilation):
         widths.append((p, max(0, (n - 1) * s + d * (k - 1) + 1 - size - p)))
     if not any(left or right for left, right in widths):
         return x
     return np.pad(x, widths, constant_values=value)
 
 
-def _window_slices(x_pad: np.ndarray, out: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                   dilation: Sequence[int]) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+def _window_slices(
+    x_pad: np.ndarray, out: Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
     """(offset, x_pad[..., i*sH + p*dH, j*sW + q*dW] for all output positions (i, j)) per kernel offset (p, q)."""
     for offset in itertools.product(*(range(k) for k in kernel)):
         slices = tuple(slice(o * d, o * d + (n - 1) * s + 1, s) for o, d, n, s in zip(offset, dilation, out, stride))
         yield offset, x_pad[(..., *slices)]  # type: ignore[arg-type]  # numpy's stubs reject Ellipsis + slices
 
 
-def max_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-             dilation: Sequence[int], ceil_mode: bool = False,
-             return_indices: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def max_pool(
+    x: np.ndarray,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Max pooling over the trailing len(kernel) dimensions, as torch.nn.MaxPool1d/2d/3d.
 
     out[..., i, j] = max_{p, q} x_pad[..., i*sH + p*dH, j*sW + q*dW]      x padded with -inf (not 0)
@@ -54,7 +68,10 @@ def max_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
     """
     dims = len(kernel)
     spatial = x.shape[-dims:]
-    out = [output_size(*args) for args in zip(spatial, kernel, stride, [(p, p) for p in padding], dilation, [ceil_mode] * dims)]
+    out = [
+        output_size(*args)
+        for args in zip(spatial, kernel, stride, [(p, p) for p in padding], dilation, [ceil_mode] * dims)
+    ]
     x_pad = _pad_for_windows(x, out, kernel, stride, padding, dilation, value=-np.inf)
     best = np.full((*x.shape[:-dims], *out), -np.inf, dtype=x.dtype)
     if not return_indices:
@@ -64,8 +81,8 @@ def max_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
 
     # Track which kernel offset (numbered row-major) holds each window's maximum; turn it into the
     # flat input index once at the end: sum over dims of (i*s - p + offset*d) * plane stride.
-    kernel_steps = [math.prod(kernel[dim + 1:]) for dim in range(dims)]
-    plane_steps = [math.prod(spatial[dim + 1:]) for dim in range(dims)]
+    kernel_steps = [math.prod(kernel[dim + 1 :]) for dim in range(dims)]
+    plane_steps = [math.prod(spatial[dim + 1 :]) for dim in range(dims)]
     starts = [np.arange(n) * s - p for n, s, p in zip(out, stride, padding)]
     # Until a value beats -inf, torch's index is the window's first position inside the input.
     first_inside = [(np.maximum(0, -st) + d - 1) // d for st, d in zip(starts, dilation)]
@@ -84,9 +101,15 @@ def max_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
     return best, indices
 
 
-def avg_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-             ceil_mode: bool = False, count_include_pad: bool = True,
-             divisor_override: int | None = None) -> np.ndarray:
+def avg_pool(
+    x: np.ndarray,
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
     """Average pooling over the trailing len(kernel) dimensions, as torch.nn.AvgPool1d/2d/3d.
 
     out[..., i, j] = sum_p sum_q x_pad[..., i*sH + p, j*sW + q] / divisor[i, j]      x padded with 0
@@ -100,7 +123,9 @@ def avg_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
     dims = len(kernel)
     spatial = x.shape[-dims:]
     ones = [1] * dims
-    out = [output_size(*args) for args in zip(spatial, kernel, stride, [(p, p) for p in padding], ones, [ceil_mode] * dims)]
+    out = [
+        output_size(*args) for args in zip(spatial, kernel, stride, [(p, p) for p in padding], ones, [ceil_mode] * dims)
+    ]
     # A box sum is separable: sum the window along one dimension at a time (k slices each, instead
     # of prod(kernel) slices over the whole window), which reads far less memory.
     total = _pad_for_windows(x, out, kernel, stride, padding, ones, value=0.0)
@@ -116,8 +141,14 @@ def avg_pool(x: np.ndarray, kernel: Sequence[int], stride: Sequence[int], paddin
     return total
 
 
-def _avg_divisor(out: Sequence[int], spatial: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                 padding: Sequence[int], count_include_pad: bool) -> np.ndarray:
+def _avg_divisor(
+    out: Sequence[int],
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    count_include_pad: bool,
+) -> np.ndarray:
     """Each window's divisor, (*out): its size clipped to the padded input, or to the input alone."""
     counts = []
     for n, size, k, s, p in zip(out, spatial, kernel, stride, padding):
@@ -127,8 +158,14 @@ def _avg_divisor(out: Sequence[int], spatial: Sequence[int], kernel: Sequence[in
     return np.asarray(math.prod(np.ix_(*counts)))
 
 
-def max_pool_backward(grad_output: np.ndarray, indices: np.ndarray, input_shape: Sequence[int],
-                      kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> np.ndarray:
+def max_pool_backward(
+    grad_output: np.ndarray,
+    indices: np.ndarray,
+    input_shape: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    dilation: Sequence[int],
+) -> np.ndarray:
     """Gradient of `max_pool`: each upstream gradient goes to the arg-max of its window.
 
     dX[..., indices[..., i, j]] += dY[..., i, j]      (indices: `max_pool`'s, flat per input plane)
@@ -158,9 +195,16 @@ def max_pool_backward(grad_output: np.ndarray, indices: np.ndarray, input_shape:
     return grad.reshape(input_shape)
 
 
-def avg_pool_backward(grad_output: np.ndarray, input_shape: Sequence[int], kernel: Sequence[int],
-                      stride: Sequence[int], padding: Sequence[int], ceil_mode: bool = False,
-                      count_include_pad: bool = True, divisor_override: int | None = None) -> np.ndarray:
+def avg_pool_backward(
+    grad_output: np.ndarray,
+    input_shape: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> np.ndarray:
     """Gradient of `avg_pool`: each upstream gradient spread evenly over its window by its divisor.
 
     dX[..., i*sH + p - pH, j*sW + q - pW] += dY[..., i, j] / divisor[i, j]   for 0 <= p < kH, 0 <= q < kW
@@ -176,9 +220,13 @@ def avg_pool_backward(grad_output: np.ndarray, input_shape: Sequence[int], kerne
     if divisor_override is not None:
         grad = grad_output / np.asarray(divisor_override, dtype=grad_output.dtype)
     else:
-        grad = grad_output / _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad).astype(grad_output.dtype)
-    for axis, n, size, k, s, p in zip(range(grad.ndim - dims, grad.ndim), out, spatial, kernel, stride, padding, strict=True):
-        spread = np.zeros((*grad.shape[:axis], size, *grad.shape[axis + 1:]), dtype=grad.dtype)
+        grad = grad_output / _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad).astype(
+            grad_output.dtype
+        )
+    for axis, n, size, k, s, p in zip(
+        range(grad.ndim - dims, grad.ndim), out, spatial, kernel, stride, padding, strict=True
+    ):
+        spread = np.zeros((*grad.shape[:axis], size, *grad.shape[axis + 1 :]), dtype=grad.dtype)
         before = (slice(None),) * axis
         for offset in range(k):  # window i reads position i*s + offset - p: keep those inside the input
             first = max(0, -(-(p - offset) // s))  # ceil((p - offset) / s)

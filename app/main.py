@@ -61,7 +61,7 @@ TAGS = [
     },
     {"name": "operations", "description": "For operators and load balancers."},
     {
-        "name": "open inference protocol (v2)",
+        "name": "open-inference-protocol-v2",
         "description": "KServe's and Triton's Open Inference Protocol: `tritonclient.http` and plain V2 JSON call "
         "layerlab, each layer kind a model; tensors as JSON or as binary data after the JSON header.",
     },

@@ -36,7 +36,7 @@ from app.observability import record_compute
 from app.stacks.plan import Plan, plan_stack, stack_of_one
 from app.stacks.run import StackOutcome, run_plan
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
 
 VERSION = "1"
 """Each model's only version."""

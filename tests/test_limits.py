@@ -12,9 +12,18 @@ LINEAR = {"in_features": 4, "out_features": 1}
 
 
 def post_routes() -> list[str]:
-    """Every documented POST route (layers, and whatever later issues add)."""
+    """Every documented POST route (layers, and whatever later issues add) with layerlab's error
+    envelope; /v2 answers in the Open Inference Protocol's form (test_v2_body_over_limit below)."""
     paths = create_app(Settings()).openapi()["paths"]
-    return sorted(path for path, operations in paths.items() if "post" in operations)
+    return sorted(path for path, operations in paths.items() if "post" in operations and not path.startswith("/v2"))
+
+
+@pytest.mark.parametrize("path", ["/v2/models/linear/infer", "/v2/models/linear/versions/1/infer", "/v2/repository/index"])
+def test_v2_body_over_limit_is_a_413_in_the_protocols_form(make_client, path):
+    client = make_client(max_body_bytes=1000)
+    response = client.post(path, content=b" " * 1500 + b"{}", headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert set(response.json()) == {"error"} and "LAYERLAB_MAX_BODY_BYTES" in response.json()["error"]
 
 
 def assert_limit(response, limit: str, value: int | None = None, status: int = 413) -> dict:

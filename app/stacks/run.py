@@ -97,19 +97,7 @@ def run_plan(plan: Plan) -> StackOutcome:
     given = sum(run.state[name].nbytes for run, layer in zip(runs, request.layers) for name in layer.parameters)
     gradients = None
     if request.gradients:
-        started = time.perf_counter()
-        gradients, grads = backward_pass(plan, primary, runs, passes, y)
-        if other is not None:
-            other_gradients, other_grads = backward_pass(plan, other, runs, passes_other, y_other)
-            gradients.comparison = compare_gradients(
-                {"input": gradients.input}, {"input": other_gradients.input}, dtype_name(x.dtype)
-            )
-            for run, mine, theirs in zip(runs, grads, other_grads):
-                assert run.comparison is not None
-                run.comparison["gradients"] = compare_gradients(mine, theirs, dtype_name(x.dtype))
-        for run, layer_grads in zip(runs, grads):
-            run.gradients = layer_grads
-        runs[-1].elapsed_ms += (time.perf_counter() - started) * 1000
+        gradients = _backward_passes(plan, primary, other, runs, (passes, y), (passes_other, y_other), x.dtype)
     outcome = StackOutcome(
         plan,
         y,
@@ -120,16 +108,47 @@ def run_plan(plan: Plan) -> StackOutcome:
         gradients,
     )
     if gradients is not None and outcome.comparison is not None:
-        outcome.comparison["gradients"] = {
-            **(runs[-1].comparison or {}).get("gradients", {}),
-            **(gradients.comparison or {}),
-        }
-        outcome.comparison["all_layers_allclose"] = (
-            outcome.comparison["all_layers_allclose"]
-            and all(c["allclose"] for run in runs for c in (run.comparison or {}).get("gradients", {}).values())
-            and all(c["allclose"] for c in (gradients.comparison or {}).values())
-        )
+        _add_gradient_comparison(outcome.comparison, runs, gradients)
     return outcome
+
+
+def _backward_passes(
+    plan: Plan,
+    primary: Backend,
+    other: Backend | None,
+    runs: list[LayerRun],
+    chain: tuple[list[tuple[np.ndarray, ForwardResult]], np.ndarray],
+    chain_other: tuple[list[tuple[np.ndarray, ForwardResult]], np.ndarray],
+    dtype: np.dtype,
+) -> Gradients:
+    """The backward pass on the primary backend (and, with compare, on the other one, compared)."""
+    started = time.perf_counter()
+    gradients, grads = backward_pass(plan, primary, runs, *chain)
+    if other is not None:
+        other_gradients, other_grads = backward_pass(plan, other, runs, *chain_other)
+        gradients.comparison = compare_gradients(
+            {"input": gradients.input}, {"input": other_gradients.input}, dtype_name(dtype)
+        )
+        for run, mine, theirs in zip(runs, grads, other_grads):
+            assert run.comparison is not None
+            run.comparison["gradients"] = compare_gradients(mine, theirs, dtype_name(dtype))
+    for run, layer_grads in zip(runs, grads):
+        run.gradients = layer_grads
+    runs[-1].elapsed_ms += (time.perf_counter() - started) * 1000
+    return gradients
+
+
+def _add_gradient_comparison(comparison: dict[str, Any], runs: list[LayerRun], gradients: Gradients) -> None:
+    """The stack's comparison: the last layer's and the input's gradients, and all of them in all_layers_allclose."""
+    comparison["gradients"] = {
+        **(runs[-1].comparison or {}).get("gradients", {}),
+        **(gradients.comparison or {}),
+    }
+    comparison["all_layers_allclose"] = (
+        comparison["all_layers_allclose"]
+        and all(c["allclose"] for run in runs for c in (run.comparison or {}).get("gradients", {}).values())
+        and all(c["allclose"] for c in (gradients.comparison or {}).values())
+    )
 
 
 def backward_pass(

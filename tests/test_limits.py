@@ -26,6 +26,15 @@ def test_v2_body_over_limit_is_a_413_in_the_protocols_form(make_client, path):
     assert set(response.json()) == {"error"} and "LAYERLAB_MAX_BODY_BYTES" in response.json()["error"]
 
 
+@pytest.mark.parametrize("path", ["/v2/models/linear/infer", "/v2/models/linear/versions/1/infer"])
+def test_v2_streamed_body_over_limit_is_a_413(make_client, path):
+    client = make_client(max_body_bytes=1000)
+    chunks = (b" " * 400 for _ in range(5))  # a generator: sent chunked, without Content-Length
+    response = client.post(path, content=chunks, headers={"content-type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert set(response.json()) == {"error"}
+
+
 def assert_limit(response, limit: str, value: int | None = None, status: int = 413) -> dict:
     assert response.status_code == status, response.text
     body = response.json()

@@ -11,12 +11,10 @@ WORKDIR /srv/layerlab
 # stack. The project's `torch>=2.2,<3` requirement is then already met.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 
-# The other dependencies, read from pyproject.toml: this layer stays cached while only the code changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Every other dependency at the version and hashes in requirements.lock (refreshed by `bash .ci/lock`);
+# this layer stays cached while only the code changes. torch, installed above, is not in the lock.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 
 COPY app ./app
 RUN python -m compileall -q app

@@ -2,7 +2,8 @@
 failed request and no console error; the notebook's stack built through the editor on a generated
 image shows 16 feature maps and the right shapes; a wrong in_channels shows the server's message at
 that field; a drawn feature map's pixels read back to the API's output; a shared link restores the
-view; "copy as" PyTorch, SDK and curl give the API's output. Screenshots: test-artifacts/playground-*.png.
+view; "copy as" PyTorch, SDK and curl give the API's output; the saliency picture is the input gradient torch
+autograd gives. Screenshots: test-artifacts/playground-*.png.
 
 Needs Debian's chromium and chromium-driver (`apt-get install -y chromium chromium-driver`).
 """
@@ -113,12 +114,17 @@ def api_outputs(url: str, x: np.ndarray, layers: list[dict], seed: int = 0) -> l
 
 def read_heatmap(driver, layer: int, channel: int) -> tuple[np.ndarray, float, float]:
     """A drawn map's colour levels (from its canvas's pixels, through the page's colour map) and its range."""
+    return read_canvas(driver, f'#out-{layer} canvas.heatmap[data-channel="{channel}"]')
+
+
+def read_canvas(driver, selector: str) -> tuple[np.ndarray, float, float]:
+    """The colour levels of the heat map drawn on the canvas at `selector`, and its range."""
     found = driver.execute_script("""
-        const canvas = document.querySelector(`#out-${arguments[0]} canvas.heatmap[data-channel="${arguments[1]}"]`);
+        const canvas = document.querySelector(arguments[0]);
         const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
         return {rgba: Array.from(pixels), width: canvas.width, height: canvas.height,
                 min: canvas.dataset.min, max: canvas.dataset.max, lut: window.layerlabPlayground.colormap};
-    """, layer, channel)
+    """, selector)
     rgba = np.array(found["rgba"], dtype=np.int64).reshape(found["height"], found["width"], 4)
     lut = np.array(found["lut"], dtype=np.int64)
     assert len({tuple(colour) for colour in lut}) == 256  # one colour per level
@@ -267,6 +273,32 @@ def test_copy_as_sdk_and_curl_give_the_api_output(notebook, tmp_path):
         output = json.loads(done.stdout)["output"]
         np.testing.assert_array_equal(
             np.frombuffer(base64.b64decode(output["base64"]), dtype="<f4").reshape(output["shape"]), outputs[2])
+
+
+def test_the_saliency_picture_is_the_input_gradient_torch_gives(notebook, tmp_path):
+    driver, _ = notebook
+    driver.find_element(By.ID, "saliency").click()
+    try:
+        run(driver)
+        wait(driver, lambda: driver.find_elements(By.ID, "saliency-map"))
+        levels, low, high = read_canvas(driver, "#saliency-map")
+        # The oracle: torch autograd on the same input and model, through the page's own "copy as PyTorch".
+        code = copied(driver, "pytorch")
+        assert "h.sum().backward()" in code
+        script = tmp_path / "saliency.py"
+        script.write_text(code + f"\nimport numpy\nnumpy.save({str(tmp_path / 'grad.npy')!r}, x.grad.numpy())\n")
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        expected = np.abs(np.load(tmp_path / "grad.npy")[0]).max(axis=0)  # |dL/dx| of item 0, max over channels
+        assert levels.shape == expected.shape == (HEIGHT, WIDTH)
+        np.testing.assert_allclose([low, high], [expected.min(), expected.max()], rtol=1e-4, atol=1e-6)
+        values = low + levels / 255 * (high - low)
+        assert np.abs(values - expected).max() <= (high - low) / 510 * 1.001 + 1e-5
+        assert "gradients=True" in copied(driver, "sdk")
+        assert console_errors(driver) == []
+    finally:
+        driver.find_element(By.ID, "saliency").click()
+    assert "gradients" not in copied(driver, "curl")
 
 
 def test_a_wrong_in_channels_shows_the_servers_message_at_that_field(notebook, live_server):

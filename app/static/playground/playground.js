@@ -56,7 +56,7 @@
     imageResize: true, imageMax: "128",
     json: "[[[[0, 0.5, 1], [1, 0.5, 0]]]]",
     layers: NOTEBOOK_STACK.map(copyLayer),
-    seed: "0", backend: "torch", training: true,
+    seed: "0", backend: "torch", training: true, saliency: false,
     scale: "shared", ran: false,
   };
 
@@ -585,6 +585,7 @@
         layers: stackLayers(), input: input.wire, seed: intOf(state.seed, 0),
         backend: compare ? "torch" : state.backend, compare, training: state.training,
         encoding: "base64", return_intermediates: true,
+        ...(state.saliency ? { gradients: true } : {}),
       },
     };
   }
@@ -628,6 +629,49 @@
     const out = $("layers-out");
     out.textContent = "";
     result.layers.forEach((layer) => out.appendChild(renderLayerResult(layer)));
+    renderSaliency(result);
+  }
+
+  // |dL/dx| of batch item 0 with L = output.sum(), the largest over the channels (one map, the
+  // input's spatial shape); a 2-D input (N, F) gives one strip per sample.
+  function saliencyMap(gradient) {
+    const shape = gradient.shape, values = gradient.values;
+    if (shape.length <= 2) {
+      const rows = shape.length === 2 ? shape[0] : 1;
+      return { rows, cols: values.length / rows, values: Float64Array.from(values, Math.abs) };
+    }
+    const map = mapsOf(gradient)[0];
+    const plane = shape.slice(2).reduce((a, b) => a * b, 1);
+    const magnitude = new Float64Array(map.rows * map.cols);
+    for (let c = 0; c < shape[1]; c++) {
+      for (let k = 0; k < magnitude.length; k++) {
+        magnitude[k] = Math.max(magnitude[k], Math.abs(values[c * plane + map.offset + k]));
+      }
+    }
+    return { rows: map.rows, cols: map.cols, values: magnitude };
+  }
+
+  function renderSaliency(result) {
+    const out = $("saliency-out");
+    out.textContent = "";
+    const gradient = result.gradients && result.gradients.input ? decodeTensor(result.gradients.input) : null;
+    if (!gradient) return;
+    const map = saliencyMap(gradient);
+    const [min, max] = rangeOf(map.values, 0, map.values.length);
+    const figure = document.createElement("figure");
+    figure.className = "map";
+    const canvas = document.createElement("canvas");
+    canvas.className = "heatmap";
+    canvas.id = "saliency-map";
+    drawHeatmap(canvas, map.values, 0, map.rows, map.cols, min, max);
+    canvas.setAttribute("role", "img");
+    canvas.setAttribute("aria-label", `input gradient magnitude: ${map.rows}×${map.cols}, values ${fmt(min)} to ${fmt(max)}`);
+    sizeCanvas(canvas, map.rows, map.cols);
+    figure.appendChild(canvas);
+    const caption = document.createElement("figcaption");
+    caption.textContent = `|∂L/∂x| [${fmt(min)}, ${fmt(max)}] (${result.grad_fn || "gradient"})`;
+    figure.appendChild(caption);
+    out.appendChild(figure);
   }
 
   function layerTitle(layer) {
@@ -966,8 +1010,9 @@
         lines.push(`        layer(${JSON.stringify(layer.kind)}${args}),`);
       }
       lines.push(`    ], x, seed=${body.seed}, backend=${JSON.stringify(body.backend)}, compare=${pyValue(body.compare)}, ` +
-        `training=${pyValue(body.training)}, return_intermediates=True)`);
+        `training=${pyValue(body.training)}, return_intermediates=True${body.gradients ? ", gradients=True" : ""})`);
       lines.push("print(result)", "print(result.output)");
+      if (body.gradients) lines.push('print(result.gradients["input"])');
       return lines.join("\n");
     }
     const lines = ["import base64", "import json", "", "import torch", "from torch import nn", "", pythonInput(body.input, "torch"), "",
@@ -980,6 +1025,11 @@
       "    for module in model:", "        h = module(h)",
       "        if isinstance(h, tuple):  # MaxPool with return_indices=True gives (output, indices)", "            h = h[0]",
       "        outputs.append(h)", "print(h.shape)", "print(h)");
+    if (body.gradients) {
+      lines.push("", "# The input's gradient (the saliency picture): dL/dx with L = output.sum()",
+        "x = x.detach().requires_grad_(True)", "h = x", "for module in model:", "    h = module(h)",
+        "    if isinstance(h, tuple):", "        h = h[0]", "h.sum().backward()", "print(x.grad)");
+    }
     return lines.join("\n");
   }
 
@@ -1039,6 +1089,7 @@
     $("image-resize").checked = state.imageResize; $("image-max").value = state.imageMax;
     $("json-input").value = state.json;
     $("seed").value = state.seed; $("backend").value = state.backend; $("training").checked = state.training;
+    $("saliency").checked = state.saliency;
     showSourceOptions();
     renderStack();
   }
@@ -1090,6 +1141,7 @@
     bind("seed", "seed");
     bind("backend", "backend", "change");
     bind("training", "training", "change", (el) => el.checked);
+    bind("saliency", "saliency", "change", (el) => el.checked);
     $("image-file").addEventListener("change", () => { if ($("image-file").files[0]) loadImage($("image-file").files[0]); });
     $("add-layer").addEventListener("click", () => addLayer($("add-kind").value));
     $("load-notebook").addEventListener("click", () => {

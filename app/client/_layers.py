@@ -1,28 +1,32 @@
-"""One method per layer kind, written once for both clients.
+"""One method per layer kind, written once for both clients and once per layer family.
 
-Each method has the torch.nn constructor's keyword arguments with PyTorch's defaults (so IDEs and
-`help()` show real signatures) and forwards them to `_layer`, which Client implements by sending
-and AsyncClient by returning an awaitable. `R` is what a call returns: `LayerResult` for Client,
-`Awaitable[LayerResult]` for AsyncClient.
+A family's call signature is a Protocol (`ConvMethod`, `PoolMethod`, ...): the torch.nn constructor's
+keyword arguments with PyTorch's defaults, generic in the size type (`tuple[int, int]` for the 2-d
+kinds). `LayerMethods` declares each kind as its family's protocol, e.g. `conv2d: ConvMethod[tuple[int, int], R]`,
+so type checkers and IDEs see the real keywords; at import, one helper turns each declaration into a
+method with that signature (for `help()` and `inspect.signature`) which forwards to `_layer`. Client
+implements `_layer` by sending, AsyncClient by returning an awaitable. `R` is what a call returns:
+`LayerResult` for Client, `Awaitable[LayerResult]` for AsyncClient.
 
 A request's `config` holds the arguments the caller set to something other than PyTorch's default,
 as a hand-written request would; the server fills in the rest (and returns the full config).
 """
 
 import inspect
-from collections.abc import Mapping
-from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar, Unpack, get_args, get_origin
 
 from app.client.codec import Encoding
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+T = TypeVar("T", contravariant=True)  # a call's argument type: contravariant, as type checkers require
+"""A family's size tuple: `tuple[int]`, `tuple[int, int]` or `tuple[int, int, int]`; an int means the same in every dimension."""
 
 Tensor = Any
 """A NumPy array, a torch.Tensor (when torch is installed), a nested list, or a wire-form dict
 such as `random_tensor((10, 4), seed=0)`."""
-Size1 = int | tuple[int]
-Size2 = int | tuple[int, int]
-Size3 = int | tuple[int, int, int]
 ConvPadding = Literal["valid", "same"]
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
@@ -53,8 +57,130 @@ class LayerOptions(TypedDict, total=False):
     (implies gradients); its value is `result.loss`."""
 
 
+# -- the families' signatures. A method's docstring is its family's, with the kind's torch.nn class
+# in place of the family's (torch.nn.MaxPool2d for maxpool2d where the family says torch.nn.PoolNd).
+
+
+class LinearMethod(Protocol[R_co]):
+    def __call__(
+        self, x: Tensor, *, in_features: int, out_features: int, bias: bool = True, **options: Unpack[LayerOptions]
+    ) -> R_co:
+        """torch.nn.Linear: `y = x @ weight.T + bias`. x `(*, in_features)` -> `(*, out_features)`;
+        weight `(out_features, in_features)`."""
+        ...
+
+
+class ConvMethod(Protocol[T, R_co]):
+    def __call__(
+        self,
+        x: Tensor,
+        *,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | T,
+        stride: int | T = 1,
+        padding: int | T | ConvPadding = 0,
+        dilation: int | T = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: PaddingMode = "zeros",
+        **options: Unpack[LayerOptions],
+    ) -> R_co:
+        """torch.nn.ConvNd: x `(N, C_in, *spatial)` or `(C_in, *spatial)`; weight `(C_out, C_in / groups, *kernel_size)`.
+        Each spatial size: `L_out = floor((L_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`."""
+        ...
+
+
+class PoolMethod(Protocol[T, R_co]):
+    def __call__(
+        self,
+        x: Tensor,
+        *,
+        kernel_size: int | T,
+        stride: int | T | None = None,
+        padding: int | T = 0,
+        dilation: int | T = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+        **options: Unpack[LayerOptions],
+    ) -> R_co:
+        """torch.nn.PoolNd: stride defaults to kernel_size (None). Max pooling pads with -inf and takes
+        `dilation` and `return_indices` (see `result.indices`); average pooling takes `count_include_pad`
+        and (but for AvgPool1d, as in PyTorch) `divisor_override`."""
+        ...
+
+
+class BatchNormMethod(Protocol[R_co]):
+    def __call__(
+        self,
+        x: Tensor,
+        *,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        bias: bool = True,
+        **options: Unpack[LayerOptions],
+    ) -> R_co:
+        """torch.nn.BatchNormNd: `y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias`, per channel, on
+        `(N, C)` or `(N, C, L)` (1d), `(N, C, H, W)` (2d), `(N, C, D, H, W)` (3d). momentum=None is a
+        cumulative moving average (PyTorch's meaning); `bias` is keyword-only in torch 2.13's constructor:
+        bias=False keeps the affine weight without a bias. The result's `buffers` (running statistics)
+        can be passed back as `parameters=` for the next step; `statistics` are the batch's."""
+        ...
+
+
+class ReLUMethod(Protocol[R_co]):
+    def __call__(self, x: Tensor, *, inplace: bool = False, **options: Unpack[LayerOptions]) -> R_co:
+        """torch.nn.ReLU: `max(x, 0)` elementwise. `inplace` is there because the constructor has it;
+        over HTTP it changes nothing."""
+        ...
+
+
+class FlattenMethod(Protocol[R_co]):
+    def __call__(self, x: Tensor, *, start_dim: int = 1, end_dim: int = -1, **options: Unpack[LayerOptions]) -> R_co:
+        """torch.nn.Flatten: dims start_dim..end_dim become one."""
+        ...
+
+
+class LayerMethods(Generic[R]):
+    """Every layer kind as a method: its family's signature, sized for the kind."""
+
+    linear: LinearMethod[R]
+    conv1d: ConvMethod[tuple[int], R]
+    conv2d: ConvMethod[tuple[int, int], R]
+    conv3d: ConvMethod[tuple[int, int, int], R]
+    maxpool1d: PoolMethod[tuple[int], R]
+    maxpool2d: PoolMethod[tuple[int, int], R]
+    maxpool3d: PoolMethod[tuple[int, int, int], R]
+    avgpool1d: PoolMethod[tuple[int], R]
+    avgpool2d: PoolMethod[tuple[int, int], R]
+    avgpool3d: PoolMethod[tuple[int, int, int], R]
+    batchnorm1d: BatchNormMethod[R]
+    batchnorm2d: BatchNormMethod[R]
+    batchnorm3d: BatchNormMethod[R]
+    relu: ReLUMethod[R]
+    flatten: FlattenMethod[R]
+
+    def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> R:
+        raise NotImplementedError
+
+
+_MAX_ONLY, _AVERAGE_ONLY = ("dilation", "return_indices"), ("count_include_pad", "divisor_override")
+NOT_IN_TORCH = {
+    **{f"maxpool{n}d": _AVERAGE_ONLY for n in (1, 2, 3)},
+    **{f"avgpool{n}d": _MAX_ONLY for n in (2, 3)},
+    "avgpool1d": (*_MAX_ONLY, "divisor_override"),
+}
+"""Keywords of a family's protocol that a kind's torch.nn constructor does not take: not in its
+method's signature, and a TypeError when passed."""
+
+
 def _config(kind: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """A layer method's call (its `locals()`) -> the constructor arguments not at PyTorch's default."""
+    """A layer method's call (its bound arguments) -> the constructor arguments not at PyTorch's default."""
     defaults = _DEFAULTS[kind]
     return {
         name: value
@@ -67,231 +193,52 @@ def _is_default(value: Any, default: Any) -> bool:
     return type(value) is type(default) and value == default  # type: 1 and True are not the same argument
 
 
-class LayerMethods(Generic[R]):
-    def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> R:
-        raise NotImplementedError
-
-    def linear(
-        self, x: Tensor, *, in_features: int, out_features: int, bias: bool = True, **options: Unpack[LayerOptions]
-    ) -> R:
-        """torch.nn.Linear: `y = x @ weight.T + bias`. x `(*, in_features)` -> `(*, out_features)`;
-        weight `(out_features, in_features)`."""
-        return self._layer("linear", x, _config("linear", locals()), options)
-
-    # -- convolution: x (N, C_in, *spatial) or (C_in, *spatial); weight (C_out, C_in / groups, *kernel_size)
-
-    def conv1d(
-        self,
-        x: Tensor,
-        *,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Size1,
-        stride: Size1 = 1,
-        padding: Size1 | ConvPadding = 0,
-        dilation: Size1 = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: PaddingMode = "zeros",
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.Conv1d: `L_out = floor((L_in + 2*padding - dilation*(kernel_size-1) - 1) / stride) + 1`."""
-        return self._layer("conv1d", x, _config("conv1d", locals()), options)
-
-    def conv2d(
-        self,
-        x: Tensor,
-        *,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Size2,
-        stride: Size2 = 1,
-        padding: Size2 | ConvPadding = 0,
-        dilation: Size2 = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: PaddingMode = "zeros",
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.Conv2d: `H_out = floor((H_in + 2*padding[0] - dilation[0]*(kernel_size[0]-1) - 1) / stride[0]) + 1`,
-        W_out likewise."""
-        return self._layer("conv2d", x, _config("conv2d", locals()), options)
-
-    def conv3d(
-        self,
-        x: Tensor,
-        *,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Size3,
-        stride: Size3 = 1,
-        padding: Size3 | ConvPadding = 0,
-        dilation: Size3 = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: PaddingMode = "zeros",
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.Conv3d: D_out, H_out, W_out as Conv2d's formula, per dimension."""
-        return self._layer("conv3d", x, _config("conv3d", locals()), options)
-
-    # -- max pooling: stride defaults to kernel_size (None); padding is -inf; see result.indices
-
-    def maxpool1d(
-        self,
-        x: Tensor,
-        *,
-        kernel_size: Size1,
-        stride: Size1 | None = None,
-        padding: Size1 = 0,
-        dilation: Size1 = 1,
-        return_indices: bool = False,
-        ceil_mode: bool = False,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.MaxPool1d."""
-        return self._layer("maxpool1d", x, _config("maxpool1d", locals()), options)
-
-    def maxpool2d(
-        self,
-        x: Tensor,
-        *,
-        kernel_size: Size2,
-        stride: Size2 | None = None,
-        padding: Size2 = 0,
-        dilation: Size2 = 1,
-        return_indices: bool = False,
-        ceil_mode: bool = False,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.MaxPool2d, e.g. the notebook's `MaxPool2d(kernel_size=(3, 2))`."""
-        return self._layer("maxpool2d", x, _config("maxpool2d", locals()), options)
-
-    def maxpool3d(
-        self,
-        x: Tensor,
-        *,
-        kernel_size: Size3,
-        stride: Size3 | None = None,
-        padding: Size3 = 0,
-        dilation: Size3 = 1,
-        return_indices: bool = False,
-        ceil_mode: bool = False,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.MaxPool3d."""
-        return self._layer("maxpool3d", x, _config("maxpool3d", locals()), options)
-
-    # -- average pooling: AvgPool1d has no divisor_override, as in PyTorch
-
-    def avgpool1d(
-        self,
-        x: Tensor,
-        *,
-        kernel_size: Size1,
-        stride: Size1 | None = None,
-        padding: Size1 = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.AvgPool1d."""
-        return self._layer("avgpool1d", x, _config("avgpool1d", locals()), options)
-
-    def avgpool2d(
-        self,
-        x: Tensor,
-        *,
-        kernel_size: Size2,
-        stride: Size2 | None = None,
-        padding: Size2 = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        divisor_override: int | None = None,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.AvgPool2d."""
-        return self._layer("avgpool2d", x, _config("avgpool2d", locals()), options)
-
-    def avgpool3d(
-        self,
-        x: Tensor,
-        *,
-        kernel_size: Size3,
-        stride: Size3 | None = None,
-        padding: Size3 = 0,
-        ceil_mode: bool = False,
-        count_include_pad: bool = True,
-        divisor_override: int | None = None,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.AvgPool3d."""
-        return self._layer("avgpool3d", x, _config("avgpool3d", locals()), options)
-
-    # -- batch normalization: `y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias`, per channel.
-    # momentum=None is a cumulative moving average (PyTorch's meaning). `bias` is keyword-only in
-    # torch 2.13's constructor: bias=False keeps the affine weight without a bias.
-
-    def batchnorm1d(
-        self,
-        x: Tensor,
-        *,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        bias: bool = True,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.BatchNorm1d on `(N, C)` or `(N, C, L)`. The result's `buffers` (running statistics)
-        can be passed back as `parameters=` for the next step; `statistics` are the batch's."""
-        return self._layer("batchnorm1d", x, _config("batchnorm1d", locals()), options)
-
-    def batchnorm2d(
-        self,
-        x: Tensor,
-        *,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        bias: bool = True,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.BatchNorm2d on `(N, C, H, W)`."""
-        return self._layer("batchnorm2d", x, _config("batchnorm2d", locals()), options)
-
-    def batchnorm3d(
-        self,
-        x: Tensor,
-        *,
-        num_features: int,
-        eps: float = 1e-5,
-        momentum: float | None = 0.1,
-        affine: bool = True,
-        track_running_stats: bool = True,
-        bias: bool = True,
-        **options: Unpack[LayerOptions],
-    ) -> R:
-        """torch.nn.BatchNorm3d on `(N, C, D, H, W)`."""
-        return self._layer("batchnorm3d", x, _config("batchnorm3d", locals()), options)
-
-    # -- glue
-
-    def relu(self, x: Tensor, *, inplace: bool = False, **options: Unpack[LayerOptions]) -> R:
-        """torch.nn.ReLU: `max(x, 0)` elementwise. `inplace` is there because the constructor has it;
-        over HTTP it changes nothing."""
-        return self._layer("relu", x, _config("relu", locals()), options)
-
-    def flatten(self, x: Tensor, *, start_dim: int = 1, end_dim: int = -1, **options: Unpack[LayerOptions]) -> R:
-        """torch.nn.Flatten: dims start_dim..end_dim become one."""
-        return self._layer("flatten", x, _config("flatten", locals()), options)
+_TORCH_FAMILIES = {"maxpool": "MaxPool", "avgpool": "AvgPool", "batchnorm": "BatchNorm", "relu": "ReLU"}
 
 
-LAYER_KINDS = tuple(name for name in vars(LayerMethods) if not name.startswith("_"))
+def torch_name(kind: str) -> str:
+    """The torch.nn class of a kind: `conv2d` -> `Conv2d`, `maxpool1d` -> `MaxPool1d`, `relu` -> `ReLU`."""
+    family, dims = (kind[:-2], kind[-2:]) if kind[-2:-1].isdigit() else (kind, "")
+    return _TORCH_FAMILIES.get(family, family.capitalize()) + dims
+
+
+def _sized(annotation: Any, bindings: dict[Any, Any]) -> Any:
+    """`int | T` with T bound to `tuple[int, int]` -> `int | tuple[int, int]`; other annotations as they are."""
+    if isinstance(annotation, TypeVar):
+        return bindings.get(annotation, annotation)
+    parameters = getattr(annotation, "__parameters__", ())
+    return annotation[tuple(bindings[p] for p in parameters)] if parameters else annotation
+
+
+def _layer_method(kind: str, declared: Any) -> Callable[..., Any]:
+    """The method for `kind`, from its declaration `FamilyMethod[size, R]`: the family's signature with
+    the size filled in, forwarding the call's config and options to `self._layer`."""
+    family = get_origin(declared)
+    bindings = dict(zip(family.__parameters__, get_args(declared), strict=True))
+    call = inspect.signature(family.__call__)
+    signature = call.replace(
+        parameters=[
+            p.replace(annotation=_sized(p.annotation, bindings))
+            for p in call.parameters.values()
+            if p.name not in NOT_IN_TORCH.get(kind, ())
+        ],
+        return_annotation=_sized(call.return_annotation, bindings),
+    )
+
+    def method(self: LayerMethods[Any], *args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        return self._layer(kind, arguments["x"], _config(kind, arguments), arguments.get("options", {}))
+
+    method.__name__, method.__qualname__ = kind, f"LayerMethods.{kind}"
+    method.__signature__ = signature  # type: ignore[attr-defined]  # what help() and inspect.signature show
+    method.__doc__ = re.sub(r"torch\.nn\.\w+", f"torch.nn.{torch_name(kind)}", family.__call__.__doc__ or "", count=1)
+    return method
+
+
+LAYER_KINDS = tuple(LayerMethods.__annotations__)
 """Every kind with a method: ('linear', 'conv1d', ..., 'flatten')."""
+for _kind in LAYER_KINDS:
+    setattr(LayerMethods, _kind, _layer_method(_kind, LayerMethods.__annotations__[_kind]))
 _DEFAULTS = {
     kind: {name: p.default for name, p in inspect.signature(getattr(LayerMethods, kind)).parameters.items()}
     for kind in LAYER_KINDS

@@ -33,6 +33,18 @@ class GradientResult:
     """The output's autograd node as torch names it ("AddmmBackward0"); None from the reference backend."""
 
 
+@dataclass(frozen=True)
+class ForwardPass:
+    """One layer's forward pass as its backward pass needs it: what it read, and what it returned."""
+
+    spec: LayerSpec
+    config: Any
+    x: np.ndarray
+    state: State
+    training: bool
+    result: ForwardResult
+
+
 class Backend(Protocol):
     name: str
 
@@ -40,18 +52,9 @@ class Backend(Protocol):
         """Run one layer on a batch; `state` is not modified."""
         ...
 
-    def backward(
-        self,
-        spec: LayerSpec,
-        config: Any,
-        x: np.ndarray,
-        state: State,
-        training: bool,
-        forward: ForwardResult,
-        grad_output: np.ndarray,
-    ) -> GradientResult:
-        """The gradients of one layer's pass (`forward`, its result) given dL/d(output); `state` is not modified
-        and buffers are not updated again."""
+    def backward(self, forward: ForwardPass, grad_output: np.ndarray) -> GradientResult:
+        """The gradients of one layer's pass given dL/d(output); its `state` is not modified and buffers
+        are not updated again."""
         ...
 
     def loss(

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.base import ForwardResult, GradientResult, State
+from app.backends.base import ForwardPass, ForwardResult, GradientResult, State
 from app.backends.reference.activation import flatten, flatten_backward, relu, relu_backward
 from app.backends.reference.batchnorm import batch_norm, batch_norm_backward
 from app.backends.reference.conv import conv, conv_backward
@@ -165,7 +165,6 @@ def avg_pool_backward_adapter(
             win.kernel,
             win.stride,
             [left for left, _ in win.padding],
-            config.ceil_mode,
             config.count_include_pad,
             getattr(config, "divisor_override", None),
         )
@@ -220,17 +219,10 @@ class ReferenceBackend:
         # Copies keep `state` untouched (BatchNorm updates its running statistics in place).
         return FORWARD[spec.kind](config, x, {k: v.copy() for k, v in state.items()}, training)
 
-    def backward(
-        self,
-        spec: LayerSpec,
-        config: Any,
-        x: np.ndarray,
-        state: State,
-        training: bool,
-        forward: ForwardResult,
-        grad_output: np.ndarray,
-    ) -> GradientResult:
-        return BACKWARD[spec.kind](config, x, state, training, forward, grad_output)
+    def backward(self, forward: ForwardPass, grad_output: np.ndarray) -> GradientResult:
+        return BACKWARD[forward.spec.kind](
+            forward.config, forward.x, forward.state, forward.training, forward.result, grad_output
+        )
 
     def loss(
         self, function: str, output: np.ndarray, target: np.ndarray | None, reduction: str

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from app.backends.base import ForwardResult, GradientResult, State
+from app.backends.base import ForwardPass, ForwardResult, GradientResult, State
 from app.layers.base import LayerSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -260,31 +260,22 @@ class TorchBackend:
             reusable.unload()
         return ForwardResult(output=to_numpy(output), buffers=buffers, extras=extras)
 
-    def backward(
-        self,
-        spec: LayerSpec,
-        config: Any,
-        x: np.ndarray,
-        state: State,
-        training: bool,
-        forward: ForwardResult,
-        grad_output: np.ndarray,
-    ) -> GradientResult:
+    def backward(self, forward: ForwardPass, grad_output: np.ndarray) -> GradientResult:
         """Autograd: the forward pass again with the input and parameters requiring grad (buffers on
         copies, so running statistics move once, in `forward`), then `output.backward(grad_output)`."""
-        reusable = reusable_module(spec, config)
+        reusable = reusable_module(forward.spec, forward.config)
         module = reusable.module
         leaves: dict[str, torch.Tensor] = {}
         tensors: dict[str, torch.Tensor] = {}
-        for name, value in state.items():
+        for name, value in forward.state.items():
             if name in reusable.buffer_names:
                 tensors[name] = self._on_device(as_tensor(value, copy=True))
             else:
                 tensors[name] = leaves[name] = self._on_device(as_tensor(value, copy=True)).requires_grad_(True)
         reusable.load(tensors)
         try:
-            reusable.train(training)
-            inputs = self._on_device(as_tensor(x, copy=True)).requires_grad_(True)
+            reusable.train(forward.training)
+            inputs = self._on_device(as_tensor(forward.x, copy=True)).requires_grad_(True)
             with torch.enable_grad():
                 out = module(inputs)
                 output = out[0] if isinstance(out, tuple) else out

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from app.backends.base import Backend, ForwardResult, GradientResult, State
+from app.backends.base import Backend, ForwardPass, ForwardResult, State
 from app.backends.registry import draw_random, get_backend, initial_states, other_backend
 from app.codec.tensors import declared_shape, decode_tensor, dtype_name, json_scalar
 from app.config import Settings
@@ -167,8 +167,9 @@ def backward_pass(
         run = runs[index]
         x, result = passes[index]
         try:
-            step: GradientResult = backend.backward(
-                run.layer.entry.spec, run.layer.entry.config, x, run.state, plan.request.training, result, grad
+            entry = run.layer.entry
+            step = backend.backward(
+                ForwardPass(entry.spec, entry.config, x, run.state, plan.request.training, result), grad
             )
         except LayerlabError as exc:
             raise at_layer(exc, run.layer.entry, x.shape) from None
@@ -183,14 +184,7 @@ def start_gradient(plan: Plan, backend: Backend, output: np.ndarray) -> tuple[fl
     """dL/d(output): the request's grad_output, a loss's gradient, or all ones (output.sum())."""
     request, settings = plan.request, plan.settings
     if request.grad_output is not None:
-        grad = decode_tensor(
-            request.grad_output,
-            field="grad_output",
-            max_elements=settings.max_tensor_elements,
-            max_depth=settings.max_json_depth,
-            default_dtype=dtype_name(output.dtype),
-            draw=draw_random,
-        )
+        grad = decode_beside(output, request.grad_output, "grad_output", settings)
         check_grad_output_shape(grad.shape, output.shape)
         return None, grad.astype(output.dtype, copy=False)
     if request.loss is None:
@@ -198,18 +192,24 @@ def start_gradient(plan: Plan, backend: Backend, output: np.ndarray) -> tuple[fl
     loss = request.loss
     target = None
     if loss.target is not None:
-        target = decode_tensor(
-            loss.target,
-            field="loss.target",
-            max_elements=settings.max_tensor_elements,
-            max_depth=settings.max_json_depth,
-            dtypes=("float32", "float64", "int64"),
-            default_dtype=dtype_name(output.dtype),
-            draw=draw_random,
-        )
+        target = decode_beside(output, loss.target, "loss.target", settings, dtypes=("float32", "float64", "int64"))
         target = loss_target(loss.function, target, output)
     value, grad = backend.loss(loss.function, output, target, loss.reduction)
     return value, grad.astype(output.dtype, copy=False)
+
+
+def decode_beside(output: np.ndarray, value: Any, field: str, settings: Settings, **options: Any) -> np.ndarray:
+    """A request tensor that goes with the output (grad_output, a loss target), decoded within the
+    limits, in the output's dtype unless it names its own."""
+    return decode_tensor(
+        value,
+        field=field,
+        max_elements=settings.max_tensor_elements,
+        max_depth=settings.max_json_depth,
+        default_dtype=dtype_name(output.dtype),
+        draw=draw_random,
+        **options,
+    )
 
 
 def loss_target(function: str, target: np.ndarray, output: np.ndarray) -> np.ndarray:

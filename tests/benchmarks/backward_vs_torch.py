@@ -101,7 +101,7 @@ def prepare(workload: Workload) -> tuple[Backward, Backward]:
         padding = [left for left, _ in win.padding]
 
         def reference_backward() -> list[np.ndarray]:
-            return [avg_pool_backward(dy, x_np.shape, win.kernel, win.stride, padding, config.ceil_mode,
+            return [avg_pool_backward(dy, x_np.shape, win.kernel, win.stride, padding,
                                       config.count_include_pad, config.divisor_override)]
     else:
         _, mean, var, _ = batch_norm(x_np, state["weight"], state["bias"], state["running_mean"], state["running_var"],

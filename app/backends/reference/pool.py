@@ -135,9 +135,7 @@ def avg_pool(
         for offset in range(1, k):
             summed += total[(*before, slice(offset, offset + (n - 1) * s + 1, s))]
         total = summed
-    if divisor_override is not None:
-        return total / np.asarray(divisor_override, dtype=x.dtype)
-    total /= _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad).astype(x.dtype)
+    total /= _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad, divisor_override).astype(x.dtype)
     return total
 
 
@@ -148,8 +146,12 @@ def _avg_divisor(
     stride: Sequence[int],
     padding: Sequence[int],
     count_include_pad: bool,
+    divisor_override: int | None,
 ) -> np.ndarray:
-    """Each window's divisor, (*out): its size clipped to the padded input, or to the input alone."""
+    """Each window's divisor, (*out): divisor_override if given, else its size clipped to the padded
+    input (count_include_pad) or to the input alone."""
+    if divisor_override is not None:
+        return np.asarray(divisor_override)
     counts = []
     for n, size, k, s, p in zip(out, spatial, kernel, stride, padding):
         start = np.arange(n) * s - p
@@ -201,7 +203,6 @@ def avg_pool_backward(
     kernel: Sequence[int],
     stride: Sequence[int],
     padding: Sequence[int],
-    ceil_mode: bool = False,
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> np.ndarray:
@@ -209,20 +210,16 @@ def avg_pool_backward(
 
     dX[..., i*sH + p - pH, j*sW + q - pW] += dY[..., i, j] / divisor[i, j]   for 0 <= p < kH, 0 <= q < kW
 
-    with `avg_pool`'s divisor (divisor_override, or the window clipped per count_include_pad and
-    ceil_mode); what lands in the zero padding is dropped. Spread one dimension at a time, the
+    with `avg_pool`'s divisor (divisor_override, or the window clipped per count_include_pad; ceil_mode
+    is in the output's shape); what lands in the zero padding is dropped. Spread one dimension at a time, the
     adjoint of the forward's separable box sum.
 
     grad_output: (*, *out); input_shape: (*, *spatial); returns dX (*, *spatial)
     """
     dims = len(kernel)
     spatial, out = input_shape[-dims:], grad_output.shape[-dims:]
-    if divisor_override is not None:
-        grad = grad_output / np.asarray(divisor_override, dtype=grad_output.dtype)
-    else:
-        grad = grad_output / _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad).astype(
-            grad_output.dtype
-        )
+    divisor = _avg_divisor(out, spatial, kernel, stride, padding, count_include_pad, divisor_override)
+    grad = grad_output / divisor.astype(grad_output.dtype)
     for axis, n, size, k, s, p in zip(
         range(grad.ndim - dims, grad.ndim), out, spatial, kernel, stride, padding, strict=True
     ):

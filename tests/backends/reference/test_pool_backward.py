@@ -29,7 +29,7 @@ def reference_grad(kind: str, config: dict, x: np.ndarray, grad_output: np.ndarr
     if kind.startswith("max"):
         _, indices = max_pool(x, win.kernel, win.stride, padding, win.dilation, parsed.ceil_mode, return_indices=True)
         return max_pool_backward(grad_output, indices, x.shape, win.kernel, win.stride, win.dilation)
-    return avg_pool_backward(grad_output, x.shape, win.kernel, win.stride, padding, parsed.ceil_mode,
+    return avg_pool_backward(grad_output, x.shape, win.kernel, win.stride, padding,
                              parsed.count_include_pad, getattr(parsed, "divisor_override", None))
 
 
@@ -183,6 +183,6 @@ def test_avg_pool_matches_finite_differences(dims, ceil_mode, count_include_pad,
         return avg_pool(x, case["kernel"], case["stride"], case["padding"], ceil_mode, count_include_pad, divisor_override)
 
     grad_output = rng.standard_normal(forward(x).shape)
-    grad = avg_pool_backward(grad_output, x.shape, case["kernel"], case["stride"], case["padding"], ceil_mode,
+    grad = avg_pool_backward(grad_output, x.shape, case["kernel"], case["stride"], case["padding"],
                              count_include_pad, divisor_override)
     assert_matches_finite_differences(forward, {"x": x}, grad_output, {"x": grad})

@@ -1,6 +1,6 @@
 """Request bodies. Per-kind models (with their typed `config`) are built from the registry."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model, model_validator
 
@@ -9,6 +9,20 @@ from app.schemas.tensors import InputTensor, MsgpackInputTensor, MsgpackParamete
 
 BackendName = Literal["torch", "reference"]
 EncodingName = Literal["list", "base64", "none"]
+# The options every tensor request has, typed once for the layer and the sequential requests.
+Backend = Annotated[BackendName, Field(description="`torch` (torch.nn) or `reference` (the NumPy formulas).")]
+Device = Annotated[
+    str,
+    Field(
+        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
+        description="Where the torch backend computes: `cpu`, or `cuda` / `cuda:N` when the server has GPUs "
+        "(`GET /v1/info` lists them). The reference backend always computes on the CPU.",
+    ),
+]
+ResponseEncoding = Annotated[
+    EncodingName,
+    Field(description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only)."),
+]
 
 INPUT_DESCRIPTION = (
     "The input tensor (float32 or float64): a nested JSON array (float32), or an object with "
@@ -75,21 +89,13 @@ class LayerRequestOptions(GradientOptions):
     input: InputTensor = Field(description=INPUT_DESCRIPTION)
     parameters: dict[str, ParameterTensor] = Field(default_factory=dict, description=PARAMETERS_DESCRIPTION)
     seed: StrictInt = Field(0, description="The parameter-initialization seed (torch.manual_seed).")
-    backend: BackendName = Field("torch", description="`torch` (torch.nn) or `reference` (the NumPy formulas).")
+    backend: Backend = "torch"
     compare: StrictBool = Field(False, description="Also compute with the other backend and report the difference.")
     training: StrictBool = Field(
         True, description="Training mode, like a freshly built module (matters for BatchNorm)."
     )
-    device: str = Field(
-        "cpu",
-        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
-        description="Where the torch backend computes: `cpu`, or `cuda` / `cuda:N` when the server has GPUs "
-        "(`GET /v1/info` lists them). The reference backend always computes on the CPU.",
-    )
-    encoding: EncodingName = Field(
-        "list",
-        description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only).",
-    )
+    device: Device = "cpu"
+    encoding: ResponseEncoding = "list"
 
     @model_validator(mode="after")
     def _tensor_forms(self) -> "LayerRequestOptions":

@@ -14,9 +14,10 @@ from app.codec.tensors import ALL_DTYPES, FLOAT_DTYPES, checked_tensor
 from app.schemas.requests import (
     INPUT_DESCRIPTION,
     MSGPACK_INPUT_DESCRIPTION,
-    BackendName,
-    EncodingName,
+    Backend,
+    Device,
     GradientOptions,
+    ResponseEncoding,
 )
 from app.schemas.responses import GRAD_FN_DESCRIPTION, LOSS_DESCRIPTION, Comparison
 from app.schemas.tensors import (
@@ -87,21 +88,13 @@ class SequentialOptions(GradientOptions):
     seed: StrictInt = Field(
         0, description="torch.manual_seed before the stack is built: initializes every tensor not given."
     )
-    backend: BackendName = Field("torch", description="`torch` (torch.nn) or `reference` (the NumPy formulas).")
+    backend: Backend = "torch"
     compare: StrictBool = Field(
         False, description="Also run the whole stack on the other backend; compare every layer's output."
     )
     training: StrictBool = Field(True, description="Training mode for every layer, like a freshly built nn.Sequential.")
-    device: str = Field(
-        "cpu",
-        pattern=r"^(cpu|cuda(:[0-9]+)?)$",
-        description="Where the torch backend computes: `cpu`, or `cuda` / `cuda:N` when the server has GPUs "
-        "(`GET /v1/info` lists them). The reference backend always computes on the CPU.",
-    )
-    encoding: EncodingName = Field(
-        "list",
-        description="How tensors come back: `list` (nested lists), `base64` (raw bytes) or `none` (summary only).",
-    )
+    device: Device = "cpu"
+    encoding: ResponseEncoding = "list"
     return_intermediates: StrictBool = Field(False, description="Also return every layer's output.")
 
     @model_validator(mode="after")

@@ -132,19 +132,16 @@ def stack_of_one(kind: str, options: Any) -> StackRequest:
     return StackRequest(
         [LayerRequest(kind, options.config, options.parameters)],
         options.input,
-        seed=options.seed,
-        backend=options.backend,
-        compare=options.compare,
-        training=options.training,
-        device=options.device,
         single=True,
-        **gradient_options(options),
+        **request_options(options),
     )
 
 
-def gradient_options(options: Any) -> dict[str, Any]:
-    """A request's `gradients`, `grad_output` and `loss` (app.schemas.requests.GradientOptions)."""
-    return {"gradients": options.gradients, "grad_output": options.grad_output, "loss": options.loss}
+def request_options(options: Any) -> dict[str, Any]:
+    """The options a layer and a sequential request share: `seed`, `backend`, `compare`, `training`,
+    `device`, and `gradients`, `grad_output`, `loss` (app.schemas.requests.GradientOptions)."""
+    names = ("seed", "backend", "compare", "training", "device", "gradients", "grad_output", "loss")
+    return {name: getattr(options, name) for name in names}
 
 
 def check_device(device: str, backend: str, compare: bool) -> None:

@@ -13,7 +13,7 @@ from app.config import Settings
 from app.layers.registry import LAYERS
 from app.observability import record_compute
 from app.schemas.stacks import SequentialLayerOptions, SequentialOptions, SequentialResponse, stack_request_model
-from app.stacks.plan import LayerRequest, Plan, StackRequest, gradient_options, plan_stack
+from app.stacks.plan import LayerRequest, Plan, StackRequest, plan_stack, request_options
 from app.stacks.run import StackOutcome, run_plan
 
 router = APIRouter(prefix="/v1", tags=["stacks"], route_class=RawRoute)  # reads its own body (app.api.raw_route)
@@ -84,13 +84,8 @@ def plan_sequential(options: SequentialOptions, settings: Settings) -> Plan:
         StackRequest(
             layers,
             options.input,
-            seed=options.seed,
-            backend=options.backend,
-            compare=options.compare,
-            training=options.training,
-            device=options.device,
             return_intermediates=options.return_intermediates,
-            **gradient_options(options),
+            **request_options(options),
         ),
         settings,
     )

@@ -113,12 +113,9 @@ class ComputePool:
             pass
         waiting, workers = slots.statistics().tasks_waiting, int(slots.total_tokens)
         if waiting >= self.queue_size:
-            self._count("rejected")
-            raise Overloaded(
-                f"all {workers} compute workers are busy and {waiting} requests are waiting "
-                f"(setting LAYERLAB_COMPUTE_QUEUE_SIZE); retry in {self.retry_after_s} s",
-                retry_after=self.retry_after_s,
-                limit="compute_queue_size",
+            raise self._rejected(
+                f"all {workers} compute workers are busy and {waiting} requests are waiting",
+                "compute_queue_size",
                 value=waiting,
             )
         outcome = await _first_of(slots.acquire_on_behalf_of(slot), disconnected, self.queue_timeout_s)
@@ -126,13 +123,19 @@ class ComputePool:
             self._count("dropped")
             raise ClientGone("the client disconnected while its request waited for a compute worker")
         if outcome == "timeout":
-            self._count("rejected")
-            raise Overloaded(
-                f"all {workers} compute workers stayed busy for {self.queue_timeout_s} s "
-                f"(setting LAYERLAB_COMPUTE_QUEUE_TIMEOUT_S); retry in {self.retry_after_s} s",
-                retry_after=self.retry_after_s,
-                limit="compute_queue_timeout_s",
+            raise self._rejected(
+                f"all {workers} compute workers stayed busy for {self.queue_timeout_s} s", "compute_queue_timeout_s"
             )
+
+    def _rejected(self, why: str, setting: str, **details: int) -> Overloaded:
+        """A 503 that names the setting to raise and when to retry; counted as rejected."""
+        self._count("rejected")
+        return Overloaded(
+            f"{why} (setting LAYERLAB_{setting.upper()}); retry in {self.retry_after_s} s",
+            retry_after=self.retry_after_s,
+            limit=setting,
+            **details,
+        )
 
     async def _result(self, future: "Future[T]", disconnected: Callable[[], Awaitable[object]] | None) -> T:
         waited = asyncio.wrap_future(future)

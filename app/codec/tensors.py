@@ -422,24 +422,24 @@ def _from_base64(text: str | DecodedBase64, shape: tuple[int, ...], dtype: str, 
             expected=expected_chars,
             actual=chars,
         )
-    raw = _checked_base64(text, field)
-    if len(raw) != nbytes:
-        raise ShapeMismatch(
-            f"{field}.base64 decodes to {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
-            field=f"{field}.base64",
-            expected=nbytes,
-            actual=len(raw),
-        )
-    return np.frombuffer(raw, dtype=DTYPES[dtype]).reshape(shape).astype(DTYPES[dtype].newbyteorder("="), copy=False)
+    return _from_bytes(_checked_base64(text, field), shape, dtype, field, form="base64", has="decodes to")
 
 
-def _from_bytes(raw: bytes | bytearray | memoryview, shape: tuple[int, ...], dtype: str, field: str) -> np.ndarray:
-    """Raw bytes (a msgpack `bin`), read in place: no copy on a little-endian machine."""
+def _from_bytes(
+    raw: bytes | bytearray | memoryview,
+    shape: tuple[int, ...],
+    dtype: str,
+    field: str,
+    form: str = "bytes",
+    has: str = "has",
+) -> np.ndarray:
+    """Raw bytes (a msgpack `bin`, or what `form` base64 decodes to), read in place: no copy on a
+    little-endian machine. Their length must be the shape's."""
     nbytes = math.prod(shape) * DTYPES[dtype].itemsize
     if len(raw) != nbytes:
         raise ShapeMismatch(
-            f"{field}.bytes has {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
-            field=f"{field}.bytes",
+            f"{field}.{form} {has} {len(raw)} bytes; shape {list(shape)} of {dtype} needs {nbytes}",
+            field=f"{field}.{form}",
             expected=nbytes,
             actual=len(raw),
         )

@@ -68,6 +68,12 @@ NOTEBOOK_INPUT = [
     [-1.1515, 1.2772, -1.6101, -0.8164],
     [-0.6352, 0.9345, 0.4916, 1.1171],
 ]
+NOTEBOOK_LINEAR = {
+    "config": {"in_features": 4, "out_features": 1},
+    "input": NOTEBOOK_INPUT,
+    "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
+}
+"""The notebook's first cell as a request: Linear(4, 1) with its printed weights on its 10x4 input."""
 
 SPECS = [
     LayerSpec(
@@ -84,22 +90,11 @@ SPECS = [
         examples={
             "notebook": {
                 "summary": "Linear 10x4 to 1 (the notebook's first cell)",
-                "value": {
-                    "config": {"in_features": 4, "out_features": 1},
-                    "input": NOTEBOOK_INPUT,
-                    "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
-                    "compare": True,
-                },
+                "value": {**NOTEBOOK_LINEAR, "compare": True},
             },
             "notebook_gradients": {
                 "summary": "The notebook's Linear with its gradients (of output.sum(); grad_output or loss to choose)",
-                "value": {
-                    "config": {"in_features": 4, "out_features": 1},
-                    "input": NOTEBOOK_INPUT,
-                    "parameters": {"weight": [[-0.2009, -0.0747, -0.2266, 0.2618]], "bias": [-0.4708]},
-                    "gradients": True,
-                    "compare": True,
-                },
+                "value": {**NOTEBOOK_LINEAR, "gradients": True, "compare": True},
             },
             "no_bias": {
                 "summary": "Linear 4 to 1 without bias, seeded weights",

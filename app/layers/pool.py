@@ -65,6 +65,17 @@ def _common_fields(dims: int) -> dict[str, Any]:
     }
 
 
+def _ceil_mode() -> tuple[Any, Any]:
+    return (
+        StrictBool,
+        Field(
+            False,
+            description="Round the output size up (ceil) instead of down; a last "
+            "window that would start in the right padding is dropped.",
+        ),
+    )
+
+
 def _max_config(dims: int) -> type[PoolConfigBase]:
     model = create_model(
         f"MaxPool{dims}dConfig",
@@ -80,14 +91,7 @@ def _max_config(dims: int) -> type[PoolConfigBase]:
                 "as PyTorch numbers them; for MaxUnpool).",
             ),
         ),
-        ceil_mode=(
-            StrictBool,
-            Field(
-                False,
-                description="Round the output size up (ceil) instead of down; a last "
-                "window that would start in the right padding is dropped.",
-            ),
-        ),
+        ceil_mode=_ceil_mode(),
     )
     model.dims = dims
     return model
@@ -105,14 +109,7 @@ def _avg_config(dims: int) -> type[PoolConfigBase]:
         __base__=PoolConfigBase,
         __doc__=f"torch.nn.AvgPool{dims}d's constructor arguments.",
         **_common_fields(dims),
-        ceil_mode=(
-            StrictBool,
-            Field(
-                False,
-                description="Round the output size up (ceil) instead of down; a last "
-                "window that would start in the right padding is dropped.",
-            ),
-        ),
+        ceil_mode=_ceil_mode(),
         count_include_pad=(StrictBool, Field(True, description="Count the zero padding in the divisor.")),
         **extra,
     )

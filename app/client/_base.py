@@ -5,13 +5,14 @@ The two classes differ only in how they send (a blocking or an awaited loop arou
 
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 import orjson
 
 from app import __version__
+from app.client._layers import LayerOptions, StackOptions
 from app.client.codec import DEFAULT_CODEC, Codec, encode, encode_parameters
 from app.client.errors import APIConnectionError, APITimeoutError, LayerlabError, status_error
 
@@ -24,9 +25,8 @@ DEFAULT_MAX_RETRIES = 2
 INITIAL_RETRY_DELAY = 0.5
 """Seconds before the first retry; doubled at each one, up to MAX_RETRY_DELAY."""
 MAX_RETRY_DELAY = 8.0
-LAYER_OPTIONS = frozenset(
-    {"parameters", "seed", "backend", "compare", "training", "encoding", "device", "gradients", "grad_output", "loss"}
-)
+LAYER_OPTIONS = LayerOptions.__optional_keys__
+STACK_OPTIONS = StackOptions.__optional_keys__
 JSON_TYPE = "application/json"
 
 
@@ -47,35 +47,29 @@ def retry_delay(attempt: int, *, initial: float, maximum: float, retry_after: st
     return delay * (1 - 0.25 * random.random())
 
 
-class ClientOptions(TypedDict, total=False):
-    """The keyword arguments `Client` and `AsyncClient` share (`BaseClient.__init__` has their defaults)."""
+class RawRequest(TypedDict, total=False):
+    """`request()`'s keywords: `json` is sent as JSON, `content` as it is; `headers` are added."""
 
-    api_key: str | None
-    timeout: float | httpx.Timeout | None
-    max_retries: int
-    codec: Codec | None
-    initial_retry_delay: float
-    max_retry_delay: float
+    json: Any
+    content: bytes | None
+    headers: Mapping[str, str] | None
 
 
-HTTP = TypeVar("HTTP")
+HTTP = TypeVar("HTTP", httpx.Client, httpx.AsyncClient)
+"""The httpx client a client sends with."""
+TRANSPORT = TypeVar("TRANSPORT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 
-def own_http_client(http_client: HTTP | None, transport: object, make: Callable[[], HTTP]) -> tuple[HTTP, bool]:
-    """The httpx client to send with, and whether it is ours to close (`http_client`: the caller's)."""
-    if http_client is not None and transport is not None:
-        raise ValueError("pass http_client or transport, not both")
-    return (make(), True) if http_client is None else (http_client, False)
-
-
-class BaseClient:
+class BaseClient(Generic[HTTP, TRANSPORT]):
     sends_chunks = False
     """Whether request bodies may go to httpx as a list of buffers (a sync client's streams only)."""
 
     def __init__(
         self,
-        *,
         base_url: str | None = None,
+        *,
+        http_client: HTTP | None = None,
+        transport: TRANSPORT | None = None,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
@@ -83,8 +77,11 @@ class BaseClient:
         initial_retry_delay: float = INITIAL_RETRY_DELAY,
         max_retry_delay: float = MAX_RETRY_DELAY,
     ) -> None:
-        """`api_key`: argument, then $LAYERLAB_API_KEY, else none (sent as `Authorization: Bearer`).
-        `base_url`: argument, then $LAYERLAB_URL, else DEFAULT_BASE_URL."""
+        """`base_url`: argument, then $LAYERLAB_URL, else DEFAULT_BASE_URL. `http_client` (yours to
+        close) or `transport` (e.g. `httpx.ASGITransport(app=app)`, the app in-process) replace the network.
+        `api_key`: argument, then $LAYERLAB_API_KEY, else none (sent as `Authorization: Bearer`)."""
+        if http_client is not None and transport is not None:
+            raise ValueError("pass http_client or transport, not both")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
@@ -97,6 +94,12 @@ class BaseClient:
         api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV)
         if api_key:  # sent as a bearer token; never part of repr or errors
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self._owns_http = http_client is None  # the caller's is theirs to close
+        self._http: HTTP = self._open(transport) if http_client is None else http_client
+
+    def _open(self, transport: TRANSPORT | None) -> HTTP:
+        """A new httpx client of our own, over `transport` when given."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
@@ -169,12 +172,7 @@ class BaseClient:
     # -- bodies ----------------------------------------------------------------------------------
 
     def _layer_body(self, kind: str, x: Any, config: dict[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(options) - LAYER_OPTIONS)
-        if unknown:
-            raise TypeError(
-                f"{kind}() got unexpected keyword arguments {unknown}: not a torch.nn constructor "
-                f"argument of this kind nor a request option ({sorted(LAYER_OPTIONS)})"
-            )
+        _check_options(f"{kind}()", "not a torch.nn constructor argument of this kind nor", options, LAYER_OPTIONS)
         body: dict[str, Any] = {"config": config, "input": encode(x, self.codec), "encoding": self.codec.encoding}
         for name, value in options.items():
             body[name] = encode_parameters(value, self.codec) if name == "parameters" else value
@@ -199,7 +197,10 @@ class BaseClient:
             body["dtype"] = dtype
         return body
 
-    def _sequential_body(self, layers: Sequence[Mapping[str, Any]], x: Any, options: dict[str, Any]) -> dict[str, Any]:
+    def _sequential_body(
+        self, layers: Sequence[Mapping[str, Any]], x: Any, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        _check_options("sequential()", "not", options, STACK_OPTIONS)
         body: dict[str, Any] = {
             "layers": [_stack_layer(layer, self.codec) for layer in layers],
             "input": encode(x, self.codec),
@@ -207,6 +208,15 @@ class BaseClient:
         }
         body.update({name: value for name, value in options.items() if value is not None})
         return self._with_gradient_tensors(body)
+
+
+def _check_options(function: str, what: str, options: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """A TypeError, as Python raises for a keyword a function lacks, for options no request has."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise TypeError(
+            f"{function} got unexpected keyword arguments {unknown}: {what} a request option ({sorted(allowed)})"
+        )
 
 
 def _stack_layer(layer: Mapping[str, Any], codec: Codec | None) -> dict[str, Any]:

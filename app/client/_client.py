@@ -6,43 +6,29 @@ from typing import Any, Literal, Unpack
 
 import httpx
 
-from app.client._base import BaseClient, ClientOptions, own_http_client
-from app.client._layers import LayerMethods, LayerOptions, Tensor
+from app.client._base import BaseClient, RawRequest
+from app.client._layers import LayerMethods, LayerOptions, StackOptions, Tensor
 from app.client._transport import FastHTTPTransport, read_body
-from app.client.codec import Encoding
 from app.client.results import LayerKind, LayerResult, SequentialResult, ShapesResult
 
-Backend = Literal["torch", "reference"]
 
-
-class Client(BaseClient, LayerMethods[LayerResult]):
+class Client(BaseClient[httpx.Client, httpx.BaseTransport], LayerMethods[LayerResult]):
     """The layerlab service from Python, blocking.
 
         with Client("http://127.0.0.1:8000") as client:   # base_url (or base_url=): else $LAYERLAB_URL, else this one
             result = client.linear(x, in_features=4, out_features=1, compare=True)
             result.output, result.parameters["weight"], result.comparison.allclose
 
-    Every layer method takes the torch.nn constructor's keyword arguments, then the request options
+    `Client(base_url, *, http_client=None, transport=None, api_key=None, timeout=60, max_retries=2,
+    codec=None, ...)`: see `BaseClient.__init__`. Every layer method takes the torch.nn constructor's keyword arguments, then the request options
     (`parameters`, `seed`, `backend`, `compare`, `training`, `encoding`, `device`), and returns a
     `LayerResult` with NumPy arrays. Errors raise `LayerlabError` subclasses (see app.client.errors).
     """
 
     sends_chunks = True
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        http_client: httpx.Client | None = None,
-        transport: httpx.BaseTransport | None = None,
-        **options: Unpack[ClientOptions],
-    ) -> None:
-        """`http_client` (yours to close) or `transport` replace the network: e.g. the app in-process.
-        The other options (api_key, timeout, retries, codec) are `BaseClient`'s."""
-        super().__init__(base_url=base_url, **options)
-        self._http, self._owns_http = own_http_client(
-            http_client, transport, lambda: httpx.Client(transport=transport or FastHTTPTransport())
-        )
+    def _open(self, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(transport=transport or FastHTTPTransport())
 
     def close(self) -> None:
         if self._owns_http:
@@ -77,17 +63,10 @@ class Client(BaseClient, LayerMethods[LayerResult]):
             time.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        """Any route, e.g. `client.request("GET", "/v1/info")`: the decoded JSON, with retries and typed errors."""
-        return self._send(method, path, json=json, content=content, headers=headers)
+    def request(self, method: str, path: str, **request: Unpack[RawRequest]) -> Any:
+        """Any route, e.g. `client.request("GET", "/v1/info")`: the decoded JSON, with retries and typed errors.
+        `json=` is sent as JSON, `content=` as it is; `headers=` are added."""
+        return self._send(method, path, **request)
 
     def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
         return LayerResult.from_json(
@@ -108,35 +87,10 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         )
 
     def sequential(
-        self,
-        layers: Sequence[Mapping[str, Any]],
-        x: Tensor,
-        *,
-        seed: int | None = None,
-        backend: Backend | None = None,
-        compare: bool | None = None,
-        training: bool | None = None,
-        encoding: Encoding | None = None,
-        return_intermediates: bool | None = None,
-        device: str | None = None,
-        gradients: bool | None = None,
-        grad_output: Tensor | None = None,
-        loss: Mapping[str, Any] | None = None,
+        self, layers: Sequence[Mapping[str, Any]], x: Tensor, **options: Unpack[StackOptions]
     ) -> SequentialResult:
         """Run a stack as `nn.Sequential` would; each `layer(...)` may carry its own `parameters`.
-        Options left as None take the server's default."""
-        options = dict(
-            seed=seed,
-            backend=backend,
-            compare=compare,
-            training=training,
-            encoding=encoding,
-            return_intermediates=return_intermediates,
-            device=device,
-            gradients=gradients,
-            grad_output=grad_output,
-            loss=loss,
-        )
+        Options left out take the server's default."""
         return SequentialResult.from_json(
             self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options))
         )
@@ -150,22 +104,11 @@ class Client(BaseClient, LayerMethods[LayerResult]):
         return self._send("GET", "/healthz")
 
 
-class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
+class AsyncClient(BaseClient[httpx.AsyncClient, httpx.AsyncBaseTransport], LayerMethods[Awaitable[LayerResult]]):
     """The same as `Client`, awaitable: `async with AsyncClient() as client: await client.linear(...)`."""
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        http_client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        **options: Unpack[ClientOptions],
-    ) -> None:
-        """`http_client` (yours to close) or `transport` (e.g. `httpx.ASGITransport(app=app)`) replace the network."""
-        super().__init__(base_url=base_url, **options)
-        self._http, self._owns_http = own_http_client(
-            http_client, transport, lambda: httpx.AsyncClient(transport=transport)
-        )
+    def _open(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -196,16 +139,8 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
             await anyio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        content: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        return await self._send(method, path, json=json, content=content, headers=headers)
+    async def request(self, method: str, path: str, **request: Unpack[RawRequest]) -> Any:
+        return await self._send(method, path, **request)
 
     async def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
         return LayerResult.from_json(
@@ -224,33 +159,8 @@ class AsyncClient(BaseClient, LayerMethods[Awaitable[LayerResult]]):
         )
 
     async def sequential(
-        self,
-        layers: Sequence[Mapping[str, Any]],
-        x: Tensor,
-        *,
-        seed: int | None = None,
-        backend: Backend | None = None,
-        compare: bool | None = None,
-        training: bool | None = None,
-        encoding: Encoding | None = None,
-        return_intermediates: bool | None = None,
-        device: str | None = None,
-        gradients: bool | None = None,
-        grad_output: Tensor | None = None,
-        loss: Mapping[str, Any] | None = None,
+        self, layers: Sequence[Mapping[str, Any]], x: Tensor, **options: Unpack[StackOptions]
     ) -> SequentialResult:
-        options = dict(
-            seed=seed,
-            backend=backend,
-            compare=compare,
-            training=training,
-            encoding=encoding,
-            return_intermediates=return_intermediates,
-            device=device,
-            gradients=gradients,
-            grad_output=grad_output,
-            loss=loss,
-        )
         return SequentialResult.from_json(
             await self._send("POST", "/v1/sequential", body=self._sequential_body(layers, x, options))
         )

@@ -31,11 +31,9 @@ ConvPadding = Literal["valid", "same"]
 PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
-class LayerOptions(TypedDict, total=False):
-    """The request options every layer method takes as keywords; the server's default when left out."""
+class RequestOptions(TypedDict, total=False):
+    """The request options a layer and a stack take as keywords; the server's default when left out."""
 
-    parameters: Mapping[str, Tensor]
-    """Tensors by state_dict name (weight, bias, running_mean, ...); the rest as torch initializes them."""
     seed: int
     """torch.manual_seed before the module is built (server default 0)."""
     backend: Literal["torch", "reference"]
@@ -55,6 +53,20 @@ class LayerOptions(TypedDict, total=False):
     loss: Mapping[str, Any]
     """`{"function": "mse_loss" | "cross_entropy" | "sum", "target": ..., "reduction": "mean" | "sum"}`
     (implies gradients); its value is `result.loss`."""
+
+
+class LayerOptions(RequestOptions, total=False):
+    """The request options every layer method takes as keywords."""
+
+    parameters: Mapping[str, Tensor]
+    """Tensors by state_dict name (weight, bias, running_mean, ...); the rest as torch initializes them."""
+
+
+class StackOptions(RequestOptions, total=False):
+    """The request options `sequential()` takes as keywords (each `layer(...)` carries its own parameters)."""
+
+    return_intermediates: bool
+    """Also every layer's output (`result.intermediates`)."""
 
 
 # -- the families' signatures. A method's docstring is its family's, with the kind's torch.nn class

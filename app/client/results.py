@@ -61,8 +61,36 @@ class Comparison:
         )
 
 
+@dataclass(frozen=True, repr=False, kw_only=True)
+class PassResult:
+    """What a layer's and a stack's pass both return: the comparison, the timing, the body, and with
+    gradients the loss, the gradients and the output's autograd node."""
+
+    comparison: Comparison | None
+    """With `compare=True`: how far the other backend's output is."""
+    elapsed_ms: float
+    raw: dict[str, Any]
+    gradients: dict[str, np.ndarray | None] = field(default_factory=dict)
+    """With gradients: "input" and each trainable parameter's gradient, by state_dict name (a stack's
+    are {"input": dL/d(input)}; each layer's parameter gradients are in `layers[i].gradients`)."""
+    loss: float | None = None
+    grad_fn: str | None = None
+    """The output's autograd node, as torch names it ("AddmmBackward0"); None from the reference backend."""
+
+    @staticmethod
+    def _pass_fields(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "comparison": Comparison.from_json(body.get("comparison")),
+            "elapsed_ms": body.get("elapsed_ms", math.nan),
+            "raw": body,
+            "gradients": _tensors(body.get("gradients")),
+            "loss": _number(body.get("loss")),
+            "grad_fn": body.get("grad_fn"),
+        }
+
+
 @dataclass(frozen=True, repr=False)
-class LayerResult:
+class LayerResult(PassResult):
     """One layer's forward pass. Tensors are NumPy arrays (None with `encoding="none"`)."""
 
     kind: str
@@ -83,15 +111,6 @@ class LayerResult:
     """Per-channel batch statistics used (BatchNorm)."""
     formula: list[str]
     """Output-size formulas with the numbers substituted."""
-    comparison: Comparison | None
-    """With `compare=True`: how far the other backend's output is."""
-    elapsed_ms: float
-    raw: dict[str, Any]
-    gradients: dict[str, np.ndarray | None] = field(default_factory=dict)
-    """With gradients: "input" and each trainable parameter's gradient (in a stack's rows: the parameters')."""
-    loss: float | None = None
-    grad_fn: str | None = None
-    """The output's autograd node, as torch names it ("AddmmBackward0"); None from the reference backend."""
 
     @classmethod
     def from_json(cls, body: dict[str, Any], backend: str | None = None) -> "LayerResult":
@@ -108,12 +127,7 @@ class LayerResult:
             indices=decode(body.get("indices")),
             statistics=_tensors(body.get("statistics")),
             formula=body.get("formula") or [],
-            comparison=Comparison.from_json(body.get("comparison")),
-            elapsed_ms=body.get("elapsed_ms", math.nan),
-            raw=body,
-            gradients=_tensors(body.get("gradients")),
-            loss=_number(body.get("loss")),
-            grad_fn=body.get("grad_fn"),
+            **cls._pass_fields(body),
         )
 
     @property
@@ -170,7 +184,7 @@ class ShapesResult:
 
 
 @dataclass(frozen=True, repr=False)
-class SequentialResult:
+class SequentialResult(PassResult):
     """POST /v1/sequential: the stack's final output and one `LayerResult` per layer
     (its `output` is set with `return_intermediates=True`)."""
 
@@ -180,13 +194,6 @@ class SequentialResult:
     output: np.ndarray | None
     layers: list[LayerResult]
     parameter_count: int
-    comparison: Comparison | None
-    elapsed_ms: float
-    raw: dict[str, Any]
-    gradients: dict[str, np.ndarray | None] = field(default_factory=dict)
-    """With gradients: {"input": dL/d(input)}; each layer's parameter gradients are in `layers[i].gradients`."""
-    loss: float | None = None
-    grad_fn: str | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "SequentialResult":
@@ -198,12 +205,7 @@ class SequentialResult:
             output=decode(body.get("output")),
             layers=[LayerResult.from_json(layer, backend) for layer in body.get("layers", [])],
             parameter_count=body.get("parameter_count", 0),
-            comparison=Comparison.from_json(body.get("comparison")),
-            elapsed_ms=body.get("elapsed_ms", math.nan),
-            raw=body,
-            gradients=_tensors(body.get("gradients")),
-            loss=_number(body.get("loss")),
-            grad_fn=body.get("grad_fn"),
+            **cls._pass_fields(body),
         )
 
     @property

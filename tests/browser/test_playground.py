@@ -22,8 +22,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -31,8 +29,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.live_server import ServerThread
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+WINDOW_SIZE = "1280,1800"  # for conftest's browser
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 WAIT_SECONDS = 30
@@ -44,22 +41,6 @@ NOTEBOOK_LAYERS = [
 ]
 # (40 - 2 - 1) // 2 + 1 = 19, (52 - 3) // 2 + 1 = 25; then floor((19 - 3) / 3) + 1 = 6, floor((25 - 2) / 2) + 1 = 12
 EXPECTED_SHAPES = ["(1, 16, 19, 25)", "(1, 16, 19, 25)", "(1, 16, 6, 12)"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed (apt-get install -y chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-dev-shm-usage", "--window-size=1280,1800"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    yield driver
-    driver.quit()
 
 
 def wait(driver, condition, seconds: float = WAIT_SECONDS):

@@ -1,7 +1,9 @@
 """The README stays true: every shell and Python block in it runs against a real server, the
-outputs it shows are what those blocks print, and CI runs its test command.
+outputs it shows are what those blocks print, and CI runs its test command. The same holds for every
+markdown page of the repository the README links to (and those link to, and so on): examples moved
+out of the README stay checked.
 
-How the README is read (any section, so new sections are covered without touching this file):
+How a page is read (any section, so new sections and pages are covered without touching this file):
 
 - A fenced block tagged `bash`/`sh`/`shell` or `python`/`py` runs against `python -m app.serve`
   on a free port: `127.0.0.1:8000` and `localhost:8000` in it become that server's address,
@@ -36,6 +38,7 @@ from tests.live_server import ServeProcess, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+LINK = re.compile(r"\]\(([^)#\s]+\.md)(?:#[^)]*)?\)")
 SHELL = {"bash", "sh", "shell"}
 PYTHON = {"python", "py"}
 OUTPUT = {"json", "text"}
@@ -47,6 +50,7 @@ RUN_TIMEOUT_S = 180
 
 @dataclass
 class Block:
+    doc: str  # the page, relative to the repository root
     section: str
     line: int  # 1-based line of the opening fence
     lang: str
@@ -61,10 +65,29 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"{self.section}:L{self.line}"
+        return f"{self.doc}:{self.section}:L{self.line}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc} line {self.line}"
 
 
-def parse(text: str) -> list[Block]:
+def linked_pages(start: str = "README.md") -> list[str]:
+    """The README and every repository markdown page reachable from it by relative links."""
+    pages, queue = [start], [start]
+    while queue:
+        page = queue.pop()
+        for target in LINK.findall((ROOT / page).read_text()):
+            if "://" in target:
+                continue
+            path = (ROOT / page).parent.joinpath(target).resolve().relative_to(ROOT).as_posix()
+            if path not in pages:
+                pages.append(path)
+                queue.append(path)
+    return pages
+
+
+def parse(text: str, doc: str = "README.md") -> list[Block]:
     """Every fenced block, with its section (the H2 above it), its mark and the output shown after it."""
     blocks: list[Block] = []
     lines = text.splitlines()
@@ -78,7 +101,7 @@ def parse(text: str) -> list[Block]:
             i += 1
             continue
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        block = Block(section, i + 1, fence.group(1), "\n".join(lines[i + 1:end]) + "\n")
+        block = Block(doc, section, i + 1, fence.group(1), "\n".join(lines[i + 1:end]) + "\n")
         if i and (mark := MARK.fullmatch(lines[i - 1].strip())):
             block.mark, block.reason = mark.group(1), mark.group(2)
         if blocks and block.lang in OUTPUT and blocks[-1].runs and blocks[-1].section == section:
@@ -88,14 +111,16 @@ def parse(text: str) -> list[Block]:
     return blocks
 
 
-BLOCKS = parse(README)
+PAGES = linked_pages()
+BLOCKS = [block for page in PAGES for block in parse((ROOT / page).read_text(), page)]
+README_BLOCKS = [b for b in BLOCKS if b.doc == "README.md"]
 RUNNABLE = [b for b in BLOCKS if b.runs]
 SERVERS = [b for b in BLOCKS if b.mark == "server"]
 SYNTAX_ONLY = [b for b in BLOCKS if b.mark == "not-run"]
 
 
 def section_blocks(section: str) -> list[Block]:
-    return [b for b in BLOCKS if b.section == section]
+    return [b for b in README_BLOCKS if b.section == section]
 
 
 # -- what the README must hold --------------------------------------------------------------------
@@ -111,16 +136,25 @@ def test_ci_runs_the_readme_test_command():
 
 def test_every_block_says_what_it_is():
     for block in BLOCKS:
-        assert block.lang, f"README line {block.line}: a block without a language tag"
+        assert block.lang, f"{block.where}: a block without a language tag"
         if block.mark:
-            assert block.lang in SHELL | PYTHON, f"README line {block.line}: {block.mark} marks a {block.lang} block"
-            assert block.reason, f"README line {block.line}: say why it is {block.mark}"
+            assert block.lang in SHELL | PYTHON, f"{block.where}: {block.mark} marks a {block.lang} block"
+            assert block.reason, f"{block.where}: say why it is {block.mark}"
     assert len(RUNNABLE) >= 4 and any(b.lang in PYTHON for b in RUNNABLE)
 
 
+def test_the_pages_with_examples_are_linked_and_checked():
+    """The pages examples moved to are found by following the README's links (so they run here)."""
+    assert {"app/client/README.md", ".deploy/README.md", "openapi/README.md"} <= set(PAGES)
+    assert any(b.doc == "app/client/README.md" for b in RUNNABLE)
+    assert any(b.doc == ".deploy/README.md" for b in RUNNABLE)
+    assert len(README.splitlines()) < 350, "the README is for users: move detail to a linked page"
+
+
 def test_the_examples_show_the_notebooks_linear_and_conv2d_by_curl_and_by_the_sdk():
-    curl = " ".join(b.code for b in RUNNABLE if b.lang in SHELL)
-    sdk = " ".join(b.code for b in RUNNABLE if b.lang in PYTHON)
+    readme_runs = [b for b in README_BLOCKS if b.runs]
+    curl = " ".join(b.code for b in readme_runs if b.lang in SHELL)
+    sdk = " ".join(b.code for b in readme_runs if b.lang in PYTHON)
     for route in ("/v1/layers/linear", "/v1/layers/conv2d"):
         assert route in curl
     assert "client.linear(" in sdk and "client.conv2d(" in sdk
@@ -134,7 +168,7 @@ def test_json_blocks_are_json(block):
 @pytest.mark.parametrize("block", SYNTAX_ONLY, ids=lambda b: b.id)
 def test_blocks_not_run_are_well_formed(block):
     if block.lang in PYTHON:
-        compile(block.code, f"README.md:{block.line}", "exec")
+        compile(block.code, f"{block.doc}:{block.line}", "exec")
     else:
         checked = subprocess.run(["bash", "-n"], input=block.code, text=True, capture_output=True)
         assert checked.returncode == 0, checked.stderr
@@ -168,10 +202,10 @@ def test_block_runs_and_prints_what_is_shown(block, server):
     command = [sys.executable, "-c", code] if block.lang in PYTHON else ["bash", "-e", "-o", "pipefail", "-c", code]
     ran = subprocess.run(command, cwd=ROOT, env=environment(server.url), capture_output=True, text=True,
                          timeout=RUN_TIMEOUT_S)
-    assert ran.returncode == 0, f"README line {block.line} exited {ran.returncode}:\n{ran.stderr[-3000:]}"
+    assert ran.returncode == 0, f"{block.where} exited {ran.returncode}:\n{ran.stderr[-3000:]}"
     if block.output is None:
         return
-    where = f"README line {block.output.line}"
+    where = block.output.where
     if block.output.lang == "json":
         assert_matches(json.loads(block.output.code), json.loads(ran.stdout), where)
     else:
@@ -182,7 +216,7 @@ def test_block_runs_and_prints_what_is_shown(block, server):
 def test_server_blocks_serve(block, tmp_path):
     port = free_port()
     code = re.sub(r"\bLAYERLAB_PORT=\d+", f"LAYERLAB_PORT={port}", localized(block.code, 8000))
-    assert f"LAYERLAB_PORT={port}" in code, f"README line {block.line}: a server block sets LAYERLAB_PORT"
+    assert f"LAYERLAB_PORT={port}" in code, f"{block.where}: a server block sets LAYERLAB_PORT"
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(["bash", "-c", code], cwd=ROOT, env=environment(""), stdout=out,
@@ -201,7 +235,7 @@ def test_server_blocks_serve(block, tmp_path):
 
 def test_the_port_taken_message_is_the_servers(tmp_path):
     """The README quotes what the server logs when its port is taken; it exits with status 3."""
-    quoted = next(b for b in BLOCKS if b.lang == "text" and "address already in use" in b.code)
+    quoted = next(b for b in README_BLOCKS if b.lang == "text" and "address already in use" in b.code)
     expected = json.loads(quoted.code)
     assert "exits with status 3" in README
     with socket.socket() as taken:

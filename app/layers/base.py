@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from app.shapes import Window
+
 Shape = tuple[int, ...]
 
 
@@ -19,6 +21,14 @@ def _no_macs(config: Any, input_shape: Shape, output_shape: Shape) -> int:
 
 def _no_formulas(config: Any, input_shape: Shape) -> list[str]:
     return []
+
+
+def _window_formulas(window_of: Callable[[Any], Window]) -> Callable[[Any, Shape], list[str]]:
+    def formulas(config: Any, input_shape: Shape) -> list[str]:
+        window = window_of(config)
+        return window.formulas(input_shape[-len(window.kernel) :])
+
+    return formulas
 
 
 @dataclass(frozen=True)
@@ -45,11 +55,24 @@ class LayerSpec:
     """(config, input_shape, training) -> None: checks that depend on the `training` flag (raises a 422;
     BatchNorm: batch statistics need more than one value per channel)."""
     formulas: Callable[[Any, Shape], list[str]] = _no_formulas
-    """Output-size formulas with the numbers substituted, one line per spatial dimension."""
-    window: Callable[[Any], list[tuple[int, int, int]]] | None = None
-    """Sliding-window layers: (kernel, stride, dilation) per spatial dimension, for receptive fields."""
+    """The output size's arithmetic with the numbers substituted (one line per spatial dimension);
+    by default a sliding window's formulas."""
+    window: Callable[[Any], Window] | None = None
+    """Sliding-window layers (convolution, pooling): kernel, stride, padding, dilation per spatial
+    dimension, from which the formulas and receptive fields follow."""
     examples: dict[str, dict[str, Any]] | None = None
     """Named request examples for the Swagger UI: {name: {"summary", "value"}}."""
+
+    def __post_init__(self) -> None:
+        if self.formulas is _no_formulas and self.window is not None:  # a sliding window's, by default
+            object.__setattr__(self, "formulas", _window_formulas(self.window))
+
+    def window_triples(self, config: Any) -> list[tuple[int, int, int]] | None:
+        """(kernel, stride, dilation) per spatial dimension, for receptive fields; None for other layers."""
+        if self.window is None:
+            return None
+        window = self.window(config)
+        return list(zip(window.kernel, window.stride, window.dilation, strict=True))
 
     def estimated_work(self, config: Any, input_shape: Shape, output_shape: Shape) -> int:
         return (self.work or self.macs)(config, input_shape, output_shape)

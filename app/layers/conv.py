@@ -177,15 +177,6 @@ def macs(config: ConvConfigBase, input_shape: Shape, out_shape: Shape) -> int:
     return sum(math.prod(s) for s in parameter_shapes(config).values()) * batch * positions
 
 
-def formulas(config: ConvConfigBase, input_shape: Shape) -> list[str]:
-    return window(config).formulas(input_shape[-config.dims :])
-
-
-def window_triples(config: ConvConfigBase) -> list[tuple[int, int, int]]:
-    win = window(config)
-    return list(zip(win.kernel, win.stride, win.dilation))
-
-
 EXAMPLES = {
     1: {
         "signal": {
@@ -265,8 +256,7 @@ def _spec(dims: int, model: type[ConvConfigBase]) -> LayerSpec:
         output_shape=output_shape,
         parameter_shapes=parameter_shapes,
         macs=macs,
-        formulas=formulas,
-        window=window_triples,
+        window=window,
         examples=EXAMPLES[dims],
     )
 

@@ -187,15 +187,6 @@ def work(config: PoolConfigBase, input_shape: Shape, out_shape: Shape) -> int:
     return math.prod(out_shape) * math.prod(window(config).kernel)
 
 
-def formulas(config: PoolConfigBase, input_shape: Shape) -> list[str]:
-    return window(config).formulas(input_shape[-config.dims :])
-
-
-def window_triples(config: PoolConfigBase) -> list[tuple[int, int, int]]:
-    win = window(config)
-    return list(zip(win.kernel, win.stride, win.dilation))
-
-
 NOTEBOOK_BATCH = {"random": "uniform", "shape": [100, 3, 120, 160], "seed": 0}
 SIGNAL = [[[1.0, -3.0, 2.0, 5.0, -1.0, 4.0, 0.0]]]  # (1, 1, 7)
 IMAGE = [[[[1.0, -2.0, 3.0, 0.5], [-4.0, 5.0, -6.0, 2.0], [7.0, -8.0, 9.0, 1.0]]]]  # (1, 1, 3, 4)
@@ -295,8 +286,7 @@ def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
         output_shape=output_shape,
         parameter_shapes=lambda config: {},
         work=work,
-        formulas=formulas,
-        window=window_triples,
+        window=window,
         examples=EXAMPLES[kind],
     )
 

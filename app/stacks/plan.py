@@ -379,7 +379,7 @@ def plan_shapes(request: Any, settings: Settings) -> ShapesPlan:
 
 def with_receptive_fields(planned: list[PlannedLayer]) -> list[PlannedLayer]:
     """Fill receptive_field and jump by the recurrence in this module's docstring."""
-    windows = [p.entry.spec.window(p.entry.config) if p.entry.spec.window else None for p in planned]
+    windows = [p.entry.spec.window_triples(p.entry.config) for p in planned]
     first = next((w for w in windows if w is not None), None)
     if first is None:
         return planned

@@ -2,6 +2,7 @@
 class comes from a real response, retries happen only where they should."""
 
 import inspect
+import pydoc
 import socket
 
 import httpx
@@ -194,6 +195,24 @@ def test_bad_request_errors(sdk):
 def test_unknown_keyword_fails_before_sending(sdk):
     with pytest.raises(TypeError, match="in_feature"):
         sdk.linear(np.ones((2, 4)), in_features=4, out_features=1, in_feature=4)
+    # the pooling methods share one typed signature; each kind takes only its own constructor's keywords
+    with pytest.raises(TypeError, match="count_include_pad"):
+        sdk.maxpool2d(np.ones((1, 1, 4, 4)), kernel_size=2, count_include_pad=False)
+    with pytest.raises(TypeError, match="divisor_override"):
+        sdk.avgpool1d(np.ones((1, 1, 4)), kernel_size=2, divisor_override=2)
+    with pytest.raises(TypeError, match="kernel_size"):  # a required keyword left out, as Python says it
+        sdk.conv2d(np.ones((1, 1, 4, 4)), in_channels=1, out_channels=1)
+    with pytest.raises(TypeError, match="retrun_intermediates"):
+        sdk.sequential([layer("relu")], np.ones((2, 2)), retrun_intermediates=True)
+
+
+def test_help_shows_the_kinds_own_signature_and_docstring():
+    """What an IDE or help() shows: the torch.nn constructor's keywords, typed, sized for the kind."""
+    text = pydoc.render_doc(Client.conv2d, renderer=pydoc.plaintext)
+    assert "kernel_size: Union[int, tuple[int, int]]" in text and "padding_mode: Literal[" in text
+    assert "torch.nn.Conv2d:" in text and "L_out = floor(" in text
+    assert "torch.nn.AvgPool1d" in (Client.avgpool1d.__doc__ or "")
+    assert "divisor_override" not in inspect.signature(Client.avgpool1d).parameters
 
 
 def test_server_error_after_retries(in_process, app):

@@ -14,14 +14,15 @@ from starlette.types import ASGIApp
 from app import __version__, process_environment, tracing
 from app.api.body_limits import BodyLimitMiddleware
 from app.api.errors import install_error_handlers
+from app.api.raw_route import TensorDispatch
 from app.api.routes import layers, ops, sequential, shapes, v2
 from app.api.routes.docs import install_docs
 from app.api.routes.playground import install_playground
-from app.api.security import document_protections, install_security
+from app.api.security import document_protections, protect
 from app.compute_pool import ComputePool
 from app.config import Settings, get_settings
 from app.lifecycle import Drain
-from app.observability import ObservabilityMiddleware
+from app.observability import ObservabilityMiddleware, flat_routes
 
 DESCRIPTION = """
 Compute neural-network layers on demand: PyTorch (`torch.nn`) or a hand-written NumPy reference
@@ -75,12 +76,17 @@ def operation_id(route: APIRoute) -> str:
 
 class LayerlabAPI(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
-        # Outermost, around Starlette's error middleware: an unhandled error's 500 is counted,
-        # logged and carries its request id like every other response.
+        """Plain ASGI layers around one dispatch, outermost first: observability (around everything,
+        so even an unhandled error's 500 is counted, logged and carries its request id), CORS, API
+        keys, then the tensor routes straight to their endpoints (app.api.raw_route), and the rest
+        through the body cap and Starlette's own stack (error pages, exception handlers, routing)."""
+        settings = self.state.settings
+        starlette_stack = BodyLimitMiddleware(super().build_middleware_stack(), max_body_bytes=settings.max_body_bytes)
+        routes = flat_routes(self.router.routes)
         return ObservabilityMiddleware(
-            super().build_middleware_stack(),
-            access_log=self.state.settings.access_log,
-            routes=self.router.routes,
+            protect(TensorDispatch(self, routes, other=starlette_stack), settings),
+            access_log=settings.access_log,
+            routes=routes,
             draining=lambda: self.state.drain.draining,
         )
 
@@ -130,9 +136,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v2.router)
     install_docs(app)
     install_playground(app)
-    # Outermost last: CORS, then API keys, then the body cap (app.api.security, app.api.body_limits).
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    install_security(app, settings)
     _document_parsed_bodies(app)
     return app
 

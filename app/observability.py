@@ -225,7 +225,7 @@ def route_template(scope: Scope, routes: Iterable[BaseRoute]) -> str:
     against a copy of the request's scope as it arrived (routing rewrites root_path).
     """
     partial = None
-    for route in _flat(routes):
+    for route in routes:
         match, _ = route.matches(scope)
         if match is Match.FULL:
             return _template(route)
@@ -234,12 +234,12 @@ def route_template(scope: Scope, routes: Iterable[BaseRoute]) -> str:
     return _template(partial) if partial is not None else "unmatched"
 
 
-def _flat(routes: Iterable[BaseRoute]) -> Iterable[BaseRoute]:
+def flat_routes(routes: Iterable[BaseRoute]) -> list[BaseRoute]:
     """Every route with its full path: FastAPI >= 0.16x keeps included routers as one entry each."""
     try:
         from fastapi.routing import iter_route_contexts
     except ImportError:  # pragma: no cover - older FastAPI lists the routes themselves
-        return routes
+        return list(routes)
     return [context.route for context in iter_route_contexts(list(routes))]
 
 

@@ -15,7 +15,6 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -82,19 +81,20 @@ def _presented_key(scope: Scope) -> bytes | None:
     return api_key or None
 
 
-def install_security(app: FastAPI, settings: Settings) -> None:
-    """Key check inside, CORS outside it (Starlette runs the last middleware added first)."""
+def protect(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """`app` behind the key check, behind CORS (preflight requests carry no credentials)."""
     keys = [key.get_secret_value() for key in settings.api_key if key.get_secret_value()]
     if keys:
-        app.add_middleware(APIKeyMiddleware, keys=keys, exempt_paths=settings.auth_exempt_paths)
+        app = APIKeyMiddleware(app, keys=keys, exempt_paths=settings.auth_exempt_paths)
     if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
+        app = CORSMiddleware(
+            app,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "traceparent"],
             expose_headers=["Retry-After", "WWW-Authenticate", "X-Request-ID", "traceparent"],
         )
+    return app
 
 
 _ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}

@@ -191,8 +191,10 @@ class Server:
     """A server process on 127.0.0.1 (a free port); `pids` are the processes that serve (the
     workers, with several; the process itself with one)."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], cpu: int | None, workers: int = 1) -> None:
-        self.name, self.workers = name, workers
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], cpu: int | None, workers: int = 1, cwd: Path = ROOT
+    ) -> None:
+        self.name, self.workers, self.cwd = name, workers, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if cpu is not None:
@@ -213,7 +215,7 @@ class Server:
         # Access lines go to stdout: to /dev/null here (a container's log pipe costs about the same
         # write syscall per line); errors and startup lines to the log file.
         self.process = subprocess.Popen(
-            self.command, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
+            self.command, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
         )
         wait_healthy(self.url, 90, self.process, Path(self.log.name), path="/healthz" if self.name != "raw" else "/")
         deadline = time.monotonic() + 30
@@ -243,8 +245,9 @@ class Server:
         response.raise_for_status()
 
 
-def app_server(name: str, cpu: int | None, workers: int = 1) -> Server:
-    return Server(name, [sys.executable, "-m", "app.serve"], {}, cpu, workers)
+def app_server(name: str, cpu: int | None, workers: int = 1, tree: Path = ROOT) -> Server:
+    """`python -m app.serve` of the app in `tree` (this checkout, or another one to compare with)."""
+    return Server(name, [sys.executable, "-m", "app.serve"], {"PYTHONDONTWRITEBYTECODE": "1"}, cpu, workers, tree)
 
 
 def raw_server(cpu: int | None) -> Server:
@@ -283,10 +286,14 @@ def _spread(values: list[float]) -> str:
     return f"{min(values):.0f}-{max(values):.0f}"
 
 
-def goal_1(wrk: str, script: Path, quick: bool) -> dict[str, Any]:
+def goal_1(wrk: str, script: Path, quick: bool, baseline: Path | None = None) -> dict[str, Any]:
+    """`baseline`: another checkout's app, measured in the same alternating blocks (before and after)."""
     rounds, seconds = (3, 3.0) if quick else (7, 5.0)
-    with app_server("app", cpu=0) as app, raw_server(cpu=0) as raw:
-        m = alternate([app, raw], wrk, script, rounds, seconds, threads=1, cpu=1)
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(app_server("app", cpu=0)), stack.enter_context(raw_server(cpu=0))]
+        if baseline is not None:
+            servers.append(stack.enter_context(app_server("baseline", cpu=0, tree=baseline)))
+        m = alternate(servers, wrk, script, rounds, seconds, threads=1, cpu=1)
     app_us, raw_us = _median(m["app"]["cpu_us"]), _median(m["raw"]["cpu_us"])
     details = (
         f"server CPU per request: layerlab {app_us:.0f} us ({_spread(m['app']['cpu_us'])}), raw ASGI "
@@ -294,6 +301,12 @@ def goal_1(wrk: str, script: Path, quick: bool) -> dict[str, Any]:
         f"{_median(m['raw']['rate']):.0f}; {rounds} alternating blocks x {seconds:g} s, {CONNECTIONS} connections, "
         f"server on CPU 0, wrk on CPU 1"
     )
+    if baseline is not None:
+        base_us = _median(m["baseline"]["cpu_us"])
+        details += (
+            f"; baseline {baseline}: {base_us:.0f} us ({_spread(m['baseline']['cpu_us'])}), "
+            f"{_median(m['baseline']['rate']):.0f} req/s, ratio {base_us / raw_us:.2f}"
+        )
     return {"goal": 1, "ratio": "server CPU per Linear request / raw ASGI app's", "value": app_us / raw_us,
             "target": "<= 3", "details": details}
 
@@ -327,13 +340,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter and fewer blocks")
     parser.add_argument("--goal", type=int, choices=(1, 4), help="run one goal only")
+    parser.add_argument("--baseline", type=Path, help="goal 1: also measure the app of this checkout (before/after)")
     args = parser.parse_args()
     print(f"load average before: {load_average()}")
     if args.goal:
         wrk = ensure_wrk()
         with tempfile.TemporaryDirectory(prefix="small-requests-") as folder:
             script = lua_script(Path(folder))
-            results = [(goal_1 if args.goal == 1 else goal_4)(wrk, script, args.quick)]
+            results = [goal_1(wrk, script, args.quick, args.baseline) if args.goal == 1 else goal_4(wrk, script, args.quick)]
     else:
         results = run(args.quick)
     for result in results:

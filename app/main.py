@@ -9,7 +9,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from pydantic.json_schema import models_json_schema
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import __version__, process_environment, tracing
 from app.api.body_limits import BodyLimitMiddleware
@@ -74,7 +74,40 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+DOCUMENT: dict[str, Any] = {
+    "title": "layerlab",
+    "version": __version__,
+    "description": DESCRIPTION,
+    "generate_unique_id_function": operation_id,
+    "openapi_tags": TAGS,
+    "license_info": LICENSE,
+    "servers": SERVERS,
+    "docs_url": None,  # served from packaged assets by install_docs, not from a CDN
+    "redoc_url": None,
+}
+"""FastAPI's options for the OpenAPI document and the docs pages."""
+
+POOL_SETTINGS = {
+    "workers": "compute_workers",
+    "light_workers": "compute_light_workers",
+    "queue_timeout_s": "compute_queue_timeout_s",
+    "queue_size": "compute_queue_size",
+    "timeout_s": "compute_timeout_s",
+    "retry_after_s": "retry_after_s",
+}
+"""The compute pool's options (app.compute_pool) and the settings that give them."""
+
+
 class LayerlabAPI(FastAPI):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # HTTP straight to the middleware stack: FastAPI's own telemetry is off (app.tracing), and
+        # its lifespan and root_path handling take the usual way.
+        if scope["type"] == "http" and self.middleware_stack is not None and not self.root_path:
+            scope["app"] = self
+            await self.middleware_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
     def build_middleware_stack(self) -> ASGIApp:
         """Plain ASGI layers around one dispatch, outermost first: observability (around everything,
         so even an unhandled error's 500 is counted, logged and carries its request id), CORS, API
@@ -104,30 +137,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         torch.set_num_threads(settings.torch_threads)
     if settings.tune_allocator:
         process_environment.tune_allocator()
-    app = LayerlabAPI(
-        title="layerlab",
-        version=__version__,
-        description=DESCRIPTION,
-        generate_unique_id_function=operation_id,
-        openapi_tags=TAGS,
-        license_info=LICENSE,
-        servers=SERVERS,
-        docs_url=None,  # served from packaged assets by install_docs, not from a CDN
-        redoc_url=None,
-        lifespan=lifespan,
-        **tracing.fastapi_options(),
-    )
+    app = LayerlabAPI(**DOCUMENT, lifespan=lifespan, **tracing.fastapi_options())
     app.state.settings = settings
     app.state.drain = Drain(settings.drain_s)
     tracing.configure(settings.tracing)
-    app.state.compute = ComputePool(
-        settings.compute_workers,
-        light_workers=settings.compute_light_workers,
-        queue_timeout_s=settings.compute_queue_timeout_s,
-        queue_size=settings.compute_queue_size,
-        timeout_s=settings.compute_timeout_s,
-        retry_after_s=settings.retry_after_s,
-    )
+    app.state.compute = ComputePool(**{option: getattr(settings, name) for option, name in POOL_SETTINGS.items()})
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(layers.router)

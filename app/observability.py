@@ -249,6 +249,9 @@ def _template(route: BaseRoute) -> str:
     return getattr(route, "path", "unmatched")
 
 
+_LEVEL_NAMES = {level: logging.getLevelName(level).lower() for level in (logging.INFO, logging.WARNING, logging.ERROR)}
+
+
 def _level(status: int) -> int:
     return logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
 
@@ -281,7 +284,7 @@ class ObservabilityMiddleware:
         rid, traceparent = _scan_headers(scope["headers"])
         rid = rid or os.urandom(16).hex()
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
-        arrived = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""), "method": method}
+        path, root_path = scope["path"], scope.get("root_path", "")  # as it arrived: routing rewrites root_path
         trace = tracing.start_request(method, traceparent)
         fields: dict[str, Any] = {"request_id": rid, "trace_id": trace.trace_id, "span_id": trace.span_id}
         scope[ACCESS_FIELDS] = fields
@@ -314,7 +317,9 @@ class ObservabilityMiddleware:
             IN_FLIGHT.dec()
             duration = time.perf_counter() - started
             # Route templates, not paths, keep label sets bounded; so do known methods only.
-            route = getattr(scope.get("route"), "path", None) or route_template(arrived, self.routes)
+            route = getattr(scope.get("route"), "path", None) or route_template(
+                {"type": "http", "path": path, "root_path": root_path, "method": method}, self.routes
+            )
             _count_request(method, route, status, duration)
             trace.end(route, status)
             level = _level(status)
@@ -322,7 +327,7 @@ class ObservabilityMiddleware:
                 client = scope.get("client")
                 line = {
                     "ts": timestamp(time.time()),
-                    "level": logging.getLevelName(level).lower(),
+                    "level": _LEVEL_NAMES[level],
                     "method": method,
                     "route": route,
                     "path": scope["path"],

@@ -120,8 +120,9 @@ def start_request(method: str, traceparent: str | None) -> RequestTrace:
     """The request's trace ids; with tracing on, its server span, started and made current."""
     parent = parse_traceparent(traceparent)
     if _tracer is None:
-        trace_id, _, flags = parent or (os.urandom(16).hex(), "", 0)
-        return RequestTrace(trace_id, os.urandom(8).hex(), flags)
+        ids = os.urandom(24).hex()  # one call for both ids: new trace id, then span id
+        trace_id, _, flags = parent or (ids[:32], "", 0)
+        return RequestTrace(trace_id, ids[32:], flags)
     from opentelemetry import context, trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 

@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +119,9 @@ def ensure_wrk() -> str:
         found = shutil.which("wrk")
         if found:
             return found
-    raise SystemExit("wrk (a C HTTP load generator) is not installed and could not be installed: apt-get install -y wrk")
+    raise SystemExit(
+        "wrk (a C HTTP load generator) is not installed and could not be installed: apt-get install -y wrk"
+    )
 
 
 def lua_script(folder: Path) -> Path:
@@ -128,14 +129,14 @@ def lua_script(folder: Path) -> Path:
     body = LINEAR_BODY.decode()
     script = folder / "linear.lua"
     script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = [==[{body}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.method = "POST"\nwrk.body = [==[{body}]==]\nwrk.headers["Content-Type"] = "application/json"\n'
     )
     return script
 
 
-def run_wrk(wrk: str, url: str, script: Path, seconds: float, threads: int = 1, cpu: int | None = None) -> dict[str, float]:
+def run_wrk(
+    wrk: str, url: str, script: Path, seconds: float, threads: int = 1, cpu: int | None = None
+) -> dict[str, float]:
     """Requests completed, requests/s and wrk's own CPU seconds for one block."""
     command = [wrk, f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "-s", str(script), url]
     if cpu is not None:
@@ -207,17 +208,20 @@ class Server:
             "LAYERLAB_PORT": str(self.port),
             "LAYERLAB_WORKERS": str(workers),
         }
-        self.log = tempfile.NamedTemporaryFile(prefix=f"small-requests-{name}-", suffix=".log", delete=False)
+        handle, log = tempfile.mkstemp(prefix=f"small-requests-{name}-", suffix=".log")
+        os.close(handle)
+        self.log = Path(log)
         self.process: subprocess.Popen[bytes] | None = None
         self.pids: list[int] = []
 
     def __enter__(self) -> "Server":
         # Access lines go to stdout: to /dev/null here (a container's log pipe costs about the same
         # write syscall per line); errors and startup lines to the log file.
-        self.process = subprocess.Popen(
-            self.command, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log
-        )
-        wait_healthy(self.url, 90, self.process, Path(self.log.name), path="/healthz" if self.name != "raw" else "/")
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=log
+            )
+        wait_healthy(self.url, 90, self.process, self.log, path="/healthz" if self.name != "raw" else "/")
         deadline = time.monotonic() + 30
         while True:
             kids = children(self.process.pid)
@@ -235,9 +239,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
+        self.log.unlink(missing_ok=True)
 
     def check(self) -> None:
         """The server answers the Linear request (a raw app answers anything)."""
@@ -307,8 +309,13 @@ def goal_1(wrk: str, script: Path, quick: bool, baseline: Path | None = None) ->
             f"; baseline {baseline}: {base_us:.0f} us ({_spread(m['baseline']['cpu_us'])}), "
             f"{_median(m['baseline']['rate']):.0f} req/s, ratio {base_us / raw_us:.2f}"
         )
-    return {"goal": 1, "ratio": "server CPU per Linear request / raw ASGI app's", "value": app_us / raw_us,
-            "target": "<= 3", "details": details}
+    return {
+        "goal": 1,
+        "ratio": "server CPU per Linear request / raw ASGI app's",
+        "value": app_us / raw_us,
+        "target": "<= 3",
+        "details": details,
+    }
 
 
 def goal_4(wrk: str, script: Path, quick: bool) -> dict[str, Any]:
@@ -322,8 +329,13 @@ def goal_4(wrk: str, script: Path, quick: bool) -> dict[str, Any]:
         f"{_median(m['two']['cpu_us']):.0f} us; wrk CPU per request {_median(m['two']['wrk_us']):.0f} us; "
         f"{rounds} alternating blocks x {seconds:g} s, {CONNECTIONS} connections, nothing pinned"
     )
-    return {"goal": 4, "ratio": "req/s with 2 workers / with 1 worker", "value": r2 / r1, "target": ">= 1.8",
-            "details": details}
+    return {
+        "goal": 4,
+        "ratio": "req/s with 2 workers / with 1 worker",
+        "value": r2 / r1,
+        "target": ">= 1.8",
+        "details": details,
+    }
 
 
 def run(quick: bool) -> list[dict[str, Any]]:
@@ -347,14 +359,18 @@ def main() -> None:
         wrk = ensure_wrk()
         with tempfile.TemporaryDirectory(prefix="small-requests-") as folder:
             script = lua_script(Path(folder))
-            results = [goal_1(wrk, script, args.quick, args.baseline) if args.goal == 1 else goal_4(wrk, script, args.quick)]
+            results = [
+                goal_1(wrk, script, args.quick, args.baseline) if args.goal == 1 else goal_4(wrk, script, args.quick)
+            ]
     else:
         results = run(args.quick)
     for result in results:
         op, target = result["target"].split()
         ok = result["value"] <= float(target) if op == "<=" else result["value"] >= float(target)
-        print(f"goal {result['goal']}: {result['ratio']} = {result['value']:.2f} (target {result['target']}: "
-              f"{'met' if ok else 'NOT met'})\n  {result['details']}")
+        print(
+            f"goal {result['goal']}: {result['ratio']} = {result['value']:.2f} (target {result['target']}: "
+            f"{'met' if ok else 'NOT met'})\n  {result['details']}"
+        )
     print(f"load average after: {load_average()}")
 
 

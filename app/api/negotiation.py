@@ -7,6 +7,7 @@ Errors are always the JSON envelope (app.api.errors).
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from fastapi import Request
@@ -113,8 +114,14 @@ class Exchange:
 
     @classmethod
     def negotiate(cls, request: Request) -> "Exchange":
-        incoming = request_format(request.headers.get("content-type", ""))
-        return cls(incoming, response_format(request.headers.get("accept"), incoming))
+        content_type: bytes | None = None
+        accept: bytes | None = None
+        for name, value in request.scope["headers"]:  # one pass over the raw headers (names are lower case)
+            if name == b"content-type" and content_type is None:
+                content_type = value
+            elif name == b"accept" and accept is None:
+                accept = value
+        return _exchange(content_type or b"", accept)
 
     async def read(self, request: Request, settings: Settings) -> Incoming:
         if self.request == "msgpack":  # one buffer, whose tensors are then read in place
@@ -131,6 +138,14 @@ class Exchange:
         if self.response == "msgpack":
             return ChunkedResponse(msgpack.pack(content), msgpack.MEDIA_TYPE, status_code)
         return json_response(content, status_code)
+
+
+@lru_cache(maxsize=256)
+def _exchange(content_type: bytes, accept: bytes | None) -> Exchange:
+    """Clients send the same few header pairs again and again: each is parsed once (an unsupported
+    type raises, and is not kept)."""
+    incoming = request_format(content_type.decode("latin-1"))
+    return Exchange(incoming, response_format(None if accept is None else accept.decode("latin-1"), incoming))
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

@@ -282,7 +282,7 @@ class ObservabilityMiddleware:
             return
         started = time.perf_counter()
         rid, traceparent = _scan_headers(scope["headers"])
-        rid = rid or os.urandom(16).hex()
+        rid = rid or tracing.random_hex(16)
         method = scope["method"] if scope["method"] in _METHODS else "OTHER"
         path, root_path = scope["path"], scope.get("root_path", "")  # as it arrived: routing rewrites root_path
         trace = tracing.start_request(method, traceparent)

@@ -9,8 +9,8 @@ endpoint's signature and the route's arguments for the OpenAPI document.
 `TensorDispatch` goes one step further: a request for a tensor route goes from the plain-ASGI
 middleware (app.main) straight to its endpoint, one dict lookup, instead of through Starlette's
 error and exception middleware, FastAPI's exit stacks and the router's walk over every route
-(~120 us of server CPU per request, a quarter of the notebook's Linear request, measured with
-tests/benchmarks/small_requests.py). Errors get the app's own exception handlers, as they would
+(measured in-process on a loaded 2-core machine: ~70 us of server CPU per notebook Linear
+request, about a fifth of it). Errors get the app's own exception handlers, as they would
 from Starlette; every other request, and a tensor path with another method (a 405), goes the
 usual way.
 """

@@ -1,10 +1,15 @@
 """Settings, read from `LAYERLAB_*` environment variables (see the README's table)."""
 
+import difflib
 import json
+import os
+import sys
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+import annotated_types
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -13,7 +18,8 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 class Settings(BaseSettings):
     """Everything an operator can tune. Limits are checked before anything large is allocated."""
 
-    model_config = SettingsConfigDict(env_prefix="LAYERLAB_", extra="ignore")
+    # allow_inf_nan: a time limit of 1e999 (inf) or nan is no limit at all; every float setting is finite.
+    model_config = SettingsConfigDict(env_prefix="LAYERLAB_", extra="ignore", allow_inf_nan=False)
 
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
@@ -140,6 +146,102 @@ class Settings(BaseSettings):
         return {name: getattr(self, name) for name in type(self).model_fields if name.startswith("max_")}
 
 
+ENV_PREFIX = "LAYERLAB_"
+OTHER_VARIABLES = {
+    "LAYERLAB_URL": "the SDK's base URL (app.client)",
+    "LAYERLAB_PUBLIC_PORT": "docker-compose.yml's published port",
+    "LAYERLAB_PROMETHEUS_PORT": "docker-compose.yml's Prometheus port",
+    "LAYERLAB_LOAD_API_KEY": "the load generator's key (tests/benchmarks/load.py)",
+}
+"""LAYERLAB_* variables that are not server settings, read by other parts of the project."""
+
+
+class SettingsError(Exception):
+    """A LAYERLAB_* variable the server cannot use; its message is one line naming the variable, the
+    value it holds and what it needs."""
+
+
+def variable_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def expected_form(field: str) -> str:
+    """What a setting accepts, in words: 'an integer > 0', 'a finite number > 0', 'one of ...'."""
+    info = Settings.model_fields[field]
+    annotation = info.annotation
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(choice) for choice in get_args(annotation))
+    if annotation is bool:
+        return "true or false (or 1/0, yes/no, on/off)"
+    if get_origin(annotation) is list:
+        return "a comma-separated list or a JSON list of strings"
+    bounds = [
+        f"{sign} {getattr(item, attribute)}"
+        for item in info.metadata
+        for kind, attribute, sign in _BOUNDS
+        if isinstance(item, kind)
+    ]
+    noun = "an integer" if annotation is int else "a finite number" if annotation is float else "a string"
+    return " ".join([noun, " and ".join(bounds)]).strip()
+
+
+_BOUNDS = (
+    (annotated_types.Gt, "gt", ">"),
+    (annotated_types.Ge, "ge", ">="),
+    (annotated_types.Lt, "lt", "<"),
+    (annotated_types.Le, "le", "<="),
+)
+
+
+def describe(exc: ValidationError, environ: Mapping[str, str]) -> str:
+    """One line for every bad variable: `LAYERLAB_MAX_BODY_BYTES='abc': expected an integer > 0`."""
+    values = {name.upper(): value for name, value in environ.items()}
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        if field not in Settings.model_fields:
+            problems.append(error["msg"])
+            continue
+        name = variable_name(field)
+        value = values.get(name, error.get("input"))
+        shown = "(hidden)" if "SecretStr" in str(Settings.model_fields[field].annotation) else repr(str(value)[:100])
+        problems.append(f"{name}={shown}: expected {expected_form(field)}")
+    return "invalid setting: " + "; ".join(problems)
+
+
+def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the environment; a bad value raises SettingsError with a one-line message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc, environ)) from None
+
+
+def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """A warning line for each LAYERLAB_* variable that is neither a setting nor one of
+    OTHER_VARIABLES (a misspelling is otherwise silently ignored), naming the closest setting."""
+    known = [variable_name(field) for field in Settings.model_fields]
+    lines = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in OTHER_VARIABLES:
+            continue
+        # Compared without the prefix, which every name shares and would make any two look alike.
+        close = difflib.get_close_matches(
+            upper.removeprefix(ENV_PREFIX), [k.removeprefix(ENV_PREFIX) for k in known], n=1, cutoff=0.6
+        )
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else "no setting has a similar name"
+        lines.append(f"{name} is not a layerlab setting and is ignored; {hint}")
+    return lines
+
+
+def exit_for(exc: SettingsError) -> NoReturn:
+    """End the process over a bad setting: its one line on stderr, status 2 (a usage error), no traceback."""
+    print(f"layerlab: {exc}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The process's settings, read once."""
+    return load_settings()

@@ -20,7 +20,7 @@ from app.api.routes.docs import install_docs
 from app.api.routes.playground import install_playground
 from app.api.security import document_protections, protect
 from app.compute_pool import ComputePool
-from app.config import Settings, get_settings
+from app.config import Settings, SettingsError, exit_for, get_settings
 from app.lifecycle import Drain
 from app.observability import ObservabilityMiddleware, flat_routes
 
@@ -184,4 +184,14 @@ def _document_parsed_bodies(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
 
 
-app = create_app()
+def app_from_environment() -> FastAPI:
+    """The app from the LAYERLAB_* settings. uvicorn imports it (`uvicorn app.main:app`, and each
+    worker of `python -m app.serve`): a bad variable ends the process with its one line and status 2,
+    not an import traceback."""
+    try:
+        return create_app()
+    except SettingsError as exc:
+        exit_for(exc)
+
+
+app = app_from_environment()

@@ -10,6 +10,8 @@ the standard asyncio loop each keep-alive response then waits ~40 ms for the cli
 (Nagle's algorithm; uvicorn issue #3149). uvloop happens to set it; we set it whatever the loop.
 """
 
+import logging
+import logging.config
 import os
 import shutil
 import socket
@@ -23,11 +25,13 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from app import process_environment
-from app.config import Settings
+from app.config import Settings, SettingsError, exit_for, load_settings, unknown_variables
 from app.logs import logging_config
 
 APP = "app.main:app"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+log = logging.getLogger("layerlab.serve")
 
 try:  # what uvicorn's "auto" picks: httptools when installed, else h11
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornHttp
@@ -113,7 +117,15 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def main() -> None:
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        exit_for(exc)
+    # The JSON logs from here on (uvicorn installs the same configuration again), so that a
+    # misspelled variable is warned about once, here, before any worker starts.
+    logging.config.dictConfig(logging_config(settings.log_level))
+    for line in unknown_variables():
+        log.warning(line)
     made = prepare_environment(settings)
     try:
         # The app (and its metrics) is imported by uvicorn: in each worker, or here with one

@@ -1,6 +1,8 @@
 """app.serve: the environment it prepares for the workers, and TCP_NODELAY on every connection."""
 
 import http.client
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -100,3 +102,56 @@ def test_the_run_command_creates_no_metric_before_the_workers_exist():
     create any before it has set PROMETHEUS_MULTIPROC_DIR."""
     code = "import sys, app.serve; sys.exit('prometheus_client' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+# -- settings errors a person can act on -------------------------------------------------------------
+
+def clean_environ(**variables: str) -> dict[str, str]:
+    """This process's environment without any LAYERLAB_* variable, plus `variables`."""
+    environ = {k: v for k, v in os.environ.items() if not k.upper().startswith("LAYERLAB_")}
+    return {**environ, "LAYERLAB_PORT": "0", **variables}
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "app.serve"],
+    [sys.executable, "-m", "uvicorn", "app.main:app", "--port", "0"],  # the app made at import, as uvicorn does
+], ids=["app.serve", "uvicorn"])
+@pytest.mark.parametrize("variable, value, expected", [
+    ("LAYERLAB_MAX_BODY_BYTES", "abc", "an integer > 0"),
+    ("LAYERLAB_COMPUTE_TIMEOUT_S", "1e999", "a finite number > 0"),
+    ("LAYERLAB_COMPUTE_QUEUE_TIMEOUT_S", "nan", "a finite number > 0"),
+])
+def test_a_bad_setting_is_one_line_and_status_2(command, variable, value, expected):
+    done = subprocess.run(command, env=clean_environ(**{variable: value}), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.splitlines() == [f"layerlab: invalid setting: {variable}={value!r}: expected {expected}"]
+
+
+def test_a_misspelled_variable_is_warned_about_at_start():
+    """The warning is the server's first log line (JSON, as every other): read it, then stop the server."""
+    server = subprocess.Popen([sys.executable, "-m", "app.serve"], env=clean_environ(LAYERLAB_MAX_BODYBYTES="5"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stderr.readline()
+    finally:
+        server.terminate()
+        server.wait(60)
+        server.stderr.close()
+    entry = json.loads(first)
+    assert entry["level"] == "warning" and entry["message"] == (
+        "LAYERLAB_MAX_BODYBYTES is not a layerlab setting and is ignored; did you mean LAYERLAB_MAX_BODY_BYTES?")
+
+
+def test_a_known_variable_and_the_sdk_url_are_not_warned_about():
+    server = subprocess.Popen([sys.executable, "-m", "app.serve"],
+                              env=clean_environ(LAYERLAB_MAX_BODY_BYTES="5000", LAYERLAB_URL="http://127.0.0.1:1"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stderr.readline()  # uvicorn's first line: the server started without a warning
+    finally:
+        server.terminate()
+        server.wait(60)
+        server.stderr.close()
+    assert json.loads(first)["level"] == "info", first

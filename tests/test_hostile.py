@@ -87,12 +87,13 @@ CORPUS = [
     Case("a ragged tensor", layer(b"[[0.1, 0.2, 0.3, 0.4], [1]]"), 422, "ShapeMismatch", "ragged"),
     Case("input is a bare number (a 0-d tensor)", layer(b"4"), 422, "ShapeMismatch"),
     Case("input is a string", layer(b'"[[1,2,3,4]]"'), 422, "InvalidInput"),
-    # Empty tensors.
-    Case("empty array", layer(b"[]"), 422, "InvalidInput", "empty"),
-    Case("array of an empty array", layer(b"[[]]"), 422, "InvalidInput", "empty"),
-    Case("empty data with shape [0]", tensor({"data": [], "shape": [0]}), 422, "InvalidInput", "empty"),
+    # Empty tensors: torch computes on a zero batch, but Linear(4, 1) needs 4 features in the last dimension.
+    Case("empty array", layer(b"[]"), 422, "ShapeMismatch", "0 features"),
+    Case("array of an empty array", layer(b"[[]]"), 422, "ShapeMismatch", "0 features"),
+    Case("empty data with shape [0]", tensor({"data": [], "shape": [0]}), 422, "ShapeMismatch", "0 features"),
     # Shapes.
-    Case("shape with a zero", tensor({"random": "normal", "shape": [0, 4]}), 422, "InvalidInput", "empty"),
+    Case("shape with a zero feature dimension", tensor({"random": "normal", "shape": [4, 0]}), 422, "ShapeMismatch",
+         "0 features"),
     Case("shape with a negative", tensor({"random": "normal", "shape": [-3, 4]}), 422, "InvalidInput", "negative"),
     Case("shape with 2^63", tensor({"random": "normal", "shape": [2**63, 4]}), 413, "PayloadTooLarge",
          "LAYERLAB_MAX_TENSOR_ELEMENTS"),

@@ -71,6 +71,10 @@ CONSTRUCTOR_KWARGS: dict[str, Callable[[BaseModel], dict[str, Any]]] = {
 def _batch_norm_statistics(module: Any, x: torch.Tensor, training: bool) -> dict[str, torch.Tensor]:
     """The per-channel mean and biased variance the module normalized with (after its forward),
     as tensors on the module's device."""
+    if (training or module.running_mean is None) and x.numel() == 0:
+        # batch_norm_update_stats refuses an empty input; the mean of no values is NaN.
+        nan = torch.full((x.shape[1],), float("nan"), dtype=x.dtype, device=x.device)
+        return {"mean": nan, "var": nan.clone()}
     if training or module.running_mean is None:
         # The batch statistics of BatchNorm's own CPU kernel (the same template its forward runs),
         # without updating anything; 2-3x faster here than torch.var_mean's Welford reduction.

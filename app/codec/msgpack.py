@@ -39,6 +39,8 @@ def _default(value: Any) -> Any:
 def _array_bytes(array: np.ndarray) -> memoryview:
     """The array's little-endian C-order bytes, without a copy when it already is (the usual case)."""
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    if array.size == 0:  # memoryview refuses to cast a view with a zero in its shape
+        return memoryview(b"")
     return array.data.cast("B")
 
 

@@ -41,7 +41,8 @@ def check_shape(shape: Any, field: str) -> tuple[int, ...]:
 
 
 def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int:
-    """The element count of `shape`, refused (413) above the limit and (422) when zero."""
+    """The element count of `shape`, refused (413) above the limit. Zero is allowed: torch computes
+    on empty tensors (a batch of 0), and each layer's shape check refuses what torch refuses."""
     count = math.prod(shape)
     if count > max_elements:
         raise PayloadTooLarge(
@@ -51,12 +52,6 @@ def check_elements(shape: tuple[int, ...], field: str, max_elements: int) -> int
             limit="max_tensor_elements",
             value=count,
             expected=f"<= {max_elements}",
-        )
-    if count == 0:
-        raise InvalidInput(
-            f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
-            field=field,
-            actual=list(shape),
         )
     return count
 
@@ -156,13 +151,7 @@ def _check_dtype_and_shape(value: dict, field: str, dtypes: tuple[str, ...]) -> 
             actual=_brief(dtype),
         )
     if "shape" in value and value["shape"] is not None:
-        shape = check_shape(value["shape"], f"{field}.shape")
-        if 0 in shape:
-            raise InvalidInput(
-                f"{field} is empty (shape {list(shape)}); a tensor needs at least one element",
-                field=field,
-                actual=list(shape),
-            )
+        check_shape(value["shape"], f"{field}.shape")  # a zero size is a shape: each layer refuses what torch refuses
 
 
 def _check_payload(value: dict, form: str, field: str) -> None:
@@ -272,10 +261,6 @@ def checked_tensor(value: Any, *, field: str, dtypes: tuple[str, ...] = FLOAT_DT
     return value
 
 
-MIN_BASE64_CHARS = 8
-"""base64 of one element of the smallest dtype (4 bytes)."""
-
-
 class DecodedBase64(bytes):
     """The bytes of a base64 text `checked_tensor` has read (once: `decode_tensor` takes them as
     they are), with the text's length for messages."""
@@ -286,12 +271,11 @@ class DecodedBase64(bytes):
 def _checked_base64(text: str | DecodedBase64, field: str) -> DecodedBase64:
     if isinstance(text, DecodedBase64):
         return text
-    if len(text) % 4 or len(text) < MIN_BASE64_CHARS:  # a wrong length whatever the shape
+    if len(text) % 4:  # a wrong length whatever the shape ("" is an empty tensor's)
         raise ShapeMismatch(
-            f"{field}.base64 has {len(text)} characters: padded base64 comes in groups of 4, and "
-            f"one element (4 bytes at least) takes {MIN_BASE64_CHARS}",
+            f"{field}.base64 has {len(text)} characters: padded base64 comes in groups of 4",
             field=f"{field}.base64",
-            expected=f">= {MIN_BASE64_CHARS}, a multiple of 4",
+            expected="a multiple of 4",
             actual=len(text),
         )
     try:
@@ -362,6 +346,10 @@ def _from_nested(
                     actual=raw.size,
                 )
             raw = raw.reshape(shape)
+        elif raw.size == 0 and raw.ndim and raw.shape[-1] == 0 and raw.shape == shape[: raw.ndim]:
+            # An empty tensor nests only down to its first zero dimension: torch.empty(2, 0, 4).tolist()
+            # is [[], []], which is how the list encoding writes it back.
+            raw = raw.reshape(shape)
         elif raw.shape != shape:
             raise ShapeMismatch(
                 f"{field}.data is nested as {list(raw.shape)} but shape says {list(shape)}",
@@ -369,8 +357,6 @@ def _from_nested(
                 expected=list(raw.shape),
                 actual=list(shape),
             )
-    if raw.size == 0:
-        check_elements(raw.shape, field, max_elements)
     target = DTYPES[dtype].newbyteorder("=")
     # asarray(order="C"), not ascontiguousarray: that one turns a 0-d array into shape (1,).
     if raw.dtype == target:
@@ -486,7 +472,10 @@ def to_json_values(array: np.ndarray) -> Any:
 
 
 def summarize(array: np.ndarray) -> dict[str, Any]:
-    """min, max, mean and std (unbiased, like torch.std) of the whole tensor."""
+    """min, max, mean and std (unbiased, like torch.std) of the whole tensor; all NaN for an empty
+    one (torch.mean of an empty tensor is NaN, and it has no min or max)."""
+    if array.size == 0:
+        return dict.fromkeys(("min", "max", "mean", "std"), "NaN")
     values = array.astype(np.float64, copy=False)
     with np.errstate(all="ignore"):
         stats = {

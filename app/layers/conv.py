@@ -132,11 +132,30 @@ def output_shape(config: ConvConfigBase, input_shape: Shape) -> Shape:
             expected=config.in_channels,
             actual=channels,
         )
+    _check_zero_sizes(config, input_shape, batched, spatial)
     win = window(config)
     if config.padding_mode in ("reflect", "circular"):
         _check_padding_fits(config.padding_mode, win, spatial)
     out = win.check(spatial)
     return ((input_shape[0],) if batched else ()) + (config.out_channels, *out)
+
+
+def _check_zero_sizes(config: ConvConfigBase, input_shape: Shape, batched: bool, spatial: Shape) -> None:
+    """torch convolves an empty batch (N = 0) whatever its spatial sizes (padding may make room for
+    the kernel), but refuses a zero spatial size in a non-empty batch or an unbatched input."""
+    if batched and input_shape[0] == 0:
+        return
+    for index, (name, size) in enumerate(zip(DIM_NAMES[config.dims], spatial)):
+        if size == 0:
+            dim = len(input_shape) - config.dims + index
+            raise ShapeMismatch(
+                f"input has a zero {DIM_WORDS[name]} (dimension {dim} of shape {list(input_shape)}); "
+                f"Conv{config.dims}d takes a zero spatial size only in an empty batch (N = 0) (PyTorch: "
+                '"Only zero batch or zero channel inputs are supported")',
+                field="input",
+                expected=f"input {DIM_WORDS[name]} >= 1, or N = 0",
+                actual=list(input_shape),
+            )
 
 
 def _check_padding_fits(mode: str, win: Window, spatial: Shape) -> None:

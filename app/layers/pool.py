@@ -134,7 +134,8 @@ def _torch_name(config: PoolConfigBase) -> str:
 
 def output_shape(config: PoolConfigBase, input_shape: Shape) -> Shape:
     """(N, C, *spatial) or (C, *spatial) -> the same leading dimensions, (*out) spatial."""
-    _, _, spatial = split_input_shape(input_shape, config.dims, _torch_name(config))
+    batched, _, spatial = split_input_shape(input_shape, config.dims, _torch_name(config))
+    _check_no_zero_sizes(config, input_shape, batched)
     win = window(config)
     if isinstance(config, AvgPool3dConfig):
         # avg_pool3d alone checks the unpadded input against the kernel.
@@ -180,6 +181,22 @@ def _refuse_padding_only_windows(torch_name: str, win: Window, spatial: Shape) -
         expected=f"every window reads at least one input element along the {word}",
         actual=f"window {index} reads positions {positions} of 0..{spatial[dim] - 1}",
     )
+
+
+def _check_no_zero_sizes(config: PoolConfigBase, input_shape: Shape, batched: bool) -> None:
+    """torch pools an empty batch (N = 0) but refuses a zero channel or spatial size."""
+    names = ("C", *DIM_NAMES[config.dims])
+    for dim, size in enumerate(input_shape[int(batched) :], start=int(batched)):
+        if size == 0:
+            word = "channels" if names[dim - int(batched)] == "C" else DIM_WORDS[names[dim - int(batched)]]
+            raise ShapeMismatch(
+                f"input has a zero {word} (dimension {dim} of shape {list(input_shape)}); {_torch_name(config)} "
+                'needs every dimension but the batch size N to be at least 1 (PyTorch: "Expected ... tensor '
+                'with optional 0 dim batch size for input")',
+                field="input",
+                expected=f"input {word} >= 1",
+                actual=list(input_shape),
+            )
 
 
 def work(config: PoolConfigBase, input_shape: Shape, out_shape: Shape) -> int:

@@ -61,9 +61,10 @@ class ShapesOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input_shape: list[Annotated[StrictInt, Field(ge=1)]] = Field(
+    input_shape: list[Annotated[StrictInt, Field(ge=0)]] = Field(
         max_length=MAX_RANK,
-        description="Shape of the stack's input, batch first: `(N, C, H, W)` for 2-D layers.",
+        description="Shape of the stack's input, batch first: `(N, C, H, W)` for 2-D layers. "
+        "N may be 0 (an empty batch, as torch allows); each layer refuses the other zero sizes torch refuses.",
         examples=[[100, 3, 120, 160]],
     )
     layers: list[StackLayerOptions] = Field(

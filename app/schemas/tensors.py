@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictInt, WithJsonSchema
 from typing_extensions import TypeAliasType
 
-from app.codec.tensors import MIN_BASE64_CHARS
 from app.config import Settings
 
 MAX_JSON_DEPTH = Settings.model_fields["max_json_depth"].default
@@ -64,10 +63,11 @@ else:
 TensorShape = TypeAliasType(
     "TensorShape",
     Annotated[
-        list[Annotated[StrictInt, Field(ge=1)]],
+        list[Annotated[StrictInt, Field(ge=0)]],
         Field(
             max_length=MAX_JSON_DEPTH,
-            description="Tensor shape, outermost dimension first: positive sizes (`[]` for a 0-d tensor), at most "
+            description="Tensor shape, outermost dimension first: sizes >= 0 (`[]` for a 0-d tensor; a 0 batch size "
+            "N is an empty batch, as torch allows, and each layer refuses the other zero sizes torch refuses), at most "
             f"LAYERLAB_MAX_JSON_DEPTH ({MAX_JSON_DEPTH}) of them. Their product, the element count, is at most "
             f"LAYERLAB_MAX_TENSOR_ELEMENTS ({MAX_TENSOR_ELEMENTS} by default; 413 above).",
             examples=[[10, 4]],
@@ -80,9 +80,8 @@ Base64Text = Annotated[
     str,
     Field(
         pattern=BASE64_PATTERN,
-        min_length=MIN_BASE64_CHARS,
         description="base64 (standard alphabet, padded, no line breaks) of the raw little-endian, C-order bytes: "
-        "4 * ceil(bytes / 3) characters for shape and dtype's bytes.",
+        '4 * ceil(bytes / 3) characters for shape and dtype\'s bytes (`""` for an empty tensor).',
     ),
 ]
 

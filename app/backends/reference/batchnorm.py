@@ -34,9 +34,13 @@ def batch_norm(
     running_mean, running_var: (C,) or None (not tracked); num_batches_tracked: () int64 or None
     returns (y like x, mean (C,), var (C,) the biased statistics that normalized, buffers): buffers are
     running_mean, running_var, num_batches_tracked after the pass ({} when not tracked).
+
+    An empty batch (count = 0) gives an empty y and NaN statistics (the mean of no values); in
+    training the running statistics stay as they were and num_batches_tracked still counts it, as
+    torch does.
     """
     N, C = x.shape[:2]
-    xr = x.reshape(N, C, -1)  # (N, C, L), L = prod(spatial), 1 for (N, C)
+    xr = x.reshape(N, C, math.prod(x.shape[2:]))  # (N, C, L), L = prod(spatial), 1 for (N, C); not -1: N may be 0
     tracked = running_mean is not None
     buffers: dict[str, np.ndarray] = {}
     if tracked:  # unchanged unless training updates them below
@@ -44,6 +48,8 @@ def batch_norm(
         buffers = {"running_mean": running_mean, "running_var": running_var, "num_batches_tracked": num_batches_tracked}
     if training or not tracked:
         count = N * xr.shape[2]
+        if count == 0:
+            return _empty_batch(x, running_mean, running_var, num_batches_tracked, training=training)
         if count < 2:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {list(x.shape)}")
         # Float64 sums over N of pairwise (accurate) sums along the contiguous L. The variance is
@@ -132,3 +138,29 @@ def batch_norm_backward(
     centered -= (sum_dy / count).astype(x.dtype)[:, None]
     centered *= scale.astype(x.dtype)[:, None]
     return centered.reshape(x.shape), grad_weight, grad_bias
+
+
+def _empty_batch(
+    x: np.ndarray,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    num_batches_tracked: np.ndarray | None,
+    *,
+    training: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """x with no values per channel: y = x (empty), mean = var = NaN (C,); running statistics unchanged,
+    num_batches_tracked += 1 in training (torch's batch_norm returns before the update)."""
+    nan = np.full(x.shape[1], np.nan, dtype=x.dtype)
+    if running_mean is None or running_var is None or num_batches_tracked is None:
+        return x.copy(), nan, nan.copy(), {}
+    batches = num_batches_tracked + 1 if training else num_batches_tracked
+    return (
+        x.copy(),
+        nan,
+        nan.copy(),
+        {
+            "running_mean": running_mean,
+            "running_var": running_var,
+            "num_batches_tracked": np.asarray(batches, dtype=np.int64),
+        },
+    )

@@ -34,7 +34,7 @@ def error(client, body, status, path="/v1/layers/linear", **kwargs):
     ({"config": LINEAR, "input": "abc"}, "input", ["JSON array"]),
     ({"config": LINEAR, "input": [["a", 1.0, 2.0, 3.0]]}, "input", ["'a'"]),
     ({"config": LINEAR, "input": [[None, 1.0, 2.0, 3.0]]}, "input", ["null"]),
-    ({"config": LINEAR, "input": []}, "input", ["empty"]),
+    ({"config": LINEAR, "input": []}, "input", ["0 features", "in_features is 4"]),  # an empty (0,): no features
     ({"config": LINEAR, "input": {"random": "normal", "shape": [1, -4]}}, "input.shape", ["negative"]),
     ({"config": {"in_features": 0, "out_features": 1}, "input": ROW}, "config.in_features", ["greater than 0"]),
     ({"config": {"in_features": -3, "out_features": 1}, "input": ROW}, "config.in_features", ["greater than 0"]),

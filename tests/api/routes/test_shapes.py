@@ -93,7 +93,8 @@ LINEAR = {"kind": "linear", "config": {"in_features": 4, "out_features": 8}}
     ([{"kind": "relu", "parameters": {}}], [10, 4], "layers[0].parameters", ["not permitted"]),
     ([{"kind": "relu", "config": [1]}], [10, 4], "layers[0].config", ["dictionary"]),
     ([], [10, 4], "layers", ["at least 1"]),
-    ([LINEAR], [10, 0], "input_shape[1]", ["greater than or equal to 1"]),
+    ([LINEAR], [10, 0], "layers[0]", ["0 features", "in_features is 4"]),  # zero sizes reach the layer, as in torch
+    ([LINEAR], [10, -1], "input_shape[1]", ["greater than or equal to 0"]),
     ([LINEAR], [10, 4.5], "input_shape[1]", ["integer"]),
 ])
 def test_broken_stacks_are_422_naming_the_layer(client, layers, input_shape, field, words):

@@ -1,6 +1,7 @@
 """The tensor codec on its own: every form in, every encoding out, errors before allocation."""
 
 import base64
+import re
 
 import numpy as np
 import pytest
@@ -101,3 +102,45 @@ def test_zero_dimensional_refusals():
             decode(bad)
     with pytest.raises(ShapeMismatch):
         decode({"data": 3, "shape": [1]})
+
+
+# -- empty tensors (a batch of 0): every form in, every encoding out ---------------------------------
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("value", [
+    {"data": [], "shape": [0, 3]},
+    {"data": [[], []], "shape": [2, 0, 3]},  # torch.empty(2, 0, 3).tolist(): nested down to the first zero
+    {"data": [], "shape": [2, 0, 3]},
+    {"base64": "", "shape": [0, 3]},
+    {"bytes": b"", "shape": [0, 3]},
+    {"random": "normal", "shape": [0, 3], "seed": 1},
+], ids=["data", "nested-data", "flat-data", "base64", "bytes", "random"])
+def test_empty_tensors_decode_in_every_form(value, dtype):
+    out = decode({**value, "dtype": dtype})
+    assert out.shape == tuple(value["shape"]) and out.size == 0 and out.dtype == dtype
+
+
+def test_empty_nested_lists_have_the_shape_numpy_reads():
+    assert decode([]).shape == (0,)
+    assert decode([[], []]).shape == (2, 0)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ({"data": [[], []], "shape": [3, 0]}, "nested as [2, 0]"),  # the leading size is there to read
+    ({"data": [[]], "shape": [0, 1]}, "nested as [1, 0]"),
+    ({"data": [1.0], "shape": [0, 3]}, "has 1 values"),
+    ({"base64": "AAAA", "shape": [0, 3]}, "0 bytes"),
+])
+def test_empty_shapes_still_check_the_values(value, fragment):
+    with pytest.raises(ShapeMismatch, match=re.escape(fragment)):
+        decode(value)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (2, 0, 3), (0,)])
+def test_empty_tensors_encode_with_their_shape(shape):
+    x = np.empty(shape, np.float32)
+    assert encode_tensor(x, "base64") == {"shape": list(shape), "dtype": "float32", "base64": ""}
+    listed = encode_tensor(x, "list")
+    assert listed["shape"] == list(shape) and np.asarray(listed["data"]).size == 0
+    assert encode_tensor(x, "none")["summary"] == {"min": "NaN", "max": "NaN", "mean": "NaN", "std": "NaN"}
+    assert summarize(x) == encode_tensor(x, "none")["summary"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app import wire
+from app.codec import msgpack as wire
 from app.layers.registry import LAYERS
 from tests.stacking import TORCH_MODULES
 from tests.wire import as_base64, assert_names, decode, post_layer

@@ -115,8 +115,14 @@ def batch_norm_backward(
     """
     N, C = x.shape[:2]
     L = math.prod(x.shape[2:])
-    xr, dyr = x.reshape(N, C, L), grad_output.reshape(N, C, L)
     count = N * L
+    if count == 0:
+        # No values: every sum is 0, as torch's (its batch_norm of an empty input is x·γ + β), and the
+        # statistics of no values (NaN) must not reach them.
+        grad_weight = None if weight is None else np.zeros_like(weight)
+        grad_bias = np.zeros(C, dtype=x.dtype) if bias and weight is not None else None
+        return np.zeros_like(x), grad_weight, grad_bias
+    xr, dyr = x.reshape(N, C, L), grad_output.reshape(N, C, L)
     inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)  # (C,), 1/σ
     # Per-channel sums in float64 over N of sums along the contiguous L (pairwise for Σ dY; a dot
     # product per (n, c) row for Σ dY · (x - E[x]), which needs no scratch array), as the forward.
@@ -129,8 +135,6 @@ def batch_norm_backward(
     grad_bias = sum_dy.astype(x.dtype) if bias and weight is not None else None
     if not batch_statistics:
         return np.multiply(dyr, scale.astype(x.dtype)[:, None]).reshape(x.shape), grad_weight, grad_bias
-    if count == 0:
-        return np.zeros_like(x), grad_weight, grad_bias
     # dX = (γ/σ) · (dY - mean(dY) - x̂ · mean(dY · x̂)) with x̂ · mean(dY · x̂) = (x - E[x]) · mean(dY · x̂) / σ,
     # four passes in place on x - E[x]
     centered *= (sum_dy_xhat / count * inv_std).astype(x.dtype)[:, None]

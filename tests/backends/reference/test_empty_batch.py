@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from app.backends.reference.activation import flatten, relu
-from app.backends.reference.batchnorm import batch_norm
+from app.backends.reference.batchnorm import batch_norm, batch_norm_backward
 from app.backends.reference.conv import conv
 from app.backends.reference.linear import linear
 from app.backends.reference.pool import avg_pool, max_pool
@@ -111,3 +111,31 @@ def test_batch_norm_untracked_and_not_affine(training):
     y, mean, var, buffers = batch_norm(x.numpy(), None, None, None, None, None, training=training)
     assert_same_empty(y, module(x))
     assert buffers == {} and np.isnan(mean).all() and np.isnan(var).all()
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training, tracked", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batch_norm_backward(shape, training, tracked, affine):
+    """Autograd through torch's BatchNorm of an empty input (x·γ + β there): an empty dX, zero dγ and dβ,
+    whether the statistics are the NaN ones of no values or the running ones."""
+    module = BN_MODULES[len(shape)](3, affine=affine, track_running_stats=tracked, dtype=torch.float64).train(training)
+    x = torch.empty(shape, dtype=torch.float64, requires_grad=True)
+    out = module(x)
+    out.backward(torch.ones_like(out))
+    weight = module.weight.detach().numpy() if affine else None
+    state = {k: v.numpy() for k, v in module.named_buffers()}
+    _, mean, var, _ = batch_norm(x.detach().numpy(), weight, None, state.get("running_mean"), state.get("running_var"),
+                                 state.get("num_batches_tracked"), training=training)
+    batch_statistics = training or not tracked
+    if not batch_statistics:
+        mean, var = state["running_mean"], state["running_var"]
+    grad_x, grad_weight, grad_bias = batch_norm_backward(np.ones(shape), x.detach().numpy(), weight, mean, var,
+                                                         batch_statistics=batch_statistics, bias=affine)
+    assert_same_empty(grad_x, x.grad)
+    if affine:
+        np.testing.assert_array_equal(grad_weight, module.weight.grad.numpy())
+        np.testing.assert_array_equal(grad_bias, module.bias.grad.numpy())
+        assert grad_weight.dtype == grad_bias.dtype == np.float64
+    else:
+        assert grad_weight is None and grad_bias is None

@@ -488,6 +488,8 @@ def infer_response(
 def _little_endian_bytes(array: np.ndarray) -> memoryview:
     """The array's little-endian C-order bytes: its own memory when it already is (the usual case)."""
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+    if array.size == 0:  # an empty batch's output; memoryview refuses to cast a view with a zero in its shape
+        return memoryview(b"")
     return array.data.cast("B")
 
 

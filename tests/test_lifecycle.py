@@ -42,6 +42,21 @@ def refused(base: str) -> bool:
     return False
 
 
+def log_messages(stderr: Path) -> list[str]:
+    """The messages of the server's JSON log lines written so far (whole lines: a worker may be mid-line)."""
+    text = stderr.read_text()
+    return [orjson.loads(line)["message"] for line in text[: text.rfind("\n") + 1].splitlines() if line.startswith("{")]
+
+
+def wait_started(stderr: Path, workers: int, server: subprocess.Popen, timeout_s: float = 180) -> None:
+    """Until every worker has said its startup is complete (uvicorn's line, one per worker)."""
+    deadline = time.monotonic() + timeout_s
+    while sum(m == "Application startup complete." for m in log_messages(stderr)) < workers:
+        assert server.poll() is None, stderr.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"not every worker started: {log_messages(stderr)}"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_drains_then_stops(tmp_path, workers):
     port = free_port()
@@ -55,6 +70,9 @@ def test_sigterm_drains_then_stops(tmp_path, workers):
                                   stdout=subprocess.DEVNULL, stderr=err)
     try:
         wait_healthy(base, 180, server, stderr, path="/readyz")
+        # /readyz answered from one worker; the others may still be importing torch (seconds on a
+        # busy machine). A worker SIGTERM reaches before its startup has nothing to drain: it stops.
+        wait_started(stderr, workers, server)
         done: dict[str, object] = {}
 
         def conv2d() -> None:
@@ -116,5 +134,5 @@ def test_sigterm_drains_then_stops(tmp_path, workers):
     weight, bias = (torch.tensor(body["parameters"][name]["data"]) for name in ("weight", "bias"))
     expected = torch.nn.functional.conv2d(x, weight, bias, stride=2)
     torch.testing.assert_close(torch.tensor(body["output"]["data"]), expected)
-    messages = [orjson.loads(line)["message"] for line in stderr.read_text().splitlines() if line.startswith("{")]
+    messages = log_messages(stderr)
     assert sum(m.startswith("SIGTERM: draining") for m in messages) == workers, messages

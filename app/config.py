@@ -209,12 +209,12 @@ def describe(exc: ValidationError, environ: Mapping[str, str]) -> str:
     return "invalid setting: " + "; ".join(problems)
 
 
-def load_settings(environ: Mapping[str, str] = os.environ) -> Settings:
+def load_settings() -> Settings:
     """Settings from the environment; a bad value raises SettingsError with a one-line message."""
     try:
         return Settings()
     except ValidationError as exc:
-        raise SettingsError(describe(exc, environ)) from None
+        raise SettingsError(describe(exc, os.environ)) from None
 
 
 def unknown_variables(environ: Mapping[str, str] = os.environ) -> list[str]:

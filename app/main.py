@@ -23,6 +23,7 @@ from app.compute_pool import ComputePool
 from app.config import Settings, SettingsError, exit_for, get_settings
 from app.lifecycle import Drain
 from app.observability import ObservabilityMiddleware, flat_routes
+from app.shared_memory import SharedMemoryRegistry
 
 DESCRIPTION = """
 Compute neural-network layers on demand: PyTorch (`torch.nn`) or a hand-written NumPy reference
@@ -129,6 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Started by the server, after it installed its signal handlers (app.lifecycle wraps SIGTERM's).
     app.state.drain.install(asyncio.get_running_loop())
     yield
+    app.state.shared_memory.close()  # unmap every registered region of this process
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -140,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = LayerlabAPI(**DOCUMENT, lifespan=lifespan, **tracing.fastapi_options())
     app.state.settings = settings
     app.state.drain = Drain(settings.drain_s)
+    app.state.shared_memory = SharedMemoryRegistry.from_environment()
     tracing.configure(settings.tracing)
     app.state.compute = ComputePool(**{option: getattr(settings, name) for option, name in POOL_SETTINGS.items()})
     install_error_handlers(app)

@@ -27,6 +27,7 @@ from uvicorn.supervisors import Multiprocess
 from app import process_environment
 from app.config import Settings, SettingsError, exit_for, load_settings, unknown_variables
 from app.logs import logging_config
+from app.shared_memory import TABLE_DIR_ENV
 
 APP = "app.main:app"
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -98,6 +99,16 @@ def prepare_environment(settings: Settings, environ: MutableMapping[str, str] = 
     return None
 
 
+def prepare_shared_memory_table(settings: Settings, environ: MutableMapping[str, str] = os.environ) -> Path | None:
+    """With several workers, the folder they share shared-memory registrations through (see
+    app.shared_memory), made here (private to this user) unless the operator named one; returned to remove at exit."""
+    if settings.workers <= 1 or environ.get(TABLE_DIR_ENV):
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="layerlab-shm-"))
+    environ[TABLE_DIR_ENV] = str(folder)
+    return folder
+
+
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.host,
@@ -127,6 +138,7 @@ def main() -> None:
     for line in unknown_variables():
         log.warning(line)
     made = prepare_environment(settings)
+    table = prepare_shared_memory_table(settings)
     try:
         # The app (and its metrics) is imported by uvicorn: in each worker, or here with one
         # worker, always after prepare_environment.
@@ -136,8 +148,9 @@ def main() -> None:
         else:
             uvicorn.run(APP, **uvicorn_options(settings))
     finally:
-        if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+        for folder in (made, table):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

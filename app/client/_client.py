@@ -10,6 +10,7 @@ from app.client._base import BaseClient, RawRequest
 from app.client._layers import LayerMethods, LayerOptions, StackOptions, Tensor
 from app.client._transport import FastHTTPTransport, read_body
 from app.client.results import LayerKind, LayerResult, SequentialResult, ShapesResult
+from app.client.shared_memory import SharedMemoryLayers
 
 
 class Client(BaseClient[httpx.Client, httpx.BaseTransport], LayerMethods[LayerResult]):
@@ -27,10 +28,18 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport], LayerMethods[LayerRe
 
     sends_chunks = True
 
+    def __init__(self, base_url: str | None = None, *, shared_memory: bool = False, **options: Any) -> None:
+        """`shared_memory`: the server is on this host; big tensors go through shared memory, not the
+        socket (app.client.shared_memory). The other arguments are `BaseClient`'s."""
+        super().__init__(base_url, **options)
+        self._shared_memory = SharedMemoryLayers(self._send) if shared_memory else None
+
     def _open(self, transport: httpx.BaseTransport | None) -> httpx.Client:
         return httpx.Client(transport=transport or FastHTTPTransport())
 
     def close(self) -> None:
+        if self._shared_memory is not None:
+            self._shared_memory.close()
         if self._owns_http:
             self._http.close()
 
@@ -69,6 +78,8 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport], LayerMethods[LayerRe
         return self._send(method, path, **request)
 
     def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
+        if self._shared_memory is not None and self._shared_memory.takes(x, options):
+            return self._shared_memory.layer(kind, x, config, options)
         return LayerResult.from_json(
             self._send("POST", f"/v1/layers/{kind}", body=self._layer_body(kind, x, config, options))
         )

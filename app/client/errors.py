@@ -110,7 +110,8 @@ def status_error(response: httpx.Response) -> APIStatusError:
         body = None
     if not isinstance(body, dict):  # not the service's envelope: a proxy's page, say
         body = {"detail": response.text[:500] or response.reason_phrase}
-    message = str(body.get("detail") or response.reason_phrase or f"HTTP {status}")
+    # /v1's envelope says it in `detail`; the Open Inference Protocol's (/v2) in `error`.
+    message = str(body.get("detail") or body.get("error") or response.reason_phrase or f"HTTP {status}")
     return error_class(status)(message, status=status, field=body.get("field"), response=response, body=body)
 
 

@@ -21,7 +21,7 @@ Imports neither torch nor FastAPI itself (the error classes come from app.errors
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from pydantic import ValidationError
 from app.codec.tensors import _brief, check_elements, check_shape, decode_tensor, to_json_values
 from app.errors import BadRequest, InvalidInput, ShapeMismatch, validation_error
 from app.schemas.requests import LayerRequestOptions
+from app.shared_memory import SharedMemoryRegistry
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -43,6 +44,8 @@ _DATATYPE_OF = {
 OPTION_PARAMETERS = ("config", "backend", "seed", "training", "compare", "device")
 """Request `parameters` that become the layer options (`config` an object or a JSON string)."""
 REQUEST_PARAMETERS = (*OPTION_PARAMETERS, "binary_data_output")
+SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+"""An input's or output's parameters naming bytes of a registered region (the shared-memory extension)."""
 _INLINE_BYTES = 64 * 1024
 """Binary outputs smaller than this are gathered into one piece (fewer, larger writes)."""
 
@@ -74,6 +77,10 @@ class RequestedOutput:
     name: str
     binary: bool | None
     """None: as `binary_data_output` says."""
+    shared: memoryview | None = None
+    """The region's bytes to write the output into (the shared-memory extension), else None."""
+    shared_parameters: dict[str, Any] | None = None
+    """The request's shared_memory_* parameters, echoed in the response."""
 
 
 @dataclass
@@ -127,9 +134,16 @@ def split_body(body: bytes | memoryview, json_length: int | None) -> tuple[bytes
 
 
 def read_infer_request(
-    header: Any, binary: memoryview, signature: ModelSignature, *, max_elements: int, max_depth: int
+    header: Any,
+    binary: memoryview,
+    signature: ModelSignature,
+    *,
+    max_elements: int,
+    max_depth: int,
+    shared_memory: SharedMemoryRegistry | None = None,
 ) -> InferRequest:
-    """A parsed V2 header and the binary section after it -> the layer options."""
+    """A parsed V2 header and the binary section after it -> the layer options. Inputs and outputs
+    may name bytes of a region registered with `shared_memory` (inputs are read in place)."""
     if not isinstance(header, dict):
         raise InvalidInput("the inference request must be a JSON object", field="body", actual=type(header).__name__)
     unknown = sorted(set(header) - {"id", "parameters", "inputs", "outputs"})
@@ -158,7 +172,7 @@ def read_infer_request(
             'object or a JSON string, e.g. {"in_features": 4, "out_features": 1}',
             field="parameters.config",
         )
-    tensors = _read_inputs(header.get("inputs"), binary, signature, max_elements, max_depth)
+    tensors = _read_inputs(header.get("inputs"), binary, signature, max_elements, max_depth, shared_memory)
     options = {name: parameters[name] for name in OPTION_PARAMETERS if name in parameters}
     options["config"] = _config(options["config"])
     state = {name: array for name, array in tensors.items() if name != "input"}  # they take the input's dtype
@@ -175,7 +189,8 @@ def read_infer_request(
             f"request parameter 'binary_data_output' must be true or false, got {_brief(binary_output)!r}",
             field="parameters.binary_data_output",
         )
-    return InferRequest(request_id, layer_options, _requested_outputs(header.get("outputs"), signature), binary_output)
+    outputs = _requested_outputs(header.get("outputs"), signature, shared_memory)
+    return InferRequest(request_id, layer_options, outputs, binary_output)
 
 
 def _parameters(value: Any, where: str) -> dict[str, Any]:
@@ -204,11 +219,18 @@ def _config(value: Any) -> Any:
 
 
 def _read_inputs(
-    inputs: Any, binary: memoryview, signature: ModelSignature, max_elements: int, max_depth: int
+    inputs: Any,
+    binary: memoryview,
+    signature: ModelSignature,
+    max_elements: int,
+    max_depth: int,
+    shared_memory: SharedMemoryRegistry | None,
 ) -> dict[str, np.ndarray]:
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput("'inputs' must be a non-empty list of tensors, one named 'input'", field="inputs")
-    described = [_describe_input(i, item, signature, max_elements, max_depth) for i, item in enumerate(inputs)]
+    described = [
+        _describe_input(i, item, signature, max_elements, max_depth, shared_memory) for i, item in enumerate(inputs)
+    ]
     _check_together(described, binary, signature)
     tensors: dict[str, np.ndarray] = {}
     offset = 0
@@ -217,6 +239,8 @@ def _read_inputs(
             part = binary[offset : offset + d.binary_size]
             offset += d.binary_size
             tensors[d.name] = np.frombuffer(part, dtype=DATATYPES[d.datatype]).reshape(d.shape)
+        elif d.shared is not None:  # the mapping itself: no copy
+            tensors[d.name] = np.frombuffer(d.shared, dtype=DATATYPES[d.datatype]).reshape(d.shape)
         else:
             tensors[d.name] = _from_data(d, max_elements, max_depth)
     return tensors
@@ -265,9 +289,17 @@ class _Described:
     shape: tuple[int, ...]
     binary_size: int | None
     data: Any
+    shared: memoryview | None = None
 
 
-def _describe_input(index: int, item: Any, signature: ModelSignature, max_elements: int, max_depth: int) -> _Described:
+def _describe_input(
+    index: int,
+    item: Any,
+    signature: ModelSignature,
+    max_elements: int,
+    max_depth: int,
+    shared_memory: SharedMemoryRegistry | None,
+) -> _Described:
     """One entry of `inputs`, checked against the model and the limits; its data not yet read."""
     where = f"inputs[{index}]"
     if not isinstance(item, dict):
@@ -313,14 +345,16 @@ def _describe_input(index: int, item: Any, signature: ModelSignature, max_elemen
             field=f"inputs.{name}.shape",
         )
     check_elements(shape, f"inputs.{name}", max_elements)  # before a byte of it is read
-    parameters = _parameters(item.get("parameters", {}), f"{where}'s parameters")
-    unknown = sorted(set(parameters) - {"binary_data_size"})
-    if unknown:
-        raise InvalidInput(
-            f"{where} has parameter {unknown[0][:100]!r}, which is not supported (shared memory "
-            "is not); an input takes 'binary_data_size'",
-            field=f"inputs.{name}.parameters",
-        )
+    parameters = _known_parameters(item, ("binary_data_size", *SHARED_MEMORY_PARAMETERS), where, f"inputs.{name}")
+    needed = math.prod(shape) * DATATYPES[datatype].itemsize
+    shared = _shared_bytes(parameters, needed, shared_memory, where, f"inputs.{name}")
+    if shared is not None:
+        if "data" in item or "binary_data_size" in parameters:
+            raise InvalidInput(
+                f"{where} is in shared memory (shared_memory_region) and has 'data' or binary_data_size too; send one",
+                field=f"inputs.{name}.data",
+            )
+        return _Described(name, datatype, shape, None, None, shared)
     binary_size = parameters.get("binary_data_size")
     if binary_size is None:
         if "data" not in item:
@@ -332,7 +366,6 @@ def _describe_input(index: int, item: Any, signature: ModelSignature, max_elemen
         raise InvalidInput(
             f"{where} has both 'data' and parameters.binary_data_size; send one", field=f"inputs.{name}.data"
         )
-    needed = math.prod(shape) * DATATYPES[datatype].itemsize
     if type(binary_size) is not int or binary_size != needed:
         raise ShapeMismatch(
             f"{where} has binary_data_size {_brief(binary_size)}; shape {list(shape)} of {datatype} is {needed} bytes",
@@ -341,6 +374,45 @@ def _describe_input(index: int, item: Any, signature: ModelSignature, max_elemen
             actual=_brief(binary_size),
         )
     return _Described(name, datatype, shape, binary_size, None)
+
+
+def _known_parameters(item: dict[str, Any], known: tuple[str, ...], where: str, field: str) -> dict[str, Any]:
+    """An input's or output's `parameters`, each one a parameter it takes."""
+    parameters = _parameters(item.get("parameters", {}), f"{where}'s parameters")
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"{where} has parameter {unknown[0][:100]!r}, which is not supported; it takes {list(known)}",
+            field=f"{field}.parameters",
+            expected=list(known),
+            actual=unknown[0][:100],
+        )
+    return parameters
+
+
+def _shared_bytes(
+    parameters: dict[str, Any], needed: int | None, shared_memory: SharedMemoryRegistry | None, where: str, field: str
+) -> memoryview | None:
+    """The region bytes a tensor's shared_memory_* parameters name (exactly `needed` bytes, unless
+    None: an output's size is known once computed); None without those parameters."""
+    if "shared_memory_region" not in parameters:
+        given = [name for name in SHARED_MEMORY_PARAMETERS if name in parameters]
+        if given:
+            raise InvalidInput(
+                f"{where} has {given[0]} but no shared_memory_region", field=f"{field}.parameters.shared_memory_region"
+            )
+        return None
+    if shared_memory is None:
+        raise InvalidInput(f"{where}: shared memory is not available here", field=f"{field}.parameters")
+    byte_size = parameters.get("shared_memory_byte_size")
+    if needed is not None and byte_size is not None and (type(byte_size) is not int or byte_size != needed):
+        raise ShapeMismatch(
+            f"{where} has shared_memory_byte_size {_brief(byte_size)}; its tensor is {needed} bytes",
+            field=f"{field}.parameters.shared_memory_byte_size",
+            expected=needed,
+            actual=_brief(byte_size),
+        )
+    return shared_memory.tensor_view(parameters, where)
 
 
 def _from_data(d: _Described, max_elements: int, max_depth: int) -> np.ndarray:
@@ -385,7 +457,9 @@ def _from_data(d: _Described, max_elements: int, max_depth: int) -> np.ndarray:
     return array
 
 
-def _requested_outputs(outputs: Any, signature: ModelSignature) -> list[RequestedOutput] | None:
+def _requested_outputs(
+    outputs: Any, signature: ModelSignature, shared_memory: SharedMemoryRegistry | None
+) -> list[RequestedOutput] | None:
     if outputs is None:
         return None
     known = [t.name for t in signature.outputs]
@@ -409,20 +483,17 @@ def _requested_outputs(outputs: Any, signature: ModelSignature) -> list[Requeste
                 f"output {name!r} has an unknown key {unknown[0][:100]!r}; an output takes name and parameters",
                 field=f"outputs.{name}",
             )
-        parameters = _parameters(item.get("parameters", {}), f"output {name!r}'s parameters")
-        unknown = sorted(set(parameters) - {"binary_data"})
-        if unknown:
-            raise InvalidInput(
-                f"output {name!r} has parameter {unknown[0][:100]!r}, which is not supported "
-                "(classification and shared memory are not); an output takes 'binary_data'",
-                field=f"outputs.{name}.parameters",
-            )
+        where = f"output {name!r}"
+        parameters = _known_parameters(item, ("binary_data", *SHARED_MEMORY_PARAMETERS), where, f"outputs.{name}")
         binary = parameters.get("binary_data")
         if binary is not None and type(binary) is not bool:
             raise InvalidInput(f"output {name!r}: binary_data must be true or false", field=f"outputs.{name}")
         if any(r.name == name for r in requested):
             raise InvalidInput(f"output {name!r} is requested more than once", field=f"outputs.{name}")
-        requested.append(RequestedOutput(name, binary))
+        # Its size is checked against the output's once computed; the region and bounds now.
+        shared = _shared_bytes(parameters, None, shared_memory, where, f"outputs.{name}")
+        shared_parameters = {p: parameters[p] for p in SHARED_MEMORY_PARAMETERS if p in parameters}
+        requested.append(RequestedOutput(name, binary, shared, shared_parameters if shared is not None else None))
     return requested
 
 
@@ -460,13 +531,16 @@ def infer_response(
                     actual=wanted.name,
                 )
             binary = request.binary_output if wanted.binary is None else wanted.binary
-            selected.append(RequestedOutput(wanted.name, binary))
+            selected.append(replace(wanted, binary=binary))
     outputs: list[dict[str, Any]] = []
     pieces: list[bytes | memoryview] = []
     for wanted in selected:
         array = produced[wanted.name]
         entry: dict[str, Any] = {"name": wanted.name, "datatype": datatype_of(array), "shape": list(array.shape)}
-        if wanted.binary:
+        if wanted.shared is not None:
+            _write_shared(wanted, array)
+            entry["parameters"] = wanted.shared_parameters
+        elif wanted.binary:
             data = _little_endian_bytes(array)
             entry["parameters"] = {"binary_data_size": data.nbytes}
             pieces.append(data)
@@ -483,6 +557,21 @@ def infer_response(
     if not pieces:
         return InferResponse([head], None, JSON_MEDIA_TYPE)
     return InferResponse(_gather([head, *pieces]), len(head), BINARY_MEDIA_TYPE)
+
+
+def _write_shared(wanted: RequestedOutput, array: np.ndarray) -> None:
+    """The output's little-endian bytes into the region, which must hold exactly that many."""
+    assert wanted.shared is not None
+    if wanted.shared.nbytes != array.nbytes:
+        raise ShapeMismatch(
+            f"output {wanted.name!r} is {datatype_of(array)} of shape {list(array.shape)}, {array.nbytes} bytes; "
+            f"its shared_memory_byte_size is {wanted.shared.nbytes}",
+            field=f"outputs.{wanted.name}.parameters.shared_memory_byte_size",
+            expected=array.nbytes,
+            actual=wanted.shared.nbytes,
+        )
+    target = np.frombuffer(wanted.shared, dtype=array.dtype.newbyteorder("<")).reshape(array.shape)
+    np.copyto(target, array)
 
 
 def _little_endian_bytes(array: np.ndarray) -> memoryview:

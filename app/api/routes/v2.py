@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app import __version__
 from app.api.body_limits import read_body, read_body_buffer
@@ -29,10 +29,11 @@ from app.codec import v2
 from app.codec.json import parse_json
 from app.codec.tensors import Encoding, probable_shape
 from app.config import Settings
-from app.errors import LayerlabError, UnknownKind, UnsupportedMediaType
+from app.errors import LayerlabError, UnknownKind, UnsupportedMediaType, validation_error
 from app.layers.base import LayerSpec
 from app.layers.registry import LAYERS
 from app.observability import record_compute
+from app.shared_memory import SharedMemoryRegistry
 from app.stacks.plan import Plan, plan_stack, stack_of_one
 from app.stacks.run import StackOutcome, run_plan
 
@@ -41,7 +42,13 @@ router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"])
 VERSION = "1"
 """Each model's only version."""
 PLATFORM = "layerlab_torch.nn"
-EXTENSIONS = ["binary_tensor_data", "parameters"]
+EXTENSIONS = ["binary_tensor_data", "parameters", "system_shared_memory"]
+
+
+def shared_memory_registry(request: Request) -> SharedMemoryRegistry:
+    """The app's registered regions (app.shared_memory; made in create_app, unmapped at shutdown)."""
+    registry: SharedMemoryRegistry = request.app.state.shared_memory
+    return registry
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,12 +132,18 @@ class V2Incoming:
     """A V2 body: its JSON header (what sizes the request for the lanes) and the binary section after it."""
 
     def __init__(
-        self, body: bytes | memoryview, json_length: int | None, signature: v2.ModelSignature, settings: Settings
+        self,
+        body: bytes | memoryview,
+        json_length: int | None,
+        signature: v2.ModelSignature,
+        settings: Settings,
+        shared_memory: SharedMemoryRegistry,
     ) -> None:
         self._body: bytes | memoryview | None = body
         self._json_length = json_length
         self._signature = signature
         self._settings = settings
+        self._shared_memory = shared_memory
         self.size = json_length if json_length is not None else len(body)
 
     def decode(self) -> dict[str, Any]:
@@ -143,6 +156,7 @@ class V2Incoming:
             self._signature,
             max_elements=self._settings.max_tensor_elements,
             max_depth=self._settings.max_json_depth,
+            shared_memory=self._shared_memory,
         )
         return {"request": request}
 
@@ -165,7 +179,8 @@ class V2Exchange:
         declared = request.headers.get(v2.HEADER_LENGTH)
         # With binary tensors: one buffer, read in place. JSON alone: bytes, as the JSON parser wants them.
         body = await (read_body_buffer(request, settings) if declared is not None else read_body(request, settings))
-        return V2Incoming(body, v2.header_length(declared, len(body)), self.signature, settings)
+        json_length = v2.header_length(declared, len(body))
+        return V2Incoming(body, json_length, self.signature, settings, shared_memory_registry(request))
 
     def tensor_encoding(self, requested: Encoding) -> Encoding:
         return "list"  # the presenter writes each output as flat data or binary, as the request asked
@@ -361,6 +376,11 @@ _VERSION_PATH = {
     "example": VERSION,
 }
 
+_SHARED_MEMORY = {
+    "shared_memory_region": {"type": "string", "description": "A registered region: the tensor's bytes are there."},
+    "shared_memory_offset": {"type": "integer", "description": "Bytes into the region (default 0)."},
+    "shared_memory_byte_size": {"type": "integer", "description": "The tensor's size in bytes, exactly."},
+}
 _LINEAR_EXAMPLE = {
     "id": "notebook-linear",
     "parameters": {"config": {"in_features": 4, "out_features": 1}, "seed": 0},
@@ -435,7 +455,7 @@ _INFER_BODY = {
                                     "datatype": {"type": "string", "enum": list(v2.DATATYPES)},
                                     "parameters": {
                                         "type": "object",
-                                        "properties": {"binary_data_size": {"type": "integer"}},
+                                        "properties": {"binary_data_size": {"type": "integer"}, **_SHARED_MEMORY},
                                     },
                                     "data": {"type": "array", "description": "Flat (row-major) or nested."},
                                 },
@@ -450,7 +470,7 @@ _INFER_BODY = {
                                     "name": {"type": "string"},
                                     "parameters": {
                                         "type": "object",
-                                        "properties": {"binary_data": {"type": "boolean"}},
+                                        "properties": {"binary_data": {"type": "boolean"}, **_SHARED_MEMORY},
                                     },
                                 },
                             },
@@ -518,7 +538,8 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     summary="Server metadata",
     response_model=ServerMetadata,
     description="The server's name and version, and the protocol extensions it supports "
-    "(`binary_tensor_data`: tensors as raw bytes after the JSON; `parameters`).",
+    "(`binary_tensor_data`: tensors as raw bytes after the JSON; `parameters`; `system_shared_memory`: "
+    "tensors in shared-memory regions on the same host).",
 )
 async def server_metadata() -> dict[str, Any]:
     return {"name": "layerlab", "version": __version__, "extensions": EXTENSIONS}
@@ -560,53 +581,63 @@ async def repository_index() -> list[dict[str, str]]:
     return [{"name": kind, "version": VERSION, "state": "READY"} for kind in LAYERS]
 
 
-@router.get(
-    "/models/{model_name}",
-    name="v2-model-metadata",
-    summary="A model's inputs and outputs",
-    response_model=ModelMetadata,
-    responses=_ERRORS,
-    description="The inputs a layer kind takes (the input and its state_dict tensors) and the outputs it "
-    "returns, with datatypes and shapes (-1: follows the config and the input).",
-)
 async def model(request: Request, model_name: str) -> dict[str, Any]:
     return model_metadata(_model(request))
 
 
-@router.get(
-    "/models/{model_name}/versions/{model_version}",
-    name="v2-model-version-metadata",
-    summary="A model version's inputs and outputs",
-    response_model=ModelMetadata,
-    responses=_ERRORS,
-    description='As GET /v2/models/{model_name}; the only version is "1".',
-)
-async def model_version(request: Request, model_name: str, model_version: str) -> dict[str, Any]:
-    return model_metadata(_model(request))
-
-
-@router.get(
-    "/models/{model_name}/ready",
-    name="v2-model-ready",
-    summary="Model readiness (every kind is ready)",
-    response_model=ModelReady,
-    responses=_ERRORS,
-    description='`{"name": kind, "ready": true}` for every layer kind; 404 for an unknown one.',
-)
 async def model_ready(request: Request, model_name: str) -> dict[str, Any]:
     return {"name": _model(request).kind, "ready": True}
 
 
-@router.get(
-    "/models/{model_name}/versions/{model_version}/ready",
-    name="v2-model-version-ready",
-    summary="Model version readiness",
+def _add_versioned_route(
+    suffix: str,
+    endpoint: Any,
+    names: tuple[str, str],
+    summaries: tuple[str, str],
+    description: str,
+    extra: dict[str, Any] | None = None,
+    **options: Any,
+) -> None:
+    """`/models/{model_name}<suffix>` and the same under `/versions/{model_version}` (only "1")."""
+    extra = extra or {}
+    versioned = f'As /v2/models/{{model_name}}{suffix}; the only version is "1".'
+    for path, name, summary, text, version in (
+        (f"/models/{{model_name}}{suffix}", names[0], summaries[0], description, []),
+        (f"/models/{{model_name}}/versions/{{model_version}}{suffix}", names[1], summaries[1], versioned, [_VERSION_PATH]),
+    ):  # fmt: skip
+        parameters = [*extra.get("parameters", []), *version]
+        router.add_api_route(
+            path,
+            endpoint,
+            name=name,
+            summary=summary,
+            description=text,
+            openapi_extra={**extra, "parameters": parameters},
+            **options,
+        )
+
+
+_add_versioned_route(
+    "",
+    model,
+    ("v2-model-metadata", "v2-model-version-metadata"),
+    ("A model's inputs and outputs", "A model version's inputs and outputs"),
+    "The inputs a layer kind takes (the input and its state_dict tensors) and the outputs it "
+    "returns, with datatypes and shapes (-1: follows the config and the input).",
+    methods=["GET"],
+    response_model=ModelMetadata,
+    responses=_ERRORS,
+)
+_add_versioned_route(
+    "/ready",
+    model_ready,
+    ("v2-model-ready", "v2-model-version-ready"),
+    ("Model readiness (every kind is ready)", "Model version readiness"),
+    '`{"name": kind, "ready": true}` for every layer kind; 404 for an unknown one.',
+    methods=["GET"],
     response_model=ModelReady,
     responses=_ERRORS,
-    description='As GET /v2/models/{model_name}/ready; the only version is "1".',
 )
-async def model_version_ready(request: Request, model_name: str, model_version: str) -> dict[str, Any]:
-    return {"name": _model(request).kind, "ready": True}
 
 
 _INFER_DESCRIPTION = (
@@ -614,29 +645,123 @@ _INFER_DESCRIPTION = (
     "`running_mean`, `running_var`, `num_batches_tracked`; state not given is initialized from `seed` as on /v1) "
     "with the config in the request `parameters`. Outputs: `output`, the parameters and buffers by name, "
     "`indices` for max-pool with return_indices, `statistics.mean`/`statistics.var` for BatchNorm; `outputs` "
-    "selects among them. Inputs and outputs may travel as binary data (the binary tensor data extension)."
+    "selects among them. Inputs and outputs may travel as binary data (the binary tensor data extension) or, "
+    "from a client on this host, in registered shared-memory regions (`shared_memory_region`, "
+    "`shared_memory_offset`, `shared_memory_byte_size` in their parameters: an output so requested is written "
+    "there and answered without data)."
 )
-router.add_api_route(
-    "/models/{model_name}/infer",
+_add_versioned_route(
+    "/infer",
     infer,
+    ("v2-infer", "v2-version-infer"),
+    ("Inference", "Inference on a model version"),
+    _INFER_DESCRIPTION,
+    {**_INFER_BODY, "parameters": [_MODEL_PATH]},
     methods=["POST"],
-    name="v2-infer",
-    summary="Inference",
-    description=_INFER_DESCRIPTION,
     response_model=None,
     responses=_INFER_RESPONSES,
-    openapi_extra=_INFER_BODY,
     route_class_override=RawRoute,
 )
-router.add_api_route(
-    "/models/{model_name}/versions/{model_version}/infer",
-    infer,
-    methods=["POST"],
-    name="v2-version-infer",
-    summary="Inference on a model version",
-    description=_INFER_DESCRIPTION,
-    response_model=None,
-    responses=_INFER_RESPONSES,
-    openapi_extra={**_INFER_BODY, "parameters": [_MODEL_PATH, _VERSION_PATH]},
-    route_class_override=RawRoute,
+
+
+# ---------------------------------------------------------------------------------------------
+# System shared memory (the extension `system_shared_memory`; app.shared_memory does the work)
+
+
+class SharedMemoryRegion(BaseModel):
+    name: str = Field(description="The region's name, as infer requests give it in `shared_memory_region`.")
+    key: str = Field(description="The POSIX shared-memory object's key (`/name`: the file /dev/shm/name).")
+    offset: int = Field(description="Where the region starts in the object, in bytes.")
+    byte_size: int = Field(description="The region's size in bytes.")
+
+
+class SharedMemoryRegister(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    key: str = Field(
+        description="The key of a POSIX shared-memory object on this host (what shm_open takes: `/` and a "
+        "name, no other `/`), created by the client; the server maps /dev/shm/<name>.",
+        examples=["/layerlab_input0"],
+    )
+    offset: int = Field(0, ge=0, description="Where the region starts in the object, in bytes.")
+    byte_size: int = Field(ge=1, description="The region's size in bytes; offset + byte_size fits in the object.")
+
+
+_SHM_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": V2Error,
+        "description": "Not done: the message names the field (`key`, `offset`, `byte_size`, `region_name`): no "
+        "such object or region, a key outside /dev/shm, or bounds past the object's end.",
+    }
+}
+
+
+@router.get(
+    "/systemsharedmemory/status",
+    name="v2-shm-status",
+    summary="Registered system shared-memory regions",
+    response_model=list[SharedMemoryRegion],
+    description="Every registered region: its name, the key of its shared-memory object, offset and byte_size.",
 )
+async def shm_status(request: Request) -> list[dict[str, Any]]:
+    return shared_memory_registry(request).status()
+
+
+@router.get(
+    "/systemsharedmemory/region/{region_name}/status",
+    name="v2-shm-region-status",
+    summary="One registered system shared-memory region",
+    response_model=list[SharedMemoryRegion],
+    responses=_SHM_ERRORS,
+    description="The region `region_name` (a list of one, as Triton answers); 400 when it is not registered.",
+)
+async def shm_region_status(request: Request, region_name: str) -> list[dict[str, Any]]:
+    return shared_memory_registry(request).status(region_name)
+
+
+@router.post(
+    "/systemsharedmemory/region/{region_name}/register",
+    name="v2-shm-register",
+    summary="Register a system shared-memory region",
+    description="Map `byte_size` bytes at `offset` of the shared-memory object `key` (on the server's host) "
+    "as the region `region_name`: infer requests then name it in an input's or output's parameters "
+    "(`shared_memory_region`, `shared_memory_offset`, `shared_memory_byte_size`) instead of sending bytes. "
+    "A name is registered once (409 again, until unregistered).",
+    responses={**_SHM_ERRORS, 409: {"model": V2Error, "description": "The region name is registered already."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": SharedMemoryRegister.model_json_schema()}},
+        }
+    },
+)
+async def shm_register(request: Request, region_name: str, settings: SettingsDep) -> dict[str, Any]:
+    # The body is read here, not declared: tritonclient sends it without a JSON Content-Type.
+    try:
+        body = SharedMemoryRegister.model_validate(parse_json(await read_body(request, settings)))
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    shared_memory_registry(request).register(region_name, body.model_dump())
+    return {}
+
+
+@router.post(
+    "/systemsharedmemory/region/{region_name}/unregister",
+    name="v2-shm-region-unregister",
+    summary="Unregister a system shared-memory region (and unmap it)",
+    description="The region is unregistered and unmapped; an unknown name is not an error (as Triton).",
+)
+async def shm_region_unregister(request: Request, region_name: str) -> dict[str, Any]:
+    shared_memory_registry(request).unregister(region_name)
+    return {}
+
+
+@router.post(
+    "/systemsharedmemory/unregister",
+    name="v2-shm-unregister",
+    summary="Unregister every system shared-memory region",
+    description="Every region is unregistered and unmapped (an array a request in flight still reads keeps "
+    "its mapping until it is done).",
+)
+async def shm_unregister(request: Request) -> dict[str, Any]:
+    shared_memory_registry(request).unregister()
+    return {}

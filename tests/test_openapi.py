@@ -2,6 +2,7 @@
 every operation summarized, described and (with a body) given named examples that work; every
 tensor form, config field and error response documented."""
 
+import contextlib
 import difflib
 import json
 import re
@@ -88,8 +89,25 @@ def test_every_example_works(schema, client):
             # Path parameters (/v2/models/{model_name}/infer): the example's own (`x-path`), else the parameter's.
             values = {p["name"]: p.get("example") for p in operation.get("parameters", []) if p["in"] == "path"}
             target = path.format(**{**values, **example.get("x-path", {})})
-            response = client.request(method.upper(), target, json=example["value"])
+            with shared_memory_object(example["value"] if "/systemsharedmemory/" in path else None):
+                response = client.request(method.upper(), target, json=example["value"])
             assert response.status_code == 200, f"{target} example {name!r}: {response.text[:300]}"
+            if "/systemsharedmemory/" in path:
+                client.post("/v2/systemsharedmemory/unregister")
+
+
+@contextlib.contextmanager
+def shared_memory_object(register: dict | None):
+    """The /dev/shm object a register example names, as its client would have created it."""
+    if register is None:
+        yield
+        return
+    path = Path("/dev/shm") / register["key"].lstrip("/")
+    path.write_bytes(bytes(register["offset"] + register["byte_size"]))
+    try:
+        yield
+    finally:
+        path.unlink()
 
 
 def layer_request(schema: dict, kind: str) -> dict:

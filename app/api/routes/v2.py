@@ -730,7 +730,17 @@ async def shm_region_status(request: Request, region_name: str) -> list[dict[str
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": SharedMemoryRegister.model_json_schema()}},
+            "content": {
+                "application/json": {
+                    "schema": SharedMemoryRegister.model_json_schema(),
+                    "examples": {
+                        "one_mebibyte": {
+                            "summary": "1 MiB of /dev/shm/layerlab_example (the client creates the object first)",
+                            "value": {"key": "/layerlab_example", "offset": 0, "byte_size": 1 << 20},
+                        }
+                    },
+                }
+            },
         }
     },
 )

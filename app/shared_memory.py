@@ -39,7 +39,8 @@ SHM_DIR = Path("/dev/shm")
 TABLE_DIR_ENV = "LAYERLAB_SHM_TABLE_DIR"
 """The folder workers share their registrations through (see the module docstring)."""
 MAX_NAME_CHARS = 100
-"""Region names and keys longer than this are refused (a table file's name is the hex of the region's)."""
+"""Region names (in UTF-8 bytes) and keys longer than this are refused (a table file's name is the
+hex of the region's: within a file name's 255 bytes)."""
 
 
 class Conflict(LayerlabError):
@@ -88,9 +89,9 @@ def _whole_number(value: Any, field: str) -> int:
 
 
 def check_name(name: str) -> str:
-    if not name or len(name) > MAX_NAME_CHARS:
+    if not name or len(name.encode()) > MAX_NAME_CHARS:
         raise BadRequest(
-            f"a region name must have 1 to {MAX_NAME_CHARS} characters, got {len(name)}",
+            f"a region name must have 1 to {MAX_NAME_CHARS} bytes (UTF-8), got {len(name.encode())}",
             field="region_name",
             actual=name[:100],
         )
@@ -231,13 +232,13 @@ class _FolderTable:
     def get(self, name: str) -> Registration | None:
         try:
             return Registration(**orjson.loads(self._file(name).read_bytes()))
-        except (FileNotFoundError, orjson.JSONDecodeError):  # absent, or being written this instant
+        except (OSError, orjson.JSONDecodeError):  # absent (or a name too long to be), or being written this instant
             return None
 
     def remove(self, name: str) -> bool:
         try:
             self._file(name).unlink()
-        except FileNotFoundError:
+        except OSError:  # absent, or a name too long to have been registered
             return False
         return True
 

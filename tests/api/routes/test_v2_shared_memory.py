@@ -231,3 +231,29 @@ def test_two_workers_share_registrations(region):
             assert status == "400" and "no system shared memory region 'r'" in message
             fresh.close()
         client.close()
+
+
+@pytest.mark.parametrize("table", ["memory", "folder"])
+def test_registry_names_and_keys_at_their_limits(tmp_path, region, table):
+    """The registry itself, both tables: long or odd names are 4xx, never an OSError."""
+    from app.errors import LayerlabError
+    from app.shared_memory import SharedMemoryRegistry
+
+    registry = SharedMemoryRegistry(tmp_path if table == "folder" else None)
+    handle, key = region(4096)
+    for name in ("é" * 51, "", "x" * 101):
+        with pytest.raises(LayerlabError) as caught:
+            registry.register(name, {"key": key, "byte_size": 16})
+        assert caught.value.status_code == 400 and caught.value.field == "region_name"
+    for name in ("é" * 300, "nope"):
+        with pytest.raises(LayerlabError) as caught:
+            registry.tensor_view({"shared_memory_region": name, "shared_memory_byte_size": 4}, "input 'input'")
+        assert caught.value.status_code == 400 and "no system shared memory region" in caught.value.detail
+        registry.unregister(name)
+    registry.register("é" * 50, {"key": key, "byte_size": 4096})
+    assert registry.status() == [{"name": "é" * 50, "key": key, "offset": 0, "byte_size": 4096}]
+    view = registry.tensor_view({"shared_memory_region": "é" * 50, "shared_memory_byte_size": 8, "shared_memory_offset": 8}, "x")
+    assert view.nbytes == 8
+    del view
+    registry.unregister()
+    assert registry.status() == [] and list(registry) == []

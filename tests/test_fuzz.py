@@ -128,6 +128,11 @@ CROSS_FIELD_RULES = {
     "the backward pass's start: grad_output against the output's shape, a loss target against the output "
     "(and its function), grad_output and loss not both": lambda e: e.get("field") in ("grad_output", "loss", "loss.target")
         or "grad_output and loss both" in e["detail"],
+    "shared memory: a key naming no object the server can open, bounds past an object's or a region's end, a "
+    "region not registered, a tensor's shared_memory_byte_size other than its size, or the shared_memory_* "
+    "parameters without each other or beside data": lambda e: e["status"] in (400, 409) and re.search(
+        r"^'key' |runs past the end of|no system shared memory region|shared_memory_|is registered already",
+        e["detail"]),
 }
 
 
@@ -159,7 +164,7 @@ def check_stock_cli_run(output: str, report: dict) -> None:
     """Zero server errors, response-schema violations, serialization errors, negative data accepted;
     every rejected positive case a cross-field rule."""
     assert report["errors"] == [], output[-3000:]
-    assert report["operations"]["tested"] == report["operations"]["selected"] == 32  # /v1 and /docs (22), /v2 (10)
+    assert report["operations"]["tested"] == report["operations"]["selected"] == 37  # /v1 and /docs (22), /v2 (15)
     assert {failure["code"] for failure in report["failures"]} <= {"ST202"}, output[-6000:]
     assert not report["warnings"].get("missing_deserializer"), report["warnings"]
     rejected = rejected_positive_cases(output)

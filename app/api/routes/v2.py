@@ -678,8 +678,9 @@ class SharedMemoryRegion(BaseModel):
 class SharedMemoryRegister(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     key: str = Field(
+        pattern=r"^/?[^/\x00]{1,100}$",
         description="The key of a POSIX shared-memory object on this host (what shm_open takes: `/` and a "
-        "name, no other `/`), created by the client; the server maps /dev/shm/<name>.",
+        "name, no other `/`, no `..`), created by the client; the server maps /dev/shm/<name>.",
         examples=["/layerlab_input0"],
     )
     offset: int = Field(0, ge=0, description="Where the region starts in the object, in bytes.")
@@ -695,27 +696,45 @@ _SHM_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get(
-    "/systemsharedmemory/status",
-    name="v2-shm-status",
-    summary="Registered system shared-memory regions",
-    response_model=list[SharedMemoryRegion],
-    description="Every registered region: its name, the key of its shared-memory object, offset and byte_size.",
-)
 async def shm_status(request: Request) -> list[dict[str, Any]]:
-    return shared_memory_registry(request).status()
+    return shared_memory_registry(request).status(request.path_params.get("region_name"))
 
 
-@router.get(
-    "/systemsharedmemory/region/{region_name}/status",
-    name="v2-shm-region-status",
-    summary="One registered system shared-memory region",
-    response_model=list[SharedMemoryRegion],
-    responses=_SHM_ERRORS,
-    description="The region `region_name` (a list of one, as Triton answers); 400 when it is not registered.",
-)
-async def shm_region_status(request: Request, region_name: str) -> list[dict[str, Any]]:
-    return shared_memory_registry(request).status(region_name)
+async def shm_unregister(request: Request) -> dict[str, Any]:
+    shared_memory_registry(request).unregister(request.path_params.get("region_name"))
+    return {}
+
+
+_REGION_NAME = {"name": "region_name", "in": "path", "required": True, "schema": {"type": "string"}}
+for _suffix, _endpoint, _method, _names, _summaries, _descriptions, _response_model in (
+    ("/status", shm_status, "GET", ("v2-shm-status", "v2-shm-region-status"),
+     ("Registered system shared-memory regions", "One registered system shared-memory region"),
+     ("Every registered region: its name, the key of its shared-memory object, offset and byte_size.",
+      "The region `region_name` (a list of one, as Triton answers); 400 when it is not registered."),
+     list[SharedMemoryRegion]),
+    ("/unregister", shm_unregister, "POST", ("v2-shm-unregister", "v2-shm-region-unregister"),
+     ("Unregister every system shared-memory region", "Unregister a system shared-memory region (and unmap it)"),
+     ("Every region is unregistered and unmapped (an array a request in flight still reads keeps its "
+      "mapping until it is done).",
+      "The region is unregistered and unmapped; an unknown name is not an error (as Triton)."),
+     None),
+):  # fmt: skip
+    for _path, _name, _summary, _description, _parameters in (
+        (f"/systemsharedmemory{_suffix}", _names[0], _summaries[0], _descriptions[0], []),
+        (f"/systemsharedmemory/region/{{region_name}}{_suffix}", _names[1], _summaries[1], _descriptions[1],
+         [_REGION_NAME]),
+    ):  # fmt: skip
+        router.add_api_route(
+            _path,
+            _endpoint,
+            methods=[_method],
+            name=_name,
+            summary=_summary,
+            description=_description,
+            response_model=_response_model,
+            responses=_SHM_ERRORS if _parameters else None,
+            openapi_extra={"parameters": _parameters} if _parameters else None,
+        )
 
 
 @router.post(
@@ -751,27 +770,4 @@ async def shm_register(request: Request, region_name: str, settings: SettingsDep
     except ValidationError as exc:
         raise validation_error(exc) from None
     shared_memory_registry(request).register(region_name, body.model_dump())
-    return {}
-
-
-@router.post(
-    "/systemsharedmemory/region/{region_name}/unregister",
-    name="v2-shm-region-unregister",
-    summary="Unregister a system shared-memory region (and unmap it)",
-    description="The region is unregistered and unmapped; an unknown name is not an error (as Triton).",
-)
-async def shm_region_unregister(request: Request, region_name: str) -> dict[str, Any]:
-    shared_memory_registry(request).unregister(region_name)
-    return {}
-
-
-@router.post(
-    "/systemsharedmemory/unregister",
-    name="v2-shm-unregister",
-    summary="Unregister every system shared-memory region",
-    description="Every region is unregistered and unmapped (an array a request in flight still reads keeps "
-    "its mapping until it is done).",
-)
-async def shm_unregister(request: Request) -> dict[str, Any]:
-    shared_memory_registry(request).unregister()
     return {}

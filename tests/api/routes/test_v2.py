@@ -223,7 +223,7 @@ def test_compressed_bodies_are_refused(client):
 
 
 def test_metadata_routes(client):
-    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "parameters"]
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data", "parameters", "system_shared_memory"]
     assert client.get("/v2/health/live").json() == {"live": True}
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/v2/models/relu/ready").json() == {"name": "relu", "ready": True}

@@ -152,6 +152,7 @@ OTHER_VARIABLES = {
     "LAYERLAB_PUBLIC_PORT": "docker-compose.yml's published port",
     "LAYERLAB_PROMETHEUS_PORT": "docker-compose.yml's Prometheus port",
     "LAYERLAB_LOAD_API_KEY": "the load generator's key (tests/benchmarks/load.py)",
+    "LAYERLAB_SHM_TABLE_DIR": "the folder several workers share shared-memory registrations through (app.shared_memory)",
 }
 """LAYERLAB_* variables that are not server settings, read by other parts of the project."""
 

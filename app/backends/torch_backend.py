@@ -83,6 +83,14 @@ def _batch_norm_statistics(module: Any, x: torch.Tensor, training: bool) -> dict
     return {"mean": module.running_mean, "var": module.running_var}
 
 
+FUNCTIONAL: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]] = {
+    "linear": lambda x, state: nn.functional.linear(x, state["weight"], state.get("bias")),
+}
+"""Kinds whose module's forward is exactly one functional call on its state, in training and eval
+alike (`nn.Linear.forward` is `F.linear(input, self.weight, self.bias)`): the same kernel on the
+same tensors, without loading a module and unloading it (~8 us of a small request's ~15 us)."""
+
+
 EXTRAS: dict[str, Callable[[Any, torch.Tensor, bool], dict[str, torch.Tensor]]] = {
     f"batchnorm{d}d": _batch_norm_statistics for d in (1, 2, 3)
 }
@@ -245,6 +253,11 @@ class TorchBackend:
         return tensor if self.on_cpu else tensor.to(self.device)
 
     def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+        if (functional := FUNCTIONAL.get(spec.kind)) is not None:
+            tensors = {k: self._on_device(as_tensor(v)) for k, v in state.items()}
+            return ForwardResult(
+                output=to_numpy(functional(self._on_device(as_tensor(x)), tensors)), buffers={}, extras={}
+            )
         reusable = reusable_module(spec, config)
         module = reusable.module
         reusable.load({k: self._on_device(as_tensor(v, copy=k in reusable.buffer_names)) for k, v in state.items()})

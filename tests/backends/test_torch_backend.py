@@ -48,3 +48,22 @@ def test_a_reused_module_keeps_no_tensor_after_the_call(training):
     module = reusable_module(spec, cfg).module
     assert all(t.device.type == "meta" for t in module.state_dict(keep_vars=True).values())
     assert module.training is training
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("input_shape", [(4,), (10, 4), (2, 3, 4)])
+def test_linear_by_its_functional_call_is_bit_identical_to_nn_linear(bias, dtype, input_shape):
+    """Linear runs as F.linear on the given tensors (no module loaded): the same bits as nn.Linear."""
+    rng = np.random.default_rng(len(input_shape) + 2 * bias)
+    x = rng.standard_normal(input_shape).astype(dtype)
+    torch.manual_seed(7)
+    module = torch.nn.Linear(4, 3, bias=bias, dtype=torch.float64 if dtype is np.float64 else torch.float32)
+    state = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    for training in (True, False):
+        result = TorchBackend().forward(LAYERS["linear"], config("linear", in_features=4, out_features=3, bias=bias),
+                                        x, state, training)
+        expected = module.train(training)(torch.from_numpy(x)).detach().numpy()
+        assert result.output.dtype == expected.dtype and result.output.shape == expected.shape
+        assert result.output.tobytes() == expected.tobytes()
+        assert result.buffers == {} and result.extras == {}

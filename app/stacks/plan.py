@@ -21,10 +21,13 @@ a stack without one has no receptive field (null), and so does a later window of
 """
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from app.backends.registry import available_devices, draw_random
@@ -331,11 +334,80 @@ def decode_input(raw: Any, settings: Settings, field: str = "input") -> np.ndarr
     )
 
 
+class RememberedPlans:
+    """A bounded LRU of what a stack's configs alone decide, keyed by the exact configs: the parsed
+    layers and their parameter count, and per input shape the planned layers (shapes, multiply-adds,
+    formulas). A repeated config skips pydantic and the shape arithmetic; everything that depends on
+    the request's tensors or options (the input's limits, parameters' shapes and values, mode,
+    gradients, work) is still checked on every request. Only plans that passed are remembered, so
+    a bad config is parsed, and refused, every time. Entries are shared read-only between requests."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._remembered: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            if (value := self._remembered.get(key)) is not None:
+                self._remembered.move_to_end(key)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._remembered.clear()
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._remembered[key] = value
+            if len(self._remembered) > self.entries:
+                self._remembered.popitem(last=False)
+
+
+REMEMBERED_PLANS = RememberedPlans(512)
+
+
+def configs_key(request: StackRequest) -> bytes | None:
+    """The stack's kinds and configs exactly as sent (1 and 1.0, true and 1 stay apart); None for
+    configs not to remember: ones orjson cannot write (bytes, non-string keys), and ones holding a
+    null, which NaN and infinities write as too."""
+    try:
+        key = orjson.dumps([(layer.kind, layer.config) for layer in request.layers])
+    except orjson.JSONEncodeError:
+        return None
+    return None if b"null" in key else key
+
+
+def parsed_layers(request: StackRequest, settings: Settings, key: bytes | None) -> tuple[list[StackEntry], int]:
+    """`parse_layers` and `check_parameter_count`, remembered for a repeated stack of configs."""
+    remembered_as = (key, request.single, settings.max_parameter_elements)
+    if key is not None and (parsed := REMEMBERED_PLANS.get(remembered_as)) is not None:
+        return parsed
+    entries = parse_layers(request.layers, request.single)
+    parsed = entries, check_parameter_count(entries, settings, request.single)
+    if key is not None:
+        REMEMBERED_PLANS.put(remembered_as, parsed)
+    return parsed
+
+
+def planned_layers(
+    entries: list[StackEntry], input_shape: Shape, settings: Settings, key: bytes | None, single: bool
+) -> list[PlannedLayer]:
+    """`plan_layers`, remembered for a repeated stack of configs on the same input shape."""
+    remembered_as = (key, single, tuple(input_shape), settings.max_tensor_elements)
+    if key is not None and (planned := REMEMBERED_PLANS.get(remembered_as)) is not None:
+        return planned
+    planned = plan_layers(entries, input_shape, settings)
+    if key is not None:
+        REMEMBERED_PLANS.put(remembered_as, planned)
+    return planned
+
+
 def plan_stack(request: StackRequest, settings: Settings) -> Plan:
     """Limits first (device, configs, parameters, shapes, work, what the response keeps), nothing drawn yet."""
     check_device(request.device, request.backend, request.compare)
-    entries = parse_layers(request.layers, request.single)
-    parameters = check_parameter_count(entries, settings, request.single)
+    key = configs_key(request)
+    entries, parameters = parsed_layers(request, settings, key)
     x = None
     input_shape = declared_shape(request.input, "input", settings.max_json_depth)
     if input_shape is None:  # nested numbers: their shape is their data
@@ -343,7 +415,7 @@ def plan_stack(request: StackRequest, settings: Settings) -> Plan:
         input_shape = x.shape
     else:  # random, base64, bytes: refused before drawing or decoding a byte
         check_elements(input_shape, "input", settings.max_tensor_elements)
-    planned = plan_layers(entries, input_shape, settings)
+    planned = planned_layers(entries, input_shape, settings, key, request.single)
     check_modes(planned, request.training)
     work = sum(p.work for p in planned)
     if request.gradients:  # the backward pass: about twice the forward's work (dX and dW each as dear as Y)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httptools  # uvicorn[standard]'s parser, what uvicorn's "auto" picks
-import numpy as np
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.supervisors import Multiprocess
@@ -132,6 +131,10 @@ class HttpProtocol(HttpToolsProtocol):
 
     async def receive_body(self, cycle: "_DirectBodyCycle", size: int) -> dict[str, Any]:
         """The rest of `cycle`'s body (`size` bytes) read into one buffer; one ASGI message."""
+        # Imported here: this module runs before prepare_environment, and OpenBLAS reads its
+        # variables when NumPy loads (app.process_environment).
+        import numpy as np
+
         buffer = np.empty(size, np.uint8).data
         got = len(cycle.body)
         buffer[:got] = cycle.body  # what arrived with the headers, before the app asked

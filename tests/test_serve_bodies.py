@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -288,3 +289,12 @@ def test_app_survives_a_client_that_leaves_mid_body(served):
     with connect(served) as sock:
         status, _ = exchange_raw(sock, msgpack_head(len(body)), body)
     assert status == 200
+
+
+def test_the_run_command_loads_numpy_only_after_preparing_the_environment():
+    """OpenBLAS reads OPENBLAS_* when NumPy loads; with one worker, uvicorn runs the app in the
+    process that imported app.serve, so app.serve itself must not import NumPy."""
+    import subprocess
+
+    code = "import sys, app.serve; sys.exit('numpy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent).returncode == 0

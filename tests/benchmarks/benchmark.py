@@ -99,7 +99,7 @@ def goal_rows(quick: bool) -> list[dict[str, Any]]:
         started = time.perf_counter()
         try:
             found = module.run(quick)
-        except Exception:  # one module failing (wrk missing, say) leaves the others' rows
+        except (Exception, SystemExit):  # one module failing (no wrk, one CPU) leaves the others' rows
             print(f"  failed, skipped:\n{traceback.format_exc()}")
             continue
         for row in found:

@@ -271,6 +271,9 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "forwarded_allow_ips": settings.forwarded_allow_ips,
         "timeout_keep_alive": settings.keep_alive_s,
         "server_header": False,
+        # A worker answers the supervisor's ping only once torch has imported, which can take more
+        # than uvicorn's default 5 s on a busy machine; it would be killed as hung and restarted.
+        "timeout_worker_healthcheck": 30,
     }
 
 

@@ -381,12 +381,8 @@ def _known_parameters(item: dict[str, Any], known: tuple[str, ...], where: str, 
     parameters = _parameters(item.get("parameters", {}), f"{where}'s parameters")
     unknown = sorted(set(parameters) - set(known))
     if unknown:
-        raise InvalidInput(
-            f"{where} has parameter {unknown[0][:100]!r}, which is not supported; it takes {list(known)}",
-            field=f"{field}.parameters",
-            expected=list(known),
-            actual=unknown[0][:100],
-        )
+        message = f"{where} has parameter {unknown[0][:100]!r}, which is not supported; it takes {list(known)}"
+        raise InvalidInput(message, field=f"{field}.parameters", expected=list(known), actual=unknown[0][:100])
     return parameters
 
 

@@ -407,6 +407,33 @@ def test_layers_move_and_go_with_the_keyboard(browser, live_server):
     assert shape_rows(browser) == ["(1, 16, 59, 79)", "(1, 16, 19, 39)"]
 
 
+def test_an_answer_for_an_older_stack_is_not_drawn(browser, live_server):
+    """A /v1/shapes answer that arrives after the stack changed again is dropped, not drawn as current
+    (under load the answer to the previous edit can land within the next edit's debounce)."""
+    open_page(browser, f"{live_server}/playground")
+    assert len(shape_rows(browser)) == 3
+    # Hold /v1/shapes answers in the page until the test lets them through.
+    browser.execute_script("""
+        const realFetch = window.fetch;
+        window.heldShapes = [];
+        window.realFetch = realFetch;
+        window.fetch = (url, options) => {
+          if (!String(url).includes('/v1/shapes')) return realFetch(url, options);
+          const answer = realFetch(url, options);
+          const held = {arrived: false};
+          answer.then(() => { held.arrived = true; });
+          return new Promise((resolve) => { held.release = () => resolve(answer); window.heldShapes.push(held); });
+        };""")
+    browser.find_element(By.CSS_SELECTOR, "#layer-0 .move-down").send_keys(Keys.ENTER)  # ReLU first
+    wait(browser, lambda: browser.execute_script("return window.heldShapes.length === 1 && window.heldShapes[0].arrived"))
+    # In one turn of the page's event loop: the ReLU goes, then the move's answer is let through.
+    browser.execute_script("""
+        document.querySelector('#layer-0 .remove').click();
+        window.fetch = window.realFetch;
+        window.heldShapes[0].release();""")
+    assert shape_rows(browser) == ["(1, 16, 59, 79)", "(1, 16, 19, 39)"]
+
+
 def png(pixels: np.ndarray) -> bytes:
     """An RGB uint8 image as a PNG file (no imaging library needed)."""
     height, width, _ = pixels.shape

@@ -433,6 +433,7 @@
   // The table's data-state: "pending" from an edit until its answer is shown, then "ok" or "invalid".
   function scheduleShapes() {
     clearTimeout(shapesTimer);
+    shapesTicket++;  // an answer still on its way is for the stack as it was: it must not be drawn
     $("shape-table").dataset.state = "pending";
     shapesTimer = setTimeout(updateShapes, 200);
   }

@@ -17,6 +17,8 @@ Goal 1: server CPU per Linear request <= 3x a raw ASGI app's on the same body.
   time, in alternating blocks (app, raw, app, raw, ...), so both see the same machine load. Server
   CPU per request = the server process's utime + stime delta over a block (/proc/PID/stat) divided
   by the requests wrk completed in it; the ratio is of the two medians. Requests/s are printed too.
+  A third server in the same blocks, `torch_floor_app`, is the floor under the features: the raw
+  app plus orjson, three arrays and `F.linear` (no validation, limits, metrics, ids, access line).
 
 Goal 4: two workers on two cores >= 1.8x the small-request throughput of one worker.
   Two servers again, `python -m app.serve` with LAYERLAB_WORKERS=1 and with LAYERLAB_WORKERS=2, no
@@ -26,7 +28,9 @@ Goal 4: two workers on two cores >= 1.8x the small-request throughput of one wor
   the server has a whole core and wrk takes part of the other; with 2 workers, wrk's CPU comes out
   of the workers' cores, so a perfect 2x is out of reach by wrk's share (printed: its CPU per
   request, as a fraction of the server's). Server CPU per request (all workers) is printed for
-  both, to tell contention (it rises with 2 workers) from a lack of CPU.
+  both, to tell contention (it rises with 2 workers) from a lack of CPU, and the bound wrk's share
+  leaves, 2 s / (s + w) for server CPU s and wrk CPU w per request: the cheaper a request is to
+  serve, the lower that bound (goal 1 and goal 4 pull apart on a machine that also runs wrk).
 
 On a shared machine the figures are noisy; the load average is printed before and after.
 wrk must be installed (`apt-get install -y wrk`); the script tries that itself when run as root,
@@ -92,8 +96,41 @@ async def raw_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": RAW_ANSWER})
 
 
-def serve_raw() -> None:
-    """`raw_app` under uvicorn with app.serve's options, in a process prepared as app.serve prepares its own."""
+async def torch_floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The least any app computing this request with torch does: the raw app, plus orjson's parse,
+    three float32 arrays, `F.linear` and orjson's dump of the output. No validation, limits, metrics,
+    request ids, access line, parameters in the answer: the floor under every feature layerlab keeps."""
+    if scope["type"] == "lifespan" or scope["method"] != "POST":  # startup, and the health check's GET
+        await raw_app(scope, receive, send)
+        return
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    more, body = True, []
+    while more:
+        message = await receive()
+        body.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    request = orjson.loads(b"".join(body))
+    tensors = [request["input"], request["parameters"]["weight"], request["parameters"]["bias"]]
+    x, weight, bias = (torch.from_numpy(np.array(t, dtype=np.float32)) for t in tensors)
+    output = F.linear(x, weight, bias).numpy()
+    answer = orjson.dumps({"output": output.tolist(), "output_shape": list(output.shape)})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": answer})
+
+
+def serve_raw(app: str = "raw_app") -> None:
+    """`raw_app` (or `torch_floor_app`) under uvicorn with app.serve's options, in a process prepared
+    as app.serve prepares its own (torch imported before the first request in both)."""
+    import torch  # noqa: F401
     import uvicorn
 
     from app.config import Settings
@@ -101,7 +138,7 @@ def serve_raw() -> None:
 
     settings = Settings()
     prepare_environment(settings)
-    uvicorn.run("tests.benchmarks.small_requests:raw_app", **uvicorn_options(settings))
+    uvicorn.run(f"tests.benchmarks.small_requests:{app}", **uvicorn_options(settings))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +258,7 @@ class Server:
             self.process = subprocess.Popen(
                 self.command, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL, stderr=log
             )
-        wait_healthy(self.url, 90, self.process, self.log, path="/healthz" if self.name != "raw" else "/")
+        wait_healthy(self.url, 90, self.process, self.log, path="/" if self.name in ("raw", "floor") else "/healthz")
         deadline = time.monotonic() + 30
         while True:
             kids = children(self.process.pid)
@@ -252,9 +289,9 @@ def app_server(name: str, cpu: int | None, workers: int = 1, tree: Path = ROOT) 
     return Server(name, [sys.executable, "-m", "app.serve"], {"PYTHONDONTWRITEBYTECODE": "1"}, cpu, workers, tree)
 
 
-def raw_server(cpu: int | None) -> Server:
-    command = [sys.executable, "-c", "from tests.benchmarks.small_requests import serve_raw; serve_raw()"]
-    return Server("raw", command, {}, cpu)
+def raw_server(cpu: int | None, app: str = "raw_app") -> Server:
+    command = [sys.executable, "-c", f"from tests.benchmarks.small_requests import serve_raw; serve_raw({app!r})"]
+    return Server("raw" if app == "raw_app" else "floor", command, {}, cpu)
 
 
 def load_average() -> str:
@@ -292,15 +329,21 @@ def goal_1(wrk: str, script: Path, quick: bool, baseline: Path | None = None) ->
     """`baseline`: another checkout's app, measured in the same alternating blocks (before and after)."""
     rounds, seconds = (3, 3.0) if quick else (7, 5.0)
     with contextlib.ExitStack() as stack:
-        servers = [stack.enter_context(app_server("app", cpu=0)), stack.enter_context(raw_server(cpu=0))]
+        servers = [
+            stack.enter_context(app_server("app", cpu=0)),
+            stack.enter_context(raw_server(cpu=0)),
+            stack.enter_context(raw_server(cpu=0, app="torch_floor_app")),
+        ]
         if baseline is not None:
             servers.append(stack.enter_context(app_server("baseline", cpu=0, tree=baseline)))
         m = alternate(servers, wrk, script, rounds, seconds, threads=1, cpu=1)
-    app_us, raw_us = _median(m["app"]["cpu_us"]), _median(m["raw"]["cpu_us"])
+    app_us, raw_us, floor_us = (_median(m[name]["cpu_us"]) for name in ("app", "raw", "floor"))
     details = (
         f"server CPU per request: layerlab {app_us:.0f} us ({_spread(m['app']['cpu_us'])}), raw ASGI "
-        f"{raw_us:.0f} us ({_spread(m['raw']['cpu_us'])}); req/s: layerlab {_median(m['app']['rate']):.0f}, raw "
-        f"{_median(m['raw']['rate']):.0f}; {rounds} alternating blocks x {seconds:g} s, {CONNECTIONS} connections, "
+        f"{raw_us:.0f} us ({_spread(m['raw']['cpu_us'])}), torch floor {floor_us:.0f} us "
+        f"({_spread(m['floor']['cpu_us'])}; {floor_us / raw_us:.2f}x raw, layerlab {app_us / floor_us:.2f}x it); "
+        f"req/s: layerlab {_median(m['app']['rate']):.0f}, raw {_median(m['raw']['rate']):.0f}, torch floor "
+        f"{_median(m['floor']['rate']):.0f}; {rounds} alternating blocks x {seconds:g} s, {CONNECTIONS} connections, "
         f"server on CPU 0, wrk on CPU 1"
     )
     if baseline is not None:
@@ -323,10 +366,14 @@ def goal_4(wrk: str, script: Path, quick: bool) -> dict[str, Any]:
     with app_server("one", cpu=None, workers=1) as one, app_server("two", cpu=None, workers=2) as two:
         m = alternate([one, two], wrk, script, rounds, seconds, threads=2, cpu=None)
     r1, r2 = _median(m["one"]["rate"]), _median(m["two"]["rate"])
+    one_us, two_us, wrk_us = _median(m["one"]["cpu_us"]), _median(m["two"]["cpu_us"]), _median(m["two"]["wrk_us"])
+    # 1 worker has one core; 2 workers and wrk share both: at best 2 / (server + wrk CPU) requests per
+    # second against 1 / server CPU, so wrk's share alone caps the ratio at 2 s / (s + w).
+    bound = 2 * one_us / (one_us + wrk_us)
     details = (
         f"req/s: 1 worker {r1:.0f} ({_spread(m['one']['rate'])}), 2 workers {r2:.0f} ({_spread(m['two']['rate'])}); "
-        f"server CPU per request: 1 worker {_median(m['one']['cpu_us']):.0f} us, 2 workers "
-        f"{_median(m['two']['cpu_us']):.0f} us; wrk CPU per request {_median(m['two']['wrk_us']):.0f} us; "
+        f"server CPU per request: 1 worker {one_us:.0f} us, 2 workers {two_us:.0f} us; wrk CPU per request "
+        f"{wrk_us:.0f} us, so at most {bound:.2f}x on these 2 cores (measured {r2 / r1 / bound:.0%} of that); "
         f"{rounds} alternating blocks x {seconds:g} s, {CONNECTIONS} connections, nothing pinned"
     )
     return {

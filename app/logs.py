@@ -45,6 +45,39 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class AccessLineHandler(logging.StreamHandler):
+    """Writes each message as it is, one per line: access lines arrive as JSON already.
+
+    `write_line` is how app.observability writes them when this is the access logger's one
+    handler: the line without a LogRecord, which costs more than the line itself (~16 us of a
+    small request's server time, measured in place; issue 19)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write_line(record.getMessage(), record)
+
+    def write_line(self, line: str, record: logging.LogRecord | None = None) -> None:
+        with self.lock:  # type: ignore[union-attr]  # StreamHandler always creates it
+            try:
+                self.stream.write(line + self.terminator)
+                self.stream.flush()
+            except RecursionError:
+                raise
+            except Exception:
+                self.handleError(record or logging.makeLogRecord({"msg": line}))
+
+    @classmethod
+    def sole_handler(cls, logger: logging.Logger, level: int) -> "AccessLineHandler | None":
+        """The logger's handler when logging would hand it every record of `level` and nothing
+        else would see them: one AccessLineHandler, no filters, no propagation."""
+        handlers = logger.handlers
+        if len(handlers) != 1 or logger.propagate or logger.filters:
+            return None
+        handler = handlers[0]
+        if type(handler) is not cls or handler.filters or level < handler.level:
+            return None
+        return handler
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict (uvicorn's `log_config`): JSON on stderr, access lines on stdout."""
     level = level.upper()
@@ -53,12 +86,11 @@ def logging_config(level: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {
             "json": {"()": "app.logs.JsonFormatter"},
-            # Access lines arrive already as JSON (built once in the middleware).
-            "line": {"format": "%(message)s"},
         },
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
-            "access": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stdout"},
+            # Access lines arrive already as JSON (built once in the middleware): no formatter.
+            "access": {"class": "app.logs.AccessLineHandler", "stream": "ext://sys.stdout"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},

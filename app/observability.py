@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import __version__, tracing
-from app.logs import ACCESS_LOGGER, timestamp
+from app.logs import ACCESS_LOGGER, AccessLineHandler, timestamp
 
 if TYPE_CHECKING:
     from app.stacks.run import StackOutcome
@@ -338,8 +338,8 @@ class ObservabilityMiddleware:
                     "client": client[0] if client else None,
                     **fields,
                 }
-                # makeRecord + handle is logger.log without its stack walk for the caller's
-                # file and line, which the access line does not show.
-                access_logger.handle(
-                    access_logger.makeRecord(ACCESS_LOGGER, level, __file__, 0, orjson.dumps(line).decode(), (), None)
-                )
+                text = orjson.dumps(line).decode()
+                if (handler := AccessLineHandler.sole_handler(access_logger, level)) is not None:
+                    handler.write_line(text)  # app.logs' configuration: straight to its stream
+                else:  # another configuration: logger.log without its stack walk for the caller's line
+                    access_logger.handle(access_logger.makeRecord(ACCESS_LOGGER, level, __file__, 0, text, (), None))

@@ -374,6 +374,8 @@ def goal_4(wrk: str, script: Path, quick: bool) -> dict[str, Any]:
         f"req/s: 1 worker {r1:.0f} ({_spread(m['one']['rate'])}), 2 workers {r2:.0f} ({_spread(m['two']['rate'])}); "
         f"server CPU per request: 1 worker {one_us:.0f} us, 2 workers {two_us:.0f} us; wrk CPU per request "
         f"{wrk_us:.0f} us, so at most {bound:.2f}x on these 2 cores (measured {r2 / r1 / bound:.0%} of that); "
+        f"capacity of 2 cores given to the workers alone, 2 x {one_us:.0f} / {two_us:.0f} us: "
+        f"{2 * one_us / two_us:.2f}x; "
         f"{rounds} alternating blocks x {seconds:g} s, {CONNECTIONS} connections, nothing pinned"
     )
     return {

@@ -48,8 +48,11 @@ class ForwardPass:
 class Backend(Protocol):
     name: str
 
-    def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
-        """Run one layer on a batch; `state` is not modified."""
+    def forward(
+        self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool, out: np.ndarray | None = None
+    ) -> ForwardResult:
+        """Run one layer on a batch; `state` is not modified. With `out` (an array of the output's shape
+        and dtype), the output is written there and `out` is the result's output."""
         ...
 
     def backward(self, forward: ForwardPass, grad_output: np.ndarray) -> GradientResult:

@@ -215,9 +215,15 @@ BACKWARD: dict[str, BackwardAdapter] = {
 class ReferenceBackend:
     name = "reference"
 
-    def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+    def forward(
+        self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool, out: np.ndarray | None = None
+    ) -> ForwardResult:
         # Copies keep `state` untouched (BatchNorm updates its running statistics in place).
-        return FORWARD[spec.kind](config, x, {k: v.copy() for k, v in state.items()}, training)
+        result = FORWARD[spec.kind](config, x, {k: v.copy() for k, v in state.items()}, training)
+        if out is not None:
+            np.copyto(out, result.output)
+            result.output = out
+        return result
 
     def backward(self, forward: ForwardPass, grad_output: np.ndarray) -> GradientResult:
         return BACKWARD[forward.spec.kind](

@@ -252,12 +252,13 @@ class TorchBackend:
     def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor if self.on_cpu else tensor.to(self.device)
 
-    def forward(self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+    def forward(
+        self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool, out: np.ndarray | None = None
+    ) -> ForwardResult:
         if (functional := FUNCTIONAL.get(spec.kind)) is not None:
             tensors = {k: self._on_device(as_tensor(v)) for k, v in state.items()}
-            return ForwardResult(
-                output=to_numpy(functional(self._on_device(as_tensor(x)), tensors)), buffers={}, extras={}
-            )
+            output = functional(self._on_device(as_tensor(x)), tensors)
+            return ForwardResult(output=self._result(output, out), buffers={}, extras={})
         reusable = reusable_module(spec, config)
         module = reusable.module
         reusable.load({k: self._on_device(as_tensor(v, copy=k in reusable.buffer_names)) for k, v in state.items()})
@@ -266,16 +267,24 @@ class TorchBackend:
             inputs = self._on_device(as_tensor(x))
             # No tensor here requires grad, so autograd records nothing (no need for no_grad's ~2 us);
             # forward(), not __call__: no hooks are registered on these modules.
-            out = module.forward(inputs)
+            returned = module.forward(inputs)
             tensors = EXTRAS[spec.kind](module, inputs, training) if spec.kind in EXTRAS else {}
-            output, indices = out if isinstance(out, tuple) else (out, None)
+            output, indices = returned if isinstance(returned, tuple) else (returned, None)
             if indices is not None:
                 tensors["indices"] = indices
             extras = {k: to_numpy(v) for k, v in tensors.items()}
             buffers = {k: to_numpy(v) for k, v in reusable.buffers().items()}
         finally:
             reusable.unload()
-        return ForwardResult(output=to_numpy(output), buffers=buffers, extras=extras)
+        return ForwardResult(output=self._result(output, out), buffers=buffers, extras=extras)
+
+    @staticmethod
+    def _result(output: torch.Tensor, out: np.ndarray | None) -> np.ndarray:
+        """The output as an array, or copied into `out` (torch's copy: parallel, and from any device)."""
+        if out is None:
+            return to_numpy(output)
+        torch.from_numpy(out).copy_(output)
+        return out
 
     def backward(self, forward: ForwardPass, grad_output: np.ndarray) -> GradientResult:
         """Autograd: the forward pass again with the input and parameters requiring grad (buffers on

@@ -7,6 +7,7 @@ layer's input gradient is the upstream gradient of the layer before it), from gr
 gradient, or all ones (the gradient of output.sum()).
 """
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -64,11 +65,17 @@ class StackOutcome:
     gradients: Gradients | None = None
 
 
-def run_plan(plan: Plan) -> StackOutcome:
-    """The forward pass of every planned layer; with `compare`, the other backend's beside it."""
+def run_plan(plan: Plan, into: memoryview | None = None) -> StackOutcome:
+    """The forward pass of every planned layer; with `compare`, the other backend's beside it.
+
+    `into`: bytes the stack's output is to end up in (a client's shared-memory region). When they
+    can hold it as it is (`output_destination`), the last layer writes its output there, piece by
+    piece where it can (`forward_into`), and the outcome's output is an array over them."""
     request, settings = plan.request, plan.settings
     x = plan.input if plan.input is not None else decode_input(request.input, settings)
     states = resolve_states(plan, x.dtype)
+    last = plan.layers[-1] if plan.layers else None
+    destination = output_destination(into, last.output_shape, x.dtype, [x, *states]) if last and into else None
     primary = get_backend(request.backend, request.device)
     other = get_backend(other_backend(request.backend), request.device) if request.compare else None
     kept = sum(math.prod(p.output_shape) for p in plan.layers) if request.return_intermediates else 0
@@ -80,7 +87,15 @@ def run_plan(plan: Plan) -> StackOutcome:
     # Both backends walk the stack side by side, each from its own previous output, so each
     # layer's comparison shows how far the two chains have drifted; only two outputs live at once.
     for layer, state in zip(plan.layers, states):
-        run, result = run_layer(primary, layer, y, state, request.training, keep_output=request.return_intermediates)
+        run, result = run_layer(
+            primary,
+            layer,
+            y,
+            state,
+            request.training,
+            keep_output=request.return_intermediates,
+            into=destination if layer is last else None,
+        )
         if request.gradients:
             passes.append((y, result))
         if other is not None:
@@ -262,11 +277,18 @@ def compare_gradients(mine: State, theirs: State, dtype: str) -> dict[str, Any]:
 
 
 def run_layer(
-    backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool, keep_output: bool
+    backend: Backend,
+    layer: PlannedLayer,
+    x: np.ndarray,
+    state: State,
+    training: bool,
+    keep_output: bool,
+    into: np.ndarray | None = None,
 ) -> tuple[LayerRun, ForwardResult]:
-    """One layer's forward pass, timed; its result's output goes on to the next layer."""
+    """One layer's forward pass, timed (its output written `into` an array, when given); its
+    result's output goes on to the next layer."""
     started = time.perf_counter()
-    result = forward(backend, layer, x, state, training)
+    result = forward(backend, layer, x, state, training, into)
     elapsed_ms = (time.perf_counter() - started) * 1000
     run = LayerRun(
         layer, state, result.buffers, result.extras, elapsed_ms, output=result.output if keep_output else None
@@ -302,12 +324,74 @@ def stack_comparison(runs: list[LayerRun]) -> dict[str, Any]:
     }
 
 
-def forward(backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool) -> ForwardResult:
+def forward(
+    backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool, into: np.ndarray | None = None
+) -> ForwardResult:
     """One layer on one backend; a layer's own 422 (BatchNorm's one value per channel) names its place."""
     try:
-        return backend.forward(layer.entry.spec, layer.entry.config, x, state, training)
+        if into is None:
+            return backend.forward(layer.entry.spec, layer.entry.config, x, state, training)
+        return forward_into(backend, layer, x, state, training, into)
     except LayerlabError as exc:
         raise at_layer(exc, layer.entry, x.shape) from None
+
+
+PIECE_BYTES = 4 * 2**20
+"""Output bytes per piece at most of a batch computed into a destination (`forward_into`): a piece and
+torch's working copies of it stay in the CPU's caches (L2 2 MiB a core, L3 32 MiB here) until
+written into the destination. Measured on the notebook's Conv2d: see tests/benchmarks/NOTES.md."""
+PER_SAMPLE_EXTRAS = frozenset({"indices"})
+"""Extras with the output's batch dimension (max-pool's indices): the pieces' are joined; the rest
+(BatchNorm's statistics in evaluation: the running ones) are the same for every piece."""
+
+
+def forward_into(
+    backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool, into: np.ndarray
+) -> ForwardResult:
+    """One layer's output written into `into` (of its shape and dtype). When the samples are
+    independent (`LayerSpec.independent_samples`), in pieces of about PIECE_BYTES of output, each
+    written into its place while it is still in cache: the output then goes to memory once. Whole,
+    a big output would be written by torch into its own tensor and then read and written again by
+    the copy (2.5-3 ms of the notebook's 12 ms Conv2d). The pieces' outputs are torch's for those
+    samples; for some configs torch's kernel for a smaller batch rounds differently in the last bit
+    (within torch.testing's tolerances; the notebook's Conv2d is bit-identical; see
+    tests/stacks/test_forward_into.py)."""
+    spec, config = layer.entry.spec, layer.entry.config
+    samples = into.shape[0] if into.ndim else 0
+    most = max(1, PIECE_BYTES // (into.nbytes // samples)) if samples else 0
+    if not most or samples <= most or not spec.independent_samples(config, x.shape, training):
+        return backend.forward(spec, config, x, state, training, out=into)
+    pieces = -(-samples // most)
+    # Even pieces (100 samples, at most 14 a piece: 12 or 13 each): no lone last sample, for which
+    # torch may pick another kernel.
+    bounds = [samples * i // pieces for i in range(pieces + 1)]
+    results = [
+        backend.forward(spec, config, x[start:stop], state, training, out=into[start:stop])
+        for start, stop in itertools.pairwise(bounds)
+    ]
+    extras = {
+        name: np.concatenate([r.extras[name] for r in results]) if name in PER_SAMPLE_EXTRAS else value
+        for name, value in results[-1].extras.items()
+    }
+    return ForwardResult(into, results[-1].buffers, extras)
+
+
+def output_destination(
+    into: memoryview, shape: tuple[int, ...], dtype: np.dtype, inputs: list[Any]
+) -> np.ndarray | None:
+    """`into` as an array of the output's shape and dtype, when the compute step can write the output
+    there: exactly its size, aligned, and sharing no memory with an input or a state tensor (a piece
+    written early would overwrite bytes a later piece still reads). None otherwise: the output is
+    computed into an array of its own (and the presenter copies it, or refuses the size)."""
+    if into.nbytes != math.prod(shape) * dtype.itemsize or into.nbytes == 0 or into.readonly:
+        return None
+    array = np.frombuffer(into, dtype=dtype).reshape(shape)
+    if not array.flags.aligned or not dtype.isnative:
+        return None
+    arrays = [a for item in inputs for a in (item.values() if isinstance(item, dict) else [item])]
+    if any(np.may_share_memory(array, a) for a in arrays):
+        return None
+    return array
 
 
 def resolve_states(plan: Plan, dtype: np.dtype) -> list[State]:

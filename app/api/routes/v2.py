@@ -220,6 +220,11 @@ class InferPlan:
     def size(self) -> int:
         return self.plan.size
 
+    @property
+    def output_bytes(self) -> memoryview | None:
+        """The region bytes the request wants the output in (the compute step writes it there)."""
+        return next((o.shared for o in self.request.outputs or () if o.name == "output"), None)
+
 
 @dataclass(frozen=True)
 class InferOutcome:
@@ -287,7 +292,7 @@ def infer_route(spec: LayerSpec) -> TensorRoute[InferOptions, InferPlan, InferOu
 
     def run(planned: InferPlan) -> InferOutcome:
         with state_as_inputs():
-            return InferOutcome(planned.request, run_plan(planned.plan))
+            return InferOutcome(planned.request, run_plan(planned.plan, into=planned.output_bytes))
 
     return TensorRoute(
         spec.kind,

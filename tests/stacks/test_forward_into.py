@@ -214,7 +214,7 @@ def test_a_destination_overlapping_an_input_is_not_written_in_pieces(monkeypatch
         plan = make_plan("linear", {"in_features": 6, "out_features": 4, "bias": False}, x,
                          parameters={"weight": weight})
         expected = x @ weight.copy().T
-    outcome = run.run_plan(plan, into=memoryview(buffer)[: expected.nbytes])  # over the input or the weight
+    outcome = run.run_plan(plan, into=memoryview(buffer).cast("B")[: expected.nbytes])  # over the input or the weight
     assert not np.shares_memory(outcome.output, buffer)
     np.testing.assert_allclose(outcome.output, expected, rtol=1.3e-6, atol=1e-5)
 

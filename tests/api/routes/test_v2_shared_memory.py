@@ -116,6 +116,81 @@ def test_region_at_an_offset_and_an_input_at_an_offset_in_it(client, region):
     np.testing.assert_array_equal(got, torch.nn.functional.max_pool1d(torch.from_numpy(x), 2).numpy())
 
 
+def test_big_outputs_written_in_pieces_equal_torch(client, region):
+    """Outputs over app.stacks.run.PIECE_BYTES go into the region piece by piece (a batch of 10
+    conv samples, 1.2 MB each; max-pool's output and indices, 5 samples): torch's values, within
+    torch.testing's tolerances (the last bit may differ where torch's smaller-batch kernel rounds
+    otherwise), indices exact."""
+    from app.stacks.run import PIECE_BYTES
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((10, 3, 120, 160)).astype(np.float32)
+    config = {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "padding": 1}
+    torch.manual_seed(0)
+    module = torch.nn.Conv2d(**config)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    assert expected.nbytes > 2 * PIECE_BYTES
+    (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(expected.nbytes)
+    shm.set_shared_memory_region(inputs, [x])
+    client.register_system_shared_memory("in", input_key, x.nbytes)
+    client.register_system_shared_memory("out", output_key, expected.nbytes)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_shared_memory("in", x.nbytes)
+    output = triton.InferRequestedOutput("output")
+    output.set_shared_memory("out", expected.nbytes)
+    result = client.infer("conv2d", [tensor], outputs=[output], parameters={"config": config, "seed": 0})
+    assert "data" not in result.get_output("output")
+    got = shm.get_contents_as_numpy(outputs, np.float32, expected.shape)
+    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected))
+    del got
+
+    x = rng.standard_normal((5, 16, 256, 256)).astype(np.float32)
+    pooled, indices = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
+    assert pooled.numpy().nbytes > PIECE_BYTES
+    (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(pooled.numpy().nbytes * 3)
+    shm.set_shared_memory_region(inputs, [x])
+    client.register_system_shared_memory("pool_in", input_key, x.nbytes)
+    client.register_system_shared_memory("pool_out", output_key, pooled.numpy().nbytes * 3)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_shared_memory("pool_in", x.nbytes)
+    wanted = [triton.InferRequestedOutput("output"), triton.InferRequestedOutput("indices")]
+    wanted[0].set_shared_memory("pool_out", pooled.numpy().nbytes)
+    wanted[1].set_shared_memory("pool_out", indices.numpy().nbytes, offset=pooled.numpy().nbytes)
+    client.infer("maxpool2d", [tensor], outputs=wanted, parameters={"config": {"kernel_size": 2, "return_indices": True}})
+    got = shm.get_contents_as_numpy(outputs, np.float32, tuple(pooled.shape))
+    got_indices = shm.get_contents_as_numpy(outputs, np.int64, tuple(indices.shape), offset=pooled.numpy().nbytes)
+    np.testing.assert_array_equal(got, pooled.numpy())
+    np.testing.assert_array_equal(got_indices, indices.numpy())
+    del got, got_indices
+
+
+def test_an_output_over_its_own_input_is_right(client, region):
+    """In place: the output requested over the input's own bytes (ReLU, 9 MB, more than one piece).
+    Pieces written early would overwrite samples not yet read; the server computes it whole first."""
+    x = np.random.default_rng(8).standard_normal((37, 61_000)).astype(np.float32)
+    handle, key = region(x.nbytes + 64)
+    shm.set_shared_memory_region(handle, [x], offset=64)
+    client.register_system_shared_memory("both", key, x.nbytes + 64)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_shared_memory("both", x.nbytes, offset=64)
+    output = triton.InferRequestedOutput("output")
+    output.set_shared_memory("both", x.nbytes, offset=64)
+    client.infer("relu", [tensor], outputs=[output], parameters={"config": {}})
+    got = shm.get_contents_as_numpy(handle, np.float32, x.shape, offset=64)
+    np.testing.assert_array_equal(got, np.maximum(x, 0))
+    # Shifted by one row: each output row lies over the next input row, read only by a later piece.
+    shm.set_shared_memory_region(handle, [x], offset=64)
+    output = triton.InferRequestedOutput("output")
+    output.set_shared_memory("both", x.nbytes - 61_000 * 4, offset=64 + 61_000 * 4)
+    tensor = triton.InferInput("input", [36, 61_000], "FP32")
+    tensor.set_shared_memory("both", x.nbytes - 61_000 * 4, offset=64)
+    client.infer("relu", [tensor], outputs=[output], parameters={"config": {}})
+    got = shm.get_contents_as_numpy(handle, np.float32, (36, 61_000), offset=64 + 61_000 * 4)
+    np.testing.assert_array_equal(got, np.maximum(x[:36], 0))
+    del got
+
+
 def test_refusals_are_4xx_naming_the_field(client, server, region):
     handle, key = region(1024)
     # Register: a key that is no object, one outside /dev/shm, bounds past the object's end.

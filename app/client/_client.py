@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Literal, Unpack
 
 import httpx
+import numpy as np
 
 from app.client._base import BaseClient, RawRequest
 from app.client._layers import LayerMethods, LayerOptions, StackOptions, Tensor
@@ -76,6 +77,14 @@ class Client(BaseClient[httpx.Client, httpx.BaseTransport], LayerMethods[LayerRe
         """Any route, e.g. `client.request("GET", "/v1/info")`: the decoded JSON, with retries and typed errors.
         `json=` is sent as JSON, `content=` as it is; `headers=` are added."""
         return self._send(method, path, **request)
+
+    def shared_array(self, shape: Sequence[int], dtype: Any = "float32") -> np.ndarray:
+        """A zeroed array in shared memory (`Client(shared_memory=True)` only): fill it and pass it to
+        a layer call as its input (or a parameter), and the request names its bytes: nothing is copied,
+        not even into the client's own region. Its region goes once the array is gone."""
+        if self._shared_memory is None:
+            raise ValueError("shared_array needs Client(shared_memory=True)")
+        return self._shared_memory.shared_array(tuple(shape), dtype)
 
     def _layer(self, kind: str, x: Tensor, config: dict[str, Any], options: LayerOptions) -> LayerResult:
         if self._shared_memory is not None and self._shared_memory.takes(x, options):

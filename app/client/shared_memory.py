@@ -5,7 +5,8 @@ A layer call whose input is at least `MIN_BYTES` is sent as a /v2 infer request 
 this client created in /dev/shm and registered with the server once:
 
 - the input and the given `parameters` are copied into the client's input region (one copy, on
-  this side); the server reads them in place;
+  this side); the server reads them in place. An input made by `Client.shared_array` (an array
+  in a region of its own, filled by the caller) is not copied at all: the request names its bytes;
 - the server writes the output (and max-pool's indices) into an output region; `result.output`
   is an array over that region, no copy. A region is reused only once the array returned from it
   is gone (a weak reference tells), so results stay valid while you hold them (past
@@ -81,6 +82,8 @@ class Region:
         finally:
             os.close(fd)
         self._finalizer = weakref.finalize(self, _remove, path, self.mapping)
+        self.address = np.frombuffer(self.mapping, dtype=np.uint8).ctypes.data
+        """Where the mapping starts in this process (to tell which arrays lie in it)."""
         self.holder: weakref.ref[np.ndarray] | None = None
         """The array last returned from this region: it is busy while that lives."""
         try:
@@ -94,6 +97,12 @@ class Region:
     @property
     def free(self) -> bool:
         return self.holder is None or self.holder() is None
+
+    def place_of(self, array: np.ndarray) -> int | None:
+        """The offset of a C-contiguous array's bytes in this region, None unless they lie within it."""
+        start = array.__array_interface__["data"][0]
+        inside = self.address <= start and start + array.nbytes <= self.address + self.size
+        return start - self.address if inside and array.flags.c_contiguous and self._finalizer.alive else None
 
     def array(self, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0) -> np.ndarray:
         count = int(np.prod(shape, dtype=np.int64))
@@ -115,6 +124,8 @@ class SharedMemoryLayers:
         self._send = send
         self._input: Region | None = None
         self._outputs: list[Region] = []
+        self._given: list[Region] = []
+        """Regions of `shared_array`s: each lives as long as its array."""
         self._shapes: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def takes(self, x: Any, options: Mapping[str, Any]) -> bool:
@@ -124,9 +135,31 @@ class SharedMemoryLayers:
         return bool(getattr(x, "nbytes", 0) >= MIN_BYTES or np.asarray(x).nbytes >= MIN_BYTES)
 
     def close(self) -> None:
-        for region in [*([self._input] if self._input else []), *self._outputs]:
+        for region in [*([self._input] if self._input else []), *self._outputs, *self._given]:
             region.close(self._send)
-        self._input, self._outputs = None, []
+        self._input, self._outputs, self._given = None, [], []
+
+    def shared_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A zeroed array in a region of its own, registered with the server: a layer call given it
+        (or a C-contiguous slice of it) as its input or a parameter names its bytes instead of copying
+        them. The region is unregistered and removed once the array is gone (at the next call)."""
+        dtype = np.dtype(dtype).newbyteorder("<")
+        if dtype not in _DATATYPES:
+            raise TypeError(f"shared arrays hold float32, float64 or int64; got {dtype}")
+        self._release_given()
+        shape = tuple(int(n) for n in shape)
+        region = Region(self._send, max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1))
+        array = region.array(dtype, shape)
+        region.holder = weakref.ref(array)
+        self._given.append(region)
+        return array
+
+    def _release_given(self) -> None:
+        """Regions whose shared array is gone: unregistered and removed (a view still over one keeps
+        its mapping alive, as a result's array does, but is copied like any other array)."""
+        for region in [r for r in self._given if r.free]:
+            self._given.remove(region)
+            region.close(self._send)
 
     # -- one call --------------------------------------------------------------------------------
 
@@ -179,29 +212,42 @@ class SharedMemoryLayers:
         return row
 
     def _write_inputs(self, inputs: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        """Each tensor copied into the input region (grown as needed), as the request's `inputs`."""
-        needed = sum(_aligned(a.nbytes) for a in inputs.values())
-        if self._input is None or self._input.size < needed:
+        """Each tensor as the request's `inputs`: named where it lies when it is in a `shared_array`'s
+        region, else copied into the input region (grown as needed)."""
+        self._release_given()
+        places: dict[str, tuple[Region, int]] = {}
+        for name, value in inputs.items():
+            for region in self._given:
+                if (offset := region.place_of(value)) is not None:
+                    places[name] = (region, offset)
+                    break
+        needed = sum(_aligned(a.nbytes) for name, a in inputs.items() if name not in places)
+        if needed and (self._input is None or self._input.size < needed):
             if self._input is not None:
                 self._input.close(self._send)
                 self._input = None
             self._input = Region(self._send, max(needed, 1 << 20))
         request_inputs, offset = [], 0
         for name, value in inputs.items():
-            np.copyto(self._input.array(value.dtype, value.shape, offset), value)
+            if name in places:
+                region, at = places[name]
+            else:
+                assert self._input is not None
+                region, at = self._input, offset
+                np.copyto(region.array(value.dtype, value.shape, at), value)
+                offset += _aligned(value.nbytes)
             request_inputs.append(
                 {
                     "name": name,
                     "shape": list(value.shape),
                     "datatype": _DATATYPES[value.dtype],
                     "parameters": {
-                        "shared_memory_region": self._input.name,
-                        "shared_memory_offset": offset,
+                        "shared_memory_region": region.name,
+                        "shared_memory_offset": at,
                         "shared_memory_byte_size": value.nbytes,
                     },
                 }
             )
-            offset += _aligned(value.nbytes)
         return request_inputs
 
     def _output_region(

@@ -133,3 +133,60 @@ def test_errors_are_typed_as_on_the_socket_path(clients):
     with pytest.raises(BadRequestError) as caught:  # /v2's own refusal, its `{"error": ...}` as the message
         shared.conv2d(y, **CONV, parameters={"weight": np.ones((4, 3, 2, 2), dtype=np.float32)})
     assert "weight" in str(caught.value) and "[4, 3, 3, 3]" in str(caught.value).replace("(", "[").replace(")", "]")
+
+
+def test_shared_arrays_are_named_in_place_not_copied(clients):
+    """An input (or parameter) made by `shared_array` is read by the server where it lies: no input
+    region is made; a contiguous slice of one too; anything else is copied as usual."""
+    shared, plain = clients
+    x = shared.shared_array((16, 3, 40, 30))
+    assert x.dtype == np.float32 and x.shape == (16, 3, 40, 30) and not x.any()
+    x[...] = np.random.default_rng(6).standard_normal(x.shape)
+    own = registered(shared)
+    assert len(own) == 1  # the array's region, registered at once
+    a = shared.conv2d(x, **CONV, seed=1)
+    assert len(registered(shared) - own) == 1  # an output region; no input region: nothing was copied
+    np.testing.assert_array_equal(a.output, plain.conv2d(x.copy(), **CONV, seed=1).output)
+
+    part = shared.conv2d(x[2:9], **CONV, seed=1)  # a contiguous slice: in place as well
+    assert len(registered(shared) - own) == 2  # a second output region (`a` is held); still no input region
+    np.testing.assert_array_equal(part.output, a.output[2:9])
+
+    weight = shared.shared_array((4, 3, 3, 3), dtype="float64")  # cast to the input's dtype: copied
+    weight[...] = np.random.default_rng(7).standard_normal(weight.shape)
+    strided = shared.conv2d(x[:, :, ::2], **CONV, parameters={"weight": weight})  # not contiguous: copied
+    expected = torch.nn.functional.conv2d(torch.from_numpy(x[:, :, ::2].copy()), torch.from_numpy(weight).float(),
+                                          torch.from_numpy(strided.parameters["bias"]), stride=2)
+    torch.testing.assert_close(torch.from_numpy(strided.output), expected)
+    assert len(registered(shared) - own) == 5  # the weight's region, a third output region, the input region
+
+    wide = shared.shared_array((16, 3, 40, 30), dtype=np.float64)
+    wide[...] = x
+    b = shared.conv2d(wide, **CONV, seed=1)
+    assert b.output.dtype == np.float64
+    torch.manual_seed(1)
+    module = torch.nn.Conv2d(**CONV).double()
+    torch.testing.assert_close(torch.from_numpy(b.output), module(torch.from_numpy(wide.copy())).detach())
+
+
+def test_a_shared_arrays_region_goes_with_it(live_server):
+    with Client(live_server, shared_memory=True, timeout=120) as client:
+        x = client.shared_array([16, 3, 40, 30])
+        x += 1
+        (name,) = registered(client)
+        assert name in own_objects(client)
+        view = x[:8]  # the mapping lives on in a view after the array goes, but the region is let go
+        del x
+        result = client.conv2d(view, **CONV)  # copied now, as any array
+        assert name not in registered(client) and name not in own_objects(client)
+        np.testing.assert_array_equal(view, 1)
+        torch.manual_seed(0)
+        torch.testing.assert_close(torch.from_numpy(result.output),
+                                   torch.nn.Conv2d(**CONV)(torch.from_numpy(view.copy())).detach())
+        kept = client.shared_array((8, 3, 40, 30))
+        with pytest.raises(TypeError, match="float32, float64 or int64"):
+            client.shared_array((4,), dtype=np.int8)
+    assert not own_objects(client)  # closing removes the regions of arrays still held too
+    assert kept.shape == (8, 3, 40, 30)
+    with Client(live_server) as plain, pytest.raises(ValueError, match="shared_memory=True"):
+        plain.shared_array((4,))

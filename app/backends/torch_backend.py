@@ -91,6 +91,34 @@ alike (`nn.Linear.forward` is `F.linear(input, self.weight, self.bias)`): the sa
 same tensors, without loading a module and unloading it (~8 us of a small request's ~15 us)."""
 
 
+def _linear_into(x: torch.Tensor, state: dict[str, torch.Tensor], out: torch.Tensor) -> bool:
+    """`F.linear` of a 2-D input, which is `addmm(bias, x, weight.t())` (`mm` without bias), as torch's
+    out= variant: the same kernel, writing into `out`. Other ranks: False (computed, then copied)."""
+    if x.dim() != 2:
+        return False
+    weight, bias = state["weight"], state.get("bias")
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
+    return True
+
+
+def _relu_into(x: torch.Tensor, state: dict[str, torch.Tensor], out: torch.Tensor) -> bool:
+    """`torch.relu` is `clamp_min(x, 0)` (aten's Activation.cpp): its out= variant writes into `out`."""
+    torch.clamp_min(x, 0, out=out)
+    return True
+
+
+INTO: dict[str, Callable[[torch.Tensor, dict[str, torch.Tensor], torch.Tensor], bool]] = {
+    "linear": _linear_into,
+    "relu": _relu_into,
+}
+"""Kinds whose forward pass torch can write into a given tensor with the same kernel: an output asked
+for in a client's shared-memory region is then written there once, not computed and copied. Each
+returns False where it cannot (the output is then computed and copied)."""
+
+
 EXTRAS: dict[str, Callable[[Any, torch.Tensor, bool], dict[str, torch.Tensor]]] = {
     f"batchnorm{d}d": _batch_norm_statistics for d in (1, 2, 3)
 }
@@ -255,6 +283,10 @@ class TorchBackend:
     def forward(
         self, spec: LayerSpec, config: Any, x: np.ndarray, state: State, training: bool, out: np.ndarray | None = None
     ) -> ForwardResult:
+        if out is not None and self.on_cpu and (into := INTO.get(spec.kind)) is not None:
+            tensors = {k: as_tensor(v) for k, v in state.items()}
+            if into(as_tensor(x), tensors, torch.from_numpy(out)):
+                return ForwardResult(output=out, buffers={}, extras={})
         if (functional := FUNCTIONAL.get(spec.kind)) is not None:
             tensors = {k: self._on_device(as_tensor(v)) for k, v in state.items()}
             output = functional(self._on_device(as_tensor(x)), tensors)

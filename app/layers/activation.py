@@ -5,7 +5,7 @@ import math
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from app.errors import InvalidInput
-from app.layers.base import LayerSpec, Shape, batched
+from app.layers.base import LayerSpec, Shape
 
 
 class ReLUConfig(BaseModel):
@@ -86,11 +86,6 @@ def _tuple(shape: Shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def flatten_keeps_samples(config: FlattenConfig, input_shape: Shape, training: bool) -> bool:
-    """Dimension 0 stays the samples' unless it is merged (start_dim 0)."""
-    return len(input_shape) >= 2 and flatten_dims(config, input_shape)[0] >= 1
-
-
 def no_parameters(config: BaseModel) -> dict[str, Shape]:
     return {}
 
@@ -105,7 +100,6 @@ SPECS = [
         output_shape=same_shape,
         parameter_shapes=no_parameters,
         work=output_elements,
-        independent_samples=batched(1),
         examples={
             "small": {
                 "summary": "ReLU on a 2x3 tensor, compared with the reference",
@@ -124,7 +118,6 @@ SPECS = [
         output_shape=flatten_shape,
         parameter_shapes=no_parameters,
         formulas=flatten_formulas,
-        independent_samples=flatten_keeps_samples,
         examples={
             "conv_to_linear": {
                 "summary": "Flatten (2, 16, 5, 5) feature maps to (2, 400)",

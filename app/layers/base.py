@@ -23,20 +23,6 @@ def _no_formulas(config: Any, input_shape: Shape) -> list[str]:
     return []
 
 
-def _dependent_samples(config: Any, input_shape: Shape, training: bool) -> bool:
-    return False
-
-
-def batched(rank: int) -> Callable[[Any, Shape, bool], bool]:
-    """`independent_samples` of a layer whose samples are independent whenever the input has `rank`
-    dimensions or more (an unbatched input has no sample dimension to split)."""
-
-    def independent(config: Any, input_shape: Shape, training: bool) -> bool:
-        return len(input_shape) >= rank
-
-    return independent
-
-
 def _window_formulas(window_of: Callable[[Any], Window]) -> Callable[[Any, Shape], list[str]]:
     def formulas(config: Any, input_shape: Shape) -> list[str]:
         window = window_of(config)
@@ -76,11 +62,6 @@ class LayerSpec:
     dimension, from which the formulas and receptive fields follow."""
     examples: dict[str, dict[str, Any]] | None = None
     """Named request examples for the Swagger UI: {name: {"summary", "value"}}."""
-    independent_samples: Callable[[Any, Shape, bool], bool] = _dependent_samples
-    """(config, input_shape, training) -> whether output[i] depends on input[i] alone along dimension 0
-    (and the output's dimension 0 is the input's), so the batch may be computed in pieces
-    (app.stacks.run.forward_into). False for an unbatched input and for statistics across the batch
-    (BatchNorm in training, or without running statistics)."""
 
     def __post_init__(self) -> None:
         if self.formulas is _no_formulas and self.window is not None:  # a sliding window's, by default

@@ -190,13 +190,6 @@ EXAMPLES = {
     },
 }
 
-
-def independent_samples(config: BatchNormConfig, input_shape: Shape, training: bool) -> bool:
-    """Evaluation with running statistics normalizes each sample by them alone; training (and
-    evaluation without running statistics) by the batch's own."""
-    return not training and config.track_running_stats
-
-
 SPECS = [
     LayerSpec(
         kind=kind,
@@ -215,7 +208,6 @@ SPECS = [
         macs=macs,
         work=work,
         check_mode=check_mode,
-        independent_samples=independent_samples,
         examples=EXAMPLES[kind],
     )
     for kind, torch_name in (

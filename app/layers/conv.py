@@ -8,7 +8,7 @@ from pydantic import Field, StrictBool, StrictInt, ValidationInfo, create_model,
 from pydantic_core import PydanticCustomError
 
 from app.errors import ShapeMismatch
-from app.layers.base import LayerSpec, Shape, batched
+from app.layers.base import LayerSpec, Shape
 from app.layers.window_config import WindowConfig, int_or_tuple
 from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, same_padding, split_input_shape, symmetric
 
@@ -276,7 +276,6 @@ def _spec(dims: int, model: type[ConvConfigBase]) -> LayerSpec:
         parameter_shapes=parameter_shapes,
         macs=macs,
         window=window,
-        independent_samples=batched(dims + 2),
         examples=EXAMPLES[dims],
     )
 

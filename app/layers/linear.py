@@ -5,7 +5,7 @@ import math
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from app.errors import ShapeMismatch
-from app.layers.base import LayerSpec, Shape, batched
+from app.layers.base import LayerSpec, Shape
 
 
 class LinearConfig(BaseModel):
@@ -87,7 +87,6 @@ SPECS = [
         parameter_shapes=parameter_shapes,
         macs=macs,
         work=work,
-        independent_samples=batched(2),
         examples={
             "notebook": {
                 "summary": "Linear 10x4 to 1 (the notebook's first cell)",

@@ -10,7 +10,7 @@ from pydantic import Field, StrictBool, StrictInt, ValidationInfo, create_model,
 from pydantic_core import PydanticCustomError
 
 from app.errors import ShapeMismatch
-from app.layers.base import LayerSpec, Shape, batched
+from app.layers.base import LayerSpec, Shape
 from app.layers.window_config import WindowConfig, int_or_tuple
 from app.shapes import DIM_NAMES, DIM_WORDS, Window, expand, split_input_shape, symmetric
 
@@ -304,7 +304,6 @@ def _spec(kind: str, dims: int, model: type[PoolConfigBase]) -> LayerSpec:
         parameter_shapes=lambda config: {},
         work=work,
         window=window,
-        independent_samples=batched(dims + 2),
         examples=EXAMPLES[kind],
     )
 

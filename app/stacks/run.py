@@ -7,7 +7,6 @@ layer's input gradient is the upstream gradient of the layer before it), from gr
 gradient, or all ones (the gradient of output.sum()).
 """
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -69,8 +68,8 @@ def run_plan(plan: Plan, into: memoryview | None = None) -> StackOutcome:
     """The forward pass of every planned layer; with `compare`, the other backend's beside it.
 
     `into`: bytes the stack's output is to end up in (a client's shared-memory region). When they
-    can hold it as it is (`output_destination`), the last layer writes its output there, piece by
-    piece where it can (`forward_into`), and the outcome's output is an array over them."""
+    can hold it as it is (`output_destination`), the last layer writes its output there, and the
+    outcome's output is an array over them."""
     request, settings = plan.request, plan.settings
     x = plan.input if plan.input is not None else decode_input(request.input, settings)
     states = resolve_states(plan, x.dtype)
@@ -327,62 +326,22 @@ def stack_comparison(runs: list[LayerRun]) -> dict[str, Any]:
 def forward(
     backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool, into: np.ndarray | None = None
 ) -> ForwardResult:
-    """One layer on one backend; a layer's own 422 (BatchNorm's one value per channel) names its place."""
+    """One layer on one backend (its output written `into` an array, when given: straight from the
+    kernel where torch has one that writes into a given tensor, else copied there once computed);
+    a layer's own 422 (BatchNorm's one value per channel) names its place."""
     try:
-        if into is None:
-            return backend.forward(layer.entry.spec, layer.entry.config, x, state, training)
-        return forward_into(backend, layer, x, state, training, into)
+        return backend.forward(layer.entry.spec, layer.entry.config, x, state, training, out=into)
     except LayerlabError as exc:
         raise at_layer(exc, layer.entry, x.shape) from None
-
-
-PIECE_BYTES = 4 * 2**20
-"""Output bytes per piece at most of a batch computed into a destination (`forward_into`): a piece and
-torch's working copies of it stay in the CPU's caches (L2 2 MiB a core, L3 32 MiB here) until
-written into the destination. Measured on the notebook's Conv2d: see tests/benchmarks/NOTES.md."""
-PER_SAMPLE_EXTRAS = frozenset({"indices"})
-"""Extras with the output's batch dimension (max-pool's indices): the pieces' are joined; the rest
-(BatchNorm's statistics in evaluation: the running ones) are the same for every piece."""
-
-
-def forward_into(
-    backend: Backend, layer: PlannedLayer, x: np.ndarray, state: State, training: bool, into: np.ndarray
-) -> ForwardResult:
-    """One layer's output written into `into` (of its shape and dtype). When the samples are
-    independent (`LayerSpec.independent_samples`), in pieces of about PIECE_BYTES of output, each
-    written into its place while it is still in cache: the output then goes to memory once. Whole,
-    a big output would be written by torch into its own tensor and then read and written again by
-    the copy (2.5-3 ms of the notebook's 12 ms Conv2d). The pieces' outputs are torch's for those
-    samples; for some configs torch's kernel for a smaller batch rounds differently in the last bit
-    (within torch.testing's tolerances; the notebook's Conv2d is bit-identical; see
-    tests/stacks/test_forward_into.py)."""
-    spec, config = layer.entry.spec, layer.entry.config
-    samples = into.shape[0] if into.ndim else 0
-    most = max(1, PIECE_BYTES // (into.nbytes // samples)) if samples else 0
-    if not most or samples <= most or not spec.independent_samples(config, x.shape, training):
-        return backend.forward(spec, config, x, state, training, out=into)
-    pieces = -(-samples // most)
-    # Even pieces (100 samples, at most 14 a piece: 12 or 13 each): no lone last sample, for which
-    # torch may pick another kernel.
-    bounds = [samples * i // pieces for i in range(pieces + 1)]
-    results = [
-        backend.forward(spec, config, x[start:stop], state, training, out=into[start:stop])
-        for start, stop in itertools.pairwise(bounds)
-    ]
-    extras = {
-        name: np.concatenate([r.extras[name] for r in results]) if name in PER_SAMPLE_EXTRAS else value
-        for name, value in results[-1].extras.items()
-    }
-    return ForwardResult(into, results[-1].buffers, extras)
 
 
 def output_destination(
     into: memoryview, shape: tuple[int, ...], dtype: np.dtype, inputs: list[Any]
 ) -> np.ndarray | None:
     """`into` as an array of the output's shape and dtype, when the compute step can write the output
-    there: exactly its size, aligned, and sharing no memory with an input or a state tensor (a piece
-    written early would overwrite bytes a later piece still reads). None otherwise: the output is
-    computed into an array of its own (and the presenter copies it, or refuses the size)."""
+    there: exactly its size, aligned, and sharing no memory with an input or a state tensor (a kernel
+    writing its output as it goes would overwrite elements it has still to read). None otherwise: the
+    output is computed into an array of its own (and the presenter copies it, or refuses the size)."""
     if into.nbytes != math.prod(shape) * dtype.itemsize or into.nbytes == 0 or into.readonly:
         return None
     array = np.frombuffer(into, dtype=dtype).reshape(shape)

@@ -116,13 +116,10 @@ def test_region_at_an_offset_and_an_input_at_an_offset_in_it(client, region):
     np.testing.assert_array_equal(got, torch.nn.functional.max_pool1d(torch.from_numpy(x), 2).numpy())
 
 
-def test_big_outputs_written_in_pieces_equal_torch(client, region):
-    """Outputs over app.stacks.run.PIECE_BYTES go into the region piece by piece (a batch of 10
-    conv samples, 1.2 MB each; max-pool's output and indices, 5 samples): torch's values, within
-    torch.testing's tolerances (the last bit may differ where torch's smaller-batch kernel rounds
-    otherwise), indices exact."""
-    from app.stacks.run import PIECE_BYTES
-
+def test_big_outputs_in_regions_equal_torch(client, region):
+    """Outputs written into their region by the compute step (app.stacks.run.output_destination):
+    a conv's copied there from torch's output (11 MB), a Linear's straight from its kernel; max-pool's
+    output and indices side by side in one region."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((10, 3, 120, 160)).astype(np.float32)
     config = {"in_channels": 3, "out_channels": 16, "kernel_size": 3, "padding": 1}
@@ -130,7 +127,6 @@ def test_big_outputs_written_in_pieces_equal_torch(client, region):
     module = torch.nn.Conv2d(**config)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    assert expected.nbytes > 2 * PIECE_BYTES
     (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(expected.nbytes)
     shm.set_shared_memory_region(inputs, [x])
     client.register_system_shared_memory("in", input_key, x.nbytes)
@@ -142,12 +138,29 @@ def test_big_outputs_written_in_pieces_equal_torch(client, region):
     result = client.infer("conv2d", [tensor], outputs=[output], parameters={"config": config, "seed": 0})
     assert "data" not in result.get_output("output")
     got = shm.get_contents_as_numpy(outputs, np.float32, expected.shape)
-    torch.testing.assert_close(torch.from_numpy(got), torch.from_numpy(expected))
+    np.testing.assert_array_equal(got, expected)
+    del got
+
+    x = rng.standard_normal((4096, 300)).astype(np.float32)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(300, 200)
+    with torch.no_grad():
+        expected = linear(torch.from_numpy(x)).numpy()
+    (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(expected.nbytes)
+    shm.set_shared_memory_region(inputs, [x])
+    client.register_system_shared_memory("linear_in", input_key, x.nbytes)
+    client.register_system_shared_memory("linear_out", output_key, expected.nbytes)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_shared_memory("linear_in", x.nbytes)
+    output = triton.InferRequestedOutput("output")
+    output.set_shared_memory("linear_out", expected.nbytes)
+    client.infer("linear", [tensor], outputs=[output], parameters={"config": {"in_features": 300, "out_features": 200}})
+    got = shm.get_contents_as_numpy(outputs, np.float32, expected.shape)
+    np.testing.assert_array_equal(got, expected)
     del got
 
     x = rng.standard_normal((5, 16, 256, 256)).astype(np.float32)
     pooled, indices = torch.nn.functional.max_pool2d(torch.from_numpy(x), 2, return_indices=True)
-    assert pooled.numpy().nbytes > PIECE_BYTES
     (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(pooled.numpy().nbytes * 3)
     shm.set_shared_memory_region(inputs, [x])
     client.register_system_shared_memory("pool_in", input_key, x.nbytes)
@@ -166,8 +179,9 @@ def test_big_outputs_written_in_pieces_equal_torch(client, region):
 
 
 def test_an_output_over_its_own_input_is_right(client, region):
-    """In place: the output requested over the input's own bytes (ReLU, 9 MB, more than one piece).
-    Pieces written early would overwrite samples not yet read; the server computes it whole first."""
+    """In place: the output requested over the input's own bytes (ReLU, which writes straight into a
+    destination it may). A kernel writing as it goes would overwrite elements not yet read (and torch
+    refuses partial overlaps): the server computes such an output into an array of its own first."""
     x = np.random.default_rng(8).standard_normal((37, 61_000)).astype(np.float32)
     handle, key = region(x.nbytes + 64)
     shm.set_shared_memory_region(handle, [x], offset=64)
@@ -179,7 +193,7 @@ def test_an_output_over_its_own_input_is_right(client, region):
     client.infer("relu", [tensor], outputs=[output], parameters={"config": {}})
     got = shm.get_contents_as_numpy(handle, np.float32, x.shape, offset=64)
     np.testing.assert_array_equal(got, np.maximum(x, 0))
-    # Shifted by one row: each output row lies over the next input row, read only by a later piece.
+    # Shifted by one row: each output row lies over the next input row.
     shm.set_shared_memory_region(handle, [x], offset=64)
     output = triton.InferRequestedOutput("output")
     output.set_shared_memory("both", x.nbytes - 61_000 * 4, offset=64 + 61_000 * 4)

@@ -73,8 +73,7 @@ def run_plan(plan: Plan, into: memoryview | None = None) -> StackOutcome:
     request, settings = plan.request, plan.settings
     x = plan.input if plan.input is not None else decode_input(request.input, settings)
     states = resolve_states(plan, x.dtype)
-    last = plan.layers[-1] if plan.layers else None
-    destination = output_destination(into, last.output_shape, x.dtype, [x, *states]) if last and into else None
+    destination = output_destination(into, plan, x, states)
     primary = get_backend(request.backend, request.device)
     other = get_backend(other_backend(request.backend), request.device) if request.compare else None
     kept = sum(math.prod(p.output_shape) for p in plan.layers) if request.return_intermediates else 0
@@ -93,7 +92,7 @@ def run_plan(plan: Plan, into: memoryview | None = None) -> StackOutcome:
             state,
             request.training,
             keep_output=request.return_intermediates,
-            into=destination if layer is last else None,
+            into=destination if layer is plan.layers[-1] else None,
         )
         if request.gradients:
             passes.append((y, result))
@@ -335,20 +334,20 @@ def forward(
         raise at_layer(exc, layer.entry, x.shape) from None
 
 
-def output_destination(
-    into: memoryview, shape: tuple[int, ...], dtype: np.dtype, inputs: list[Any]
-) -> np.ndarray | None:
-    """`into` as an array of the output's shape and dtype, when the compute step can write the output
-    there: exactly its size, aligned, and sharing no memory with an input or a state tensor (a kernel
-    writing its output as it goes would overwrite elements it has still to read). None otherwise: the
-    output is computed into an array of its own (and the presenter copies it, or refuses the size)."""
-    if into.nbytes != math.prod(shape) * dtype.itemsize or into.nbytes == 0 or into.readonly:
+def output_destination(into: memoryview | None, plan: Plan, x: np.ndarray, states: list[State]) -> np.ndarray | None:
+    """`into` as an array of the stack's output shape and dtype (the input's), when the compute step
+    can write the output there: exactly its size, aligned, writable, and sharing no memory with the
+    input or a state tensor (a kernel writing its output as it goes would overwrite elements it has
+    still to read). None otherwise: the output is computed into an array of its own (and the
+    presenter copies it, or refuses the size)."""
+    if into is None or not plan.layers or into.readonly:
         return None
-    array = np.frombuffer(into, dtype=dtype).reshape(shape)
-    if not array.flags.aligned or not dtype.isnative:
+    shape = plan.layers[-1].output_shape
+    if into.nbytes != math.prod(shape) * x.dtype.itemsize or into.nbytes == 0 or not x.dtype.isnative:
         return None
-    arrays = [a for item in inputs for a in (item.values() if isinstance(item, dict) else [item])]
-    if any(np.may_share_memory(array, a) for a in arrays):
+    array = np.frombuffer(into, dtype=x.dtype).reshape(shape)
+    inputs = [x, *(tensor for state in states for tensor in state.values())]
+    if not array.flags.aligned or any(np.may_share_memory(array, tensor) for tensor in inputs):
         return None
     return array
 

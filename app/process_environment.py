@@ -1,4 +1,4 @@
-"""Process settings that keep big tensors cheap: glibc's allocator and OpenBLAS's idle threads.
+"""Process settings that keep big tensors cheap: glibc's allocator, OpenBLAS's and OpenMP's idle threads.
 
 Measured on the 2-core development machines (issue 9; counts are deterministic, times noisy):
 
@@ -9,6 +9,13 @@ Measured on the 2-core development machines (issue 9; counts are deterministic, 
   conv in a compute thread to 0 and its CPU time from ~33-41 ms to ~15 ms.
 - After a NumPy BLAS call (the reference backend), OpenBLAS's threads spin for a while and a
   following torch call took ~40% more CPU time; OPENBLAS_THREAD_TIMEOUT=1 puts them to sleep at once.
+- After a torch call, the threads of its OpenMP runtime (GNU libgomp) spin, waiting for the next
+  parallel region, for milliseconds, on every core but one; what the server does next is send the
+  result, and the socket writes and the client's reads queue behind the spinning threads.
+  OMP_WAIT_POLICY=PASSIVE puts them to sleep at once (waking them for the next region costs
+  microseconds). The notebook's Conv2d through the SDK (issue 19): 52.6 -> 43.7 ms end to end
+  (medians of 40, alternating; tests/benchmarks/NOTES.md), the 30 MB download 14-17 -> 9-11 ms;
+  the bare conv itself got no slower (median 16.1 -> 11.7 ms on a shared machine).
 
 `PROCESS_ENVIRONMENT` is for a process's start (the run command and the Docker image set it; an
 operator's own values win). `tune_allocator` applies the allocator part to a running process with
@@ -28,6 +35,7 @@ PROCESS_ENVIRONMENT = {
     # One BLAS thread per request: compute workers already run requests side by side, and on the
     # reference convolution's cache-sized blocks a second thread only adds waiting (13 -> 16 ms).
     "OPENBLAS_NUM_THREADS": "1",
+    "OMP_WAIT_POLICY": "PASSIVE",  # read when torch loads its OpenMP runtime
 }
 _MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_THRESHOLD_": -1}
 """mallopt(3) parameter numbers: M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD."""

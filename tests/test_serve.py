@@ -87,6 +87,29 @@ def test_explicit_threads_are_kept_and_one_worker_needs_nothing():
     assert environ == process_environment.process_environment()  # the allocator and BLAS settings only
 
 
+def test_openmp_threads_sleep_between_calls_unless_the_operator_says_otherwise():
+    """libgomp's threads spin after each torch call; spinning, they delay the response's socket writes
+    and the client's reads on a machine with few cores (issue 19, tests/benchmarks/NOTES.md)."""
+    environ: dict[str, str] = {}
+    prepare_environment(Settings(workers=1), environ)
+    assert environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    environ = {"OMP_WAIT_POLICY": "ACTIVE"}
+    prepare_environment(Settings(workers=1), environ)
+    assert environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_the_run_command_starts_torch_with_sleeping_openmp_threads():
+    """The variable is set after the process started (app.serve), before torch loads: what the OpenMP
+    runtime itself read, as it reports it with OMP_DISPLAY_ENV (GNU libgomp: torch's Linux wheels)."""
+    from tests.live_server import ServeProcess
+
+    with ServeProcess(env={"LAYERLAB_LOG_LEVEL": "warning", "OMP_DISPLAY_ENV": "TRUE"}) as server:
+        log = server.log_path.read_text(errors="replace")
+    if "OPENMP DISPLAY ENVIRONMENT" not in log:
+        pytest.skip("this torch's OpenMP runtime does not display its environment")
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in log
+
+
 def test_a_given_metrics_folder_is_emptied_of_old_values(tmp_path):
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "histogram_456.db").write_bytes(b"old")

@@ -2,6 +2,9 @@
 
     python tests/benchmarks/big_tensors.py            # ~1 minute
     python tests/benchmarks/big_tensors.py --quick    # fewer repeats, ~30 s
+    python tests/benchmarks/big_tensors.py --baseline DIR  # goal 2 with another checkout's SDK + server
+                                                           # in the same turns (before/after in one run;
+                                                           # DIR: e.g. `git archive <rev> | tar -x -C DIR`)
 
 The workload is the notebook's cell: Conv2d(3, 16, 3, stride=2) on a (100, 3, 120, 160) float32
 input, 23.0 MB up and 29.8 MB down. The server is the run command, `python -m app.serve` (one
@@ -25,12 +28,17 @@ Goal 2: end to end <= 1.2x (loopback floor + bare conv), three things measured i
     settings), in a worker thread as the server's compute pool runs it, timed inside that process;
     its page faults per call are printed (a process without those settings takes ~14,500 a call).
 
+With --baseline DIR, goal 2 also calls another checkout's SDK and run command (a process of its own
+started in DIR) and a bare conv with DIR's process environment, in the same turns; the details give
+its end to end and its ratio against the floor and its own bare conv.
+
 Each result is a dict {"goal", "ratio", "value", "target", "details"} (see benchmark.py, which
 prints them all as one table).
 """
 
 import argparse
 import contextlib
+import json
 import os
 import socket
 import statistics
@@ -82,6 +90,36 @@ for line in sys.stdin:
     print(f"{ms} {faults}", flush=True)
 """
 
+_OTHER_STACK = """
+import sys, time
+tree = sys.argv[1]
+sys.path.insert(0, tree)
+import numpy as np
+import app
+assert app.__file__.startswith(tree), f"{app.__file__} is not the baseline's"
+from app.client import Client
+from tests.live_server import ServeProcess
+rng = np.random.default_rng(0)  # notebook_tensors(), written out: the other tree may not have it
+x = rng.random((100, 3, 120, 160), dtype=np.float32)
+parameters = {"weight": rng.random((16, 3, 3, 3), dtype=np.float32), "bias": rng.random(16, dtype=np.float32)}
+with ServeProcess(env={"LAYERLAB_LOG_LEVEL": "warning"}, timeout_s=120) as server, \\
+        Client(base_url=server.url, timeout=120, max_retries=0) as client:
+    print("ready", flush=True)
+    for line in sys.stdin:
+        started = time.perf_counter()
+        result = client.conv2d(x, in_channels=3, out_channels=16, kernel_size=3, stride=2, parameters=parameters)
+        ms = (time.perf_counter() - started) * 1000
+        assert result.output.shape == (100, 16, 59, 79)
+        print(f"{ms} {result.elapsed_ms}", flush=True)
+"""
+
+_ENVIRONMENT_OF = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from app import process_environment
+print(json.dumps(process_environment.process_environment()))
+"""
+
 _ECHO_SERVER = """
 import socket, sys
 up, down = int(sys.argv[1]), int(sys.argv[2])
@@ -115,10 +153,17 @@ def spread(values: list[float]) -> str:
 
 
 class BareConv:
-    """F.conv2d in another process with the server's process environment; ms and page faults a call."""
+    """F.conv2d in another process with the server's process environment; ms and page faults a call.
+    `tree`: another checkout, whose app.process_environment gives the environment instead."""
 
-    def __init__(self) -> None:
-        env = {**os.environ, **process_environment.process_environment()}
+    def __init__(self, tree: Path | None = None) -> None:
+        if tree is None:
+            variables = process_environment.process_environment()
+        else:
+            said = subprocess.run([sys.executable, "-c", _ENVIRONMENT_OF, str(tree)], capture_output=True, text=True,
+                                  check=True)
+            variables = json.loads(said.stdout)
+        env = {**os.environ, **variables}
         self.child = subprocess.Popen([sys.executable, "-c", _BARE_CONV], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, env=env)
         assert self.child.stdout is not None and self.child.stdout.readline().strip() == "ready"
@@ -135,6 +180,33 @@ class BareConv:
     def close(self) -> None:
         self.child.kill()
         self.child.wait()
+
+
+class OtherStack:
+    """Another checkout's SDK and run command, in a process of its own (started in `tree`): ms a call."""
+
+    def __init__(self, tree: Path) -> None:
+        self.child = subprocess.Popen([sys.executable, "-c", _OTHER_STACK, str(tree)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, cwd=tree)
+        assert self.child.stdout is not None and self.child.stdout.readline().strip() == "ready"
+        self.server_ms: list[float] = []
+
+    def __call__(self) -> float:
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.write("go\n")
+        self.child.stdin.flush()
+        ms, server_ms = self.child.stdout.readline().split()
+        self.server_ms.append(float(server_ms))
+        return float(ms)
+
+    def close(self) -> None:
+        assert self.child.stdin is not None
+        self.child.stdin.close()  # the driver leaves its loop and stops its server
+        try:
+            self.child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait()
 
 
 class LoopbackFloor:
@@ -210,15 +282,21 @@ def goal_5(server: ServeProcess, call: Callable[[], Any], payload_bytes: int, la
 # Goal 2: end to end against floor + conv
 
 
-def goal_2(call: Callable[[], Any], server_ms: list[float], up: int, down: int, repeats: int) -> dict[str, Any]:
+def goal_2(
+    call: Callable[[], Any], server_ms: list[float], up: int, down: int, repeats: int, baseline: Path | None = None
+) -> dict[str, Any]:
     floor, bare = LoopbackFloor(up, down), BareConv()
+    other = other_bare = None
     try:
         def e2e() -> float:
             started = time.perf_counter()
             call()
             return (time.perf_counter() - started) * 1000
 
-        calls = {"e2e": e2e, "floor": floor, "bare": bare}
+        calls: dict[str, Callable[[], float]] = {"e2e": e2e, "floor": floor, "bare": bare}
+        if baseline is not None:
+            other, other_bare = OtherStack(baseline), BareConv(baseline)
+            calls.update(baseline=other, baseline_bare=other_bare)
         for fn in calls.values():  # warm up: connections, threads, allocator
             fn()
             fn()
@@ -230,21 +308,29 @@ def goal_2(call: Callable[[], Any], server_ms: list[float], up: int, down: int, 
                 times[name].append(fn())
         faults = median([float(f) for f in bare.faults[2:]])
     finally:
-        floor.close()
-        bare.close()
+        for closing in (floor, bare, other, other_bare):
+            if closing is not None:
+                closing.close()
     e2e_ms, floor_ms, bare_ms = (median(times[name]) for name in ("e2e", "floor", "bare"))
+    compared = ""
+    if other is not None:
+        base_ms, base_bare_ms = median(times["baseline"]), median(times["baseline_bare"])
+        compared = (f"; baseline {baseline}: end to end {base_ms:.1f} ms ({spread(times['baseline'])}; server compute "
+                    f"{median(other.server_ms[2:]):.1f} ms), its bare conv {base_bare_ms:.1f} ms, ratio "
+                    f"{base_ms / (floor_ms + base_bare_ms):.2f}")
     return {
         "goal": 2, "ratio": "Conv2d end to end (SDK, TCP) / (loopback floor + bare conv)",
         "value": e2e_ms / (floor_ms + bare_ms), "target": "<= 1.2",
         "details": f"end to end {e2e_ms:.1f} ms ({spread(times['e2e'])}; server compute {median(server_ms):.1f} ms) / "
                    f"(floor {floor_ms:.1f} ms ({spread(times['floor'])}) + bare conv {bare_ms:.1f} ms "
                    f"({spread(times['bare'])}, {faults:.0f} page faults a call)); {up / 1e6:.1f} MB up, "
-                   f"{down / 1e6:.1f} MB down; medians of {repeats}, in turns, each after a {PAUSE_S:g} s pause",
+                   f"{down / 1e6:.1f} MB down; medians of {repeats}, in turns, each after a {PAUSE_S:g} s pause"
+                   f"{compared}",
     }
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
-    """Goals 5 and 2, each as {"goal", "ratio", "value", "target", "details"}."""
+def run(quick: bool, baseline: Path | None = None) -> list[dict[str, Any]]:
+    """Goals 5 and 2, each as {"goal", "ratio", "value", "target", "details"}; `baseline`: see --baseline."""
     from app.client import Client
 
     x, parameters = notebook_tensors()
@@ -257,15 +343,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
             server_ms.append(result.elapsed_ms)
 
         memory = goal_5(server, call, x.nbytes + down, later_calls=2 if quick else 4)
-        transfer = goal_2(call, server_ms, x.nbytes, down, repeats=7 if quick else 15)
+        transfer = goal_2(call, server_ms, x.nbytes, down, repeats=7 if quick else 15, baseline=baseline)
     return [transfer, memory]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--baseline", type=Path, help="goal 2: also another checkout's SDK and server, in the same turns")
     args = parser.parse_args()
-    for result in run(args.quick):
+    for result in run(args.quick, args.baseline.resolve() if args.baseline else None):
         print(f"goal {result['goal']}: {result['ratio']} = {result['value']:.2f} (target {result['target']})\n"
               f"    {result['details']}")
 

@@ -13,9 +13,10 @@ Measured on the 2-core development machines (issue 9; counts are deterministic, 
   parallel region, for milliseconds, on every core but one; what the server does next is send the
   result, and the socket writes and the client's reads queue behind the spinning threads.
   OMP_WAIT_POLICY=PASSIVE puts them to sleep at once (waking them for the next region costs
-  microseconds). The notebook's Conv2d through the SDK (issue 19): 52.6 -> 43.7 ms end to end
-  (medians of 40, alternating; tests/benchmarks/NOTES.md), the 30 MB download 14-17 -> 9-11 ms;
-  the bare conv itself got no slower (median 16.1 -> 11.7 ms on a shared machine).
+  microseconds). The notebook's Conv2d through the SDK (issue 19, tests/benchmarks/NOTES.md): with
+  one core busy elsewhere 48.4 -> 37.4 ms end to end (medians of 40, in turns); on a quiet machine
+  no change (36-38 ms both: the conv ~2 ms slower, the download as much faster). A shorter spin
+  (GOMP_SPINCOUNT 30000 or 100000) kept the quiet conv's speed but gave back most of the gain under load.
 
 `PROCESS_ENVIRONMENT` is for a process's start (the run command and the Docker image set it; an
 operator's own values win). `tune_allocator` applies the allocator part to a running process with

@@ -329,13 +329,16 @@ def goal_1(wrk: str, script: Path, quick: bool, baseline: Path | None = None) ->
     """`baseline`: another checkout's app, measured in the same alternating blocks (before and after)."""
     rounds, seconds = (3, 3.0) if quick else (7, 5.0)
     with contextlib.ExitStack() as stack:
+        # The two apps start first, one after the other: a server started after the others measured
+        # 8-15% slower than the same tree started first (tests/benchmarks/NOTES.md).
+        first = stack.enter_context(app_server("baseline", cpu=0, tree=baseline)) if baseline is not None else None
         servers = [
             stack.enter_context(app_server("app", cpu=0)),
             stack.enter_context(raw_server(cpu=0)),
             stack.enter_context(raw_server(cpu=0, app="torch_floor_app")),
         ]
-        if baseline is not None:
-            servers.append(stack.enter_context(app_server("baseline", cpu=0, tree=baseline)))
+        if first is not None:
+            servers.append(first)
         m = alternate(servers, wrk, script, rounds, seconds, threads=1, cpu=1)
     app_us, raw_us, floor_us = (_median(m[name]["cpu_us"]) for name in ("app", "raw", "floor"))
     details = (

@@ -8,7 +8,6 @@ theirs (app.api.endpoint); what the bytes mean is the codec's business (app.code
 
 import numpy as np
 from fastapi import Request
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_response
@@ -104,22 +103,25 @@ async def read_body(request: Request, settings: Settings) -> bytes:
     own checks: ~5 us of a small request's body): a small body is one message, taken as it is."""
     limit = settings.max_body_bytes
     _declared_length(request, limit)
-    receive = request.receive
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone("the client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
+    chunks: list[bytes | memoryview] = []
+    size, more = 0, True
+    while more:
+        chunk, more = await _body_message(request.receive)
         size += len(chunk)
         if size > limit:
             raise too_large(size, limit)
-        if not message.get("more_body", False):
-            if not chunks and type(chunk) is bytes:
-                return chunk
-            return b"".join([*chunks, chunk])  # bytes too for a body our server gave as a buffer (app.serve)
         chunks.append(chunk)
+    if len(chunks) == 1 and type(chunks[0]) is bytes:
+        return chunks[0]
+    return b"".join(chunks)  # bytes too for a body our server gave as a buffer (app.serve)
+
+
+async def _body_message(receive: Receive) -> tuple[bytes | memoryview, bool]:
+    """The next piece of the body and whether more follow; ClientGone if the client went away."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise ClientGone("the client disconnected before sending the whole body")
+    return message.get("body", b""), message.get("more_body", False)
 
 
 async def read_body_buffer(request: Request, settings: Settings) -> memoryview:
@@ -136,25 +138,25 @@ async def read_body_buffer(request: Request, settings: Settings) -> memoryview:
     if declared is None or declared < PREALLOCATE_BYTES:
         return memoryview(await read_body(request, settings))
     buffer: memoryview | None = None
-    size = 0
-    try:
-        async for chunk in request.stream():
-            end = size + len(chunk)
-            if end > declared:  # HTTP servers frame the body by its Content-Length; other ASGI callers might not
-                raise BadRequest(
-                    f"request body is longer than its Content-Length of {declared} bytes",
-                    field="content-length",
-                    expected=declared,
-                    actual=f"> {declared}",
-                )
-            if buffer is None and end == declared and _writable_bytes(chunk):
-                return chunk  # type: ignore[return-value]  # the whole body, already in one buffer
-            if buffer is None:
-                buffer = np.empty(declared, np.uint8).data
-            buffer[size:end] = chunk
-            size = end
-    except ClientDisconnect:
-        raise ClientGone("the client disconnected before sending the whole body") from None
+    size, more = 0, True
+    while more:
+        chunk, more = await _body_message(request.receive)
+        end = size + len(chunk)
+        if end > declared:  # HTTP servers frame the body by its Content-Length; other ASGI callers might not
+            raise BadRequest(
+                f"request body is longer than its Content-Length of {declared} bytes",
+                field="content-length",
+                expected=declared,
+                actual=f"> {declared}",
+            )
+        if buffer is None and end == declared and _writable_bytes(chunk):
+            return chunk  # type: ignore[return-value]  # the whole body, already in one buffer
+        if end == size:
+            continue
+        if buffer is None:
+            buffer = np.empty(declared, np.uint8).data
+        buffer[size:end] = chunk
+        size = end
     return buffer[:size] if buffer is not None else memoryview(b"")
 
 

@@ -152,6 +152,22 @@ def spread(values: list[float]) -> str:
 # The three things measured
 
 
+def _start_child(script: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    """`python -c script args`, talking over stdin/stdout: it says "ready", then answers each "go"."""
+    child = subprocess.Popen([sys.executable, "-c", script, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, **popen)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def _go(child: subprocess.Popen[str]) -> list[str]:
+    """One measured call in the child: the words of its answer line."""
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    return child.stdout.readline().split()
+
+
 class BareConv:
     """F.conv2d in another process with the server's process environment; ms and page faults a call.
     `tree`: another checkout, whose app.process_environment gives the environment instead."""
@@ -163,17 +179,11 @@ class BareConv:
             said = subprocess.run([sys.executable, "-c", _ENVIRONMENT_OF, str(tree)], capture_output=True, text=True,
                                   check=True)
             variables = json.loads(said.stdout)
-        env = {**os.environ, **variables}
-        self.child = subprocess.Popen([sys.executable, "-c", _BARE_CONV], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, env=env)
-        assert self.child.stdout is not None and self.child.stdout.readline().strip() == "ready"
+        self.child = _start_child(_BARE_CONV, env={**os.environ, **variables})
         self.faults: list[int] = []
 
     def __call__(self) -> float:
-        assert self.child.stdin is not None and self.child.stdout is not None
-        self.child.stdin.write("go\n")
-        self.child.stdin.flush()
-        ms, faults = self.child.stdout.readline().split()
+        ms, faults = _go(self.child)
         self.faults.append(int(faults))
         return float(ms)
 
@@ -186,16 +196,11 @@ class OtherStack:
     """Another checkout's SDK and run command, in a process of its own (started in `tree`): ms a call."""
 
     def __init__(self, tree: Path) -> None:
-        self.child = subprocess.Popen([sys.executable, "-c", _OTHER_STACK, str(tree)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, cwd=tree)
-        assert self.child.stdout is not None and self.child.stdout.readline().strip() == "ready"
+        self.child = _start_child(_OTHER_STACK, str(tree), cwd=tree)
         self.server_ms: list[float] = []
 
     def __call__(self) -> float:
-        assert self.child.stdin is not None and self.child.stdout is not None
-        self.child.stdin.write("go\n")
-        self.child.stdin.flush()
-        ms, server_ms = self.child.stdout.readline().split()
+        ms, server_ms = _go(self.child)
         self.server_ms.append(float(server_ms))
         return float(ms)
 

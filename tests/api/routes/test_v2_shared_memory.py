@@ -116,6 +116,21 @@ def test_region_at_an_offset_and_an_input_at_an_offset_in_it(client, region):
     np.testing.assert_array_equal(got, torch.nn.functional.max_pool1d(torch.from_numpy(x), 2).numpy())
 
 
+def _infer_one_output_in_regions(client, region, kind, x, expected, parameters):
+    """`kind` on `x` from one region, its output asked in another (names from `kind`); what it wrote."""
+    (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(expected.nbytes)
+    shm.set_shared_memory_region(inputs, [x])
+    client.register_system_shared_memory(f"{kind}_in", input_key, x.nbytes)
+    client.register_system_shared_memory(f"{kind}_out", output_key, expected.nbytes)
+    tensor = triton.InferInput("input", list(x.shape), "FP32")
+    tensor.set_shared_memory(f"{kind}_in", x.nbytes)
+    output = triton.InferRequestedOutput("output")
+    output.set_shared_memory(f"{kind}_out", expected.nbytes)
+    result = client.infer(kind, [tensor], outputs=[output], parameters=parameters)
+    assert "data" not in result.get_output("output")
+    return shm.get_contents_as_numpy(outputs, np.float32, expected.shape)
+
+
 def test_big_outputs_in_regions_equal_torch(client, region):
     """Outputs written into their region by the compute step (app.stacks.run.output_destination):
     a conv's copied there from torch's output (11 MB), a Linear's straight from its kernel; max-pool's
@@ -127,17 +142,7 @@ def test_big_outputs_in_regions_equal_torch(client, region):
     module = torch.nn.Conv2d(**config)
     with torch.no_grad():
         expected = module(torch.from_numpy(x)).numpy()
-    (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(expected.nbytes)
-    shm.set_shared_memory_region(inputs, [x])
-    client.register_system_shared_memory("in", input_key, x.nbytes)
-    client.register_system_shared_memory("out", output_key, expected.nbytes)
-    tensor = triton.InferInput("input", list(x.shape), "FP32")
-    tensor.set_shared_memory("in", x.nbytes)
-    output = triton.InferRequestedOutput("output")
-    output.set_shared_memory("out", expected.nbytes)
-    result = client.infer("conv2d", [tensor], outputs=[output], parameters={"config": config, "seed": 0})
-    assert "data" not in result.get_output("output")
-    got = shm.get_contents_as_numpy(outputs, np.float32, expected.shape)
+    got = _infer_one_output_in_regions(client, region, "conv2d", x, expected, {"config": config, "seed": 0})
     np.testing.assert_array_equal(got, expected)
     del got
 
@@ -146,16 +151,8 @@ def test_big_outputs_in_regions_equal_torch(client, region):
     linear = torch.nn.Linear(300, 200)
     with torch.no_grad():
         expected = linear(torch.from_numpy(x)).numpy()
-    (inputs, input_key), (outputs, output_key) = region(x.nbytes), region(expected.nbytes)
-    shm.set_shared_memory_region(inputs, [x])
-    client.register_system_shared_memory("linear_in", input_key, x.nbytes)
-    client.register_system_shared_memory("linear_out", output_key, expected.nbytes)
-    tensor = triton.InferInput("input", list(x.shape), "FP32")
-    tensor.set_shared_memory("linear_in", x.nbytes)
-    output = triton.InferRequestedOutput("output")
-    output.set_shared_memory("linear_out", expected.nbytes)
-    client.infer("linear", [tensor], outputs=[output], parameters={"config": {"in_features": 300, "out_features": 200}})
-    got = shm.get_contents_as_numpy(outputs, np.float32, expected.shape)
+    config = {"in_features": 300, "out_features": 200}
+    got = _infer_one_output_in_regions(client, region, "linear", x, expected, {"config": config})
     np.testing.assert_array_equal(got, expected)
     del got
 
